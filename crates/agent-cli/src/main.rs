@@ -1,0 +1,2 @@
+//! `agentctl`: the command line for agent-manager. (Implementation: issue #4.)
+fn main() {}

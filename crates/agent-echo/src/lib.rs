@@ -1,0 +1,1 @@
+//! `agent-echo`: the example agent (Echo service + health). (Implementation: issue #3.)

@@ -1,0 +1,2 @@
+//! The example agent binary.
+fn main() {}

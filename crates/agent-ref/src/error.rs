@@ -1,0 +1,137 @@
+use std::fmt;
+
+/// The stable error kinds every crate of the workspace maps its errors to.
+///
+/// These strings are a contract: `agentctl` prints them as `error[KIND]` and
+/// as `{"error":{"kind":…}}`, and scripts match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// A reference, kind, version or platform that does not parse or validate.
+    InvalidRef,
+    /// No cache entry and no store had the binary.
+    BinaryNotFound,
+    /// The process could not be started.
+    Spawn,
+    /// The agent exited before it was ready.
+    AgentExited,
+    /// No handshake line within the startup timeout.
+    HandshakeTimeout,
+    /// The first stdout line is not a valid handshake.
+    HandshakeMalformed,
+    /// The handshake names a protocol version the host does not accept.
+    VersionMismatch,
+    /// The gRPC connection was not ready within the dial timeout.
+    DialTimeout,
+    /// The agent's health service never reported SERVING.
+    NotServing,
+    /// A store could not be reached or refused to answer (retryable).
+    StoreUnavailable,
+    /// The store answered that it has no such artifact.
+    ArtifactMissing,
+    /// Bytes did not match their published digest or size, or an archive was unsafe.
+    Integrity,
+    /// A local filesystem or OS error.
+    Io,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order of DESIGN.md.
+    pub const ALL: [ErrorKind; 13] = [
+        ErrorKind::InvalidRef,
+        ErrorKind::BinaryNotFound,
+        ErrorKind::Spawn,
+        ErrorKind::AgentExited,
+        ErrorKind::HandshakeTimeout,
+        ErrorKind::HandshakeMalformed,
+        ErrorKind::VersionMismatch,
+        ErrorKind::DialTimeout,
+        ErrorKind::NotServing,
+        ErrorKind::StoreUnavailable,
+        ErrorKind::ArtifactMissing,
+        ErrorKind::Integrity,
+        ErrorKind::Io,
+    ];
+
+    /// The stable kebab-case name, e.g. `handshake-timeout`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRef => "invalid-ref",
+            ErrorKind::BinaryNotFound => "binary-not-found",
+            ErrorKind::Spawn => "spawn",
+            ErrorKind::AgentExited => "agent-exited",
+            ErrorKind::HandshakeTimeout => "handshake-timeout",
+            ErrorKind::HandshakeMalformed => "handshake-malformed",
+            ErrorKind::VersionMismatch => "version-mismatch",
+            ErrorKind::DialTimeout => "dial-timeout",
+            ErrorKind::NotServing => "not-serving",
+            ErrorKind::StoreUnavailable => "store-unavailable",
+            ErrorKind::ArtifactMissing => "artifact-missing",
+            ErrorKind::Integrity => "integrity",
+            ErrorKind::Io => "io",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a reference, version, kind, platform or agent home is not acceptable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefError {
+    /// A field of a reference breaks the allowed form.
+    #[error("invalid agent {field} {value:?}: {reason} (allowed: {allowed})")]
+    InvalidField {
+        /// `publisher`, `name`, `version` or `reference`.
+        field: &'static str,
+        /// The offending input (possibly truncated).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+        /// The allowed form, for the user.
+        allowed: &'static str,
+    },
+    /// An unknown agent kind.
+    #[error(
+        "unknown agent kind {0:?} (allowed: service, service:runtime, service:builder, service:code, application, module)"
+    )]
+    UnknownKind(String),
+    /// A version or version requirement that is not semver.
+    #[error(
+        "invalid version {value:?}: {reason} (allowed: latest, 1.2.3, v1.2.3, ^1.2, ~1.4, >=2, <3)"
+    )]
+    InvalidVersion {
+        /// The offending input.
+        value: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// An operation needed a concrete version but got `latest` or a requirement.
+    #[error("agent {0} has no concrete version; resolve it first")]
+    NotConcrete(String),
+    /// `CODEFLY_AGENT_SOURCE` holds something other than `remote` or `local`.
+    #[error("CODEFLY_AGENT_SOURCE={0:?} is not understood (allowed: \"\", remote, local)")]
+    InvalidSource(String),
+    /// No `CODEFLY_HOME` and no home directory to default to.
+    #[error("cannot find the agent home: set CODEFLY_HOME or HOME")]
+    NoHome,
+    /// An OS or architecture name that is not known.
+    #[error("unknown platform {0:?} (allowed: os/arch such as linux/amd64, darwin/arm64)")]
+    InvalidPlatform(String),
+}
+
+impl RefError {
+    /// The stable kind: [`ErrorKind::InvalidRef`] for all but [`RefError::NoHome`] ([`ErrorKind::Io`]).
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RefError::NoHome => ErrorKind::Io,
+            _ => ErrorKind::InvalidRef,
+        }
+    }
+}

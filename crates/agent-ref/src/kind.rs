@@ -1,0 +1,95 @@
+use std::fmt;
+use std::str::FromStr;
+
+use crate::RefError;
+
+/// What an agent is for; decides its cache sub-directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum AgentKind {
+    /// `service`: a service agent.
+    #[default]
+    Service,
+    /// `service:runtime`.
+    ServiceRuntime,
+    /// `service:builder`.
+    ServiceBuilder,
+    /// `service:code`.
+    ServiceCode,
+    /// `application`.
+    Application,
+    /// `module`.
+    Module,
+}
+
+impl AgentKind {
+    /// Every kind.
+    pub const ALL: [AgentKind; 6] = [
+        AgentKind::Service,
+        AgentKind::ServiceRuntime,
+        AgentKind::ServiceBuilder,
+        AgentKind::ServiceCode,
+        AgentKind::Application,
+        AgentKind::Module,
+    ];
+
+    /// The kind as written in references and in `unique()` keys, e.g. `service:runtime`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Service => "service",
+            AgentKind::ServiceRuntime => "service:runtime",
+            AgentKind::ServiceBuilder => "service:builder",
+            AgentKind::ServiceCode => "service:code",
+            AgentKind::Application => "application",
+            AgentKind::Module => "module",
+        }
+    }
+
+    /// The cache sub-directory under `agents/`, as the Go loader names it.
+    #[must_use]
+    pub fn cache_dir(self) -> &'static str {
+        match self {
+            AgentKind::Service
+            | AgentKind::ServiceRuntime
+            | AgentKind::ServiceBuilder
+            | AgentKind::ServiceCode => "services",
+            AgentKind::Application => "applications",
+            AgentKind::Module => "modules",
+        }
+    }
+
+    /// The kind as it appears in Nix attribute names: `:` becomes `-`
+    /// (`service:runtime` → `service-runtime`).
+    #[must_use]
+    pub fn attr_name(self) -> &'static str {
+        match self {
+            AgentKind::Service => "service",
+            AgentKind::ServiceRuntime => "service-runtime",
+            AgentKind::ServiceBuilder => "service-builder",
+            AgentKind::ServiceCode => "service-code",
+            AgentKind::Application => "application",
+            AgentKind::Module => "module",
+        }
+    }
+}
+
+impl fmt::Display for AgentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AgentKind {
+    type Err = RefError;
+
+    /// Accepts the plain names, an optional `codefly:` prefix (the Go
+    /// resources' form), and ASCII case differences.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        let bare = lower.strip_prefix("codefly:").unwrap_or(&lower);
+        AgentKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == bare)
+            .ok_or_else(|| RefError::UnknownKind(s.to_owned()))
+    }
+}

@@ -1,0 +1,37 @@
+//! `agent-store`: where agent binaries come from, and the one safe way they
+//! reach the cache.
+//!
+//! This crate is to the stores what `tower-service` is to tower: the
+//! [`AgentStore`] trait, the [`StoreError`] type, and the [`Installer`] — the
+//! only path by which bytes become a cached binary (temp file in the target
+//! directory, sha256 while writing, verify, fsync, chmod, atomic rename,
+//! per-artifact lock and in-process single-flight). [`StoreChain`] tries
+//! stores in order. Protocol-specific stores live in their own crates
+//! (`agent-store-oci`, `-http`, `-nix`, `-github`) and depend only on this one.
+//!
+//! ```no_run
+//! use agent_store::{Installer, StoreChain};
+//! use agent_ref::{AgentHome, AgentRef, Platform};
+//!
+//! # async fn demo(stores: Vec<std::sync::Arc<dyn agent_store::AgentStore>>) -> Result<(), agent_store::StoreError> {
+//! let installer = Installer::new(AgentHome::new("/tmp/codefly"));
+//! let chain = StoreChain::new(stores);
+//! let agent: AgentRef = "codefly.dev/echo:1.0.0".parse()?;
+//! let installed = chain.pull(&agent, &Platform::current(), &installer).await?;
+//! println!("{} ({} bytes, sha256 {})", installed.path.display(), installed.size, installed.sha256);
+//! # Ok(()) }
+//! ```
+
+mod chain;
+mod digest;
+mod error;
+mod install;
+mod store;
+
+pub use chain::StoreChain;
+pub use digest::Sha256Digest;
+pub use error::StoreError;
+pub use install::{Expected, Installed, Installer};
+pub use store::AgentStore;
+
+pub use agent_ref::{AgentHome, AgentRef, ErrorKind, Platform};

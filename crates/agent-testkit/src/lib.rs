@@ -1,0 +1,3 @@
+//! `agent-testkit`: test support shared by the workspace (not published).
+//!
+//! Misbehaving agent binaries, a local OCI registry, process checks.

@@ -1,0 +1,99 @@
+//! `cargo xtask <job>`: everything that is more than one cargo command.
+//!
+//! - `test`: fmt check, clippy `-D warnings`, every test, `cargo deny`.
+//! - `demo`: build the example agent, install it, load it, call it, close it.
+//! - `bench`: the measured figures (issue #9).
+//! - `release`: release archives and `SHA256SUMS` (issue #6).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (job, rest) = match args.split_first() {
+        Some((j, r)) => (j.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    let result = match job {
+        "test" => test(rest),
+        "demo" => not_yet("demo", 4),
+        "bench" => not_yet("bench", 9),
+        "release" => not_yet("release", 6),
+        "fuzz" => not_yet("fuzz", 9),
+        "help" | "-h" | "--help" => {
+            println!("usage: cargo xtask <test|demo|bench|release|fuzz> [args]");
+            Ok(())
+        }
+        other => Err(anyhow::anyhow!(
+            "unknown job {other:?}; try `cargo xtask help`"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn not_yet(job: &str, issue: u32) -> Result<()> {
+    bail!("`cargo xtask {job}` is not implemented yet (issue #{issue})")
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(step: &str, mut cmd: Command) -> Result<()> {
+    eprintln!("xtask: {step}: {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("{step}: cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{step} failed ({status})");
+    }
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--no-lint");
+    if !quick {
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--all", "--check"]);
+        run("fmt", fmt)?;
+        let mut clippy = cargo();
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        run("clippy", clippy)?;
+    }
+    let mut t = cargo();
+    t.args(["test", "--workspace", "--all-targets"]);
+    run("test", t)?;
+    let mut doc = cargo();
+    doc.args(["test", "--workspace", "--doc"]);
+    run("doctest", doc)?;
+    if !quick {
+        let mut deny = cargo();
+        deny.args(["deny", "check", "licenses", "bans", "sources"]);
+        run("deny", deny)?;
+    }
+    Ok(())
+}
