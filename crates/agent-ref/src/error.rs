@@ -74,6 +74,23 @@ impl ErrorKind {
     }
 }
 
+impl std::str::FromStr for ErrorKind {
+    type Err = UnknownErrorKind;
+
+    /// Parses the stable name printed by [`ErrorKind::as_str`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ErrorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownErrorKind(s.to_owned()))
+    }
+}
+
+/// A string that is not one of the stable error kinds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown error kind {0:?}")]
+pub struct UnknownErrorKind(pub String);
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

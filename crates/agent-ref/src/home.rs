@@ -1,3 +1,4 @@
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -21,16 +22,29 @@ impl AgentHome {
         AgentHome { root: root.into() }
     }
 
-    /// `CODEFLY_HOME` when set and non-empty, else `~/.codefly`.
+    /// `CODEFLY_HOME` when set and non-empty, else `~/.codefly`
+    /// (a thin wrapper over [`AgentHome::from_env_vars`]).
     ///
     /// # Errors
     /// [`RefError::NoHome`] when neither is available.
     pub fn from_env() -> Result<Self, RefError> {
-        if let Some(h) = std::env::var_os(CODEFLY_HOME_ENV).filter(|h| !h.is_empty()) {
+        Self::from_env_vars(std::env::var_os(CODEFLY_HOME_ENV), std::env::home_dir())
+    }
+
+    /// The rule of [`AgentHome::from_env`] without reading the environment:
+    /// `codefly_home` (the value of `CODEFLY_HOME`) when non-empty, else
+    /// `{home}/.codefly` when `home` is non-empty.
+    ///
+    /// # Errors
+    /// [`RefError::NoHome`] when neither is available.
+    pub fn from_env_vars(
+        codefly_home: Option<OsString>,
+        home: Option<PathBuf>,
+    ) -> Result<Self, RefError> {
+        if let Some(h) = codefly_home.filter(|h| !h.is_empty()) {
             return Ok(Self::new(h));
         }
-        std::env::home_dir()
-            .filter(|h| !h.as_os_str().is_empty())
+        home.filter(|h| !h.as_os_str().is_empty())
             .map(|h| Self::new(h.join(".codefly")))
             .ok_or(RefError::NoHome)
     }
@@ -78,7 +92,13 @@ impl AgentHome {
     }
 
     /// Every version of `agent` installed as a regular file, highest first.
-    /// Temp, lock and record files and names that are not semver are ignored.
+    ///
+    /// Only entries named exactly `{name}__{MAJOR.MINOR.PATCH[-PRE]}` count:
+    /// temp files (`.echo__1.0.0.tmp.123`, `echo__1.0.0.tmp.123`), lock files
+    /// (`echo__1.0.0.lock`), install records (`echo__1.0.0.json`), names that
+    /// are not strict semver (`echo__v1.0.0`, `echo__1.0`), directories and
+    /// symlinks (the installer never creates them) are ignored.
+    /// Pre-releases are listed; [`VersionSpec`] decides whether they match.
     ///
     /// # Errors
     /// I/O errors other than a missing directory.

@@ -93,3 +93,18 @@ impl FromStr for AgentKind {
             .ok_or_else(|| RefError::UnknownKind(s.to_owned()))
     }
 }
+
+/// Serialized as [`AgentKind::as_str`] (`service:runtime`).
+impl serde::Serialize for AgentKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Deserialized with the rules of [`FromStr`] (so Go's `codefly:service` works too).
+impl<'de> serde::Deserialize<'de> for AgentKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -34,7 +34,7 @@ mod reference;
 mod source;
 mod version;
 
-pub use error::{ErrorKind, RefError};
+pub use error::{ErrorKind, RefError, UnknownErrorKind};
 pub use home::{AgentHome, CODEFLY_HOME_ENV};
 pub use kind::AgentKind;
 pub use platform::{Platform, platform_suffix};

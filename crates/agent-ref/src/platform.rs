@@ -13,21 +13,37 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// The platform this program runs on.
+    /// A platform from an OS and an architecture, in Go or Rust spelling
+    /// (`macos` → `darwin`, `x86_64` → `amd64`, `aarch64` → `arm64`, `x86`/`i386`/`i686` → `386`).
+    ///
+    /// # Errors
+    /// [`RefError::InvalidPlatform`] when a part is empty or not `[a-z0-9]+`.
+    pub fn new(os: &str, arch: &str) -> Result<Self, RefError> {
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 32
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
+        let (os, arch) = (go_os(os), go_arch(arch));
+        if !ok(os) || !ok(arch) {
+            return Err(RefError::InvalidPlatform(format!("{os}/{arch}")));
+        }
+        Ok(Platform {
+            os: os.to_owned(),
+            arch: arch.to_owned(),
+        })
+    }
+
+    /// The platform this program runs on, named as Go names it.
     #[must_use]
     pub fn current() -> Self {
-        let os = match std::env::consts::OS {
-            "macos" => "darwin",
-            other => other,
-        };
         let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            other => other,
+            "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+            other => go_arch(other),
         };
         Platform {
-            os: os.to_owned(),
+            os: go_os(std::env::consts::OS).to_owned(),
             arch: arch.to_owned(),
         }
     }
@@ -62,34 +78,34 @@ impl fmt::Display for Platform {
 impl FromStr for Platform {
     type Err = RefError;
 
-    /// Parses `os/arch` (also `os_arch`); Rust names (`macos`, `x86_64`,
-    /// `aarch64`) are normalised to Go names.
+    /// Parses `os/arch` (also `os_arch`, the form of [`Platform::suffix`]);
+    /// Rust names (`macos`, `x86_64`, `aarch64`) are normalised to Go names.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (os, arch) = s
             .split_once('/')
             .or_else(|| s.split_once('_'))
             .ok_or_else(|| RefError::InvalidPlatform(s.to_owned()))?;
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        };
-        let os = match os {
-            "macos" => "darwin",
-            o => o,
-        };
-        let arch = match arch {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            a => a,
-        };
-        if !ok(os) || !ok(arch) {
-            return Err(RefError::InvalidPlatform(s.to_owned()));
-        }
-        Ok(Platform {
-            os: os.to_owned(),
-            arch: arch.to_owned(),
-        })
+        Platform::new(os, arch).map_err(|_| RefError::InvalidPlatform(s.to_owned()))
+    }
+}
+
+/// Go's `GOOS` for a Rust `target_os` (identity for names both share).
+fn go_os(os: &str) -> &str {
+    match os {
+        "macos" => "darwin",
+        other => other,
+    }
+}
+
+/// Go's `GOARCH` for a Rust `target_arch` or a common alias.
+fn go_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" | "i386" | "i686" => "386",
+        "loongarch64" => "loong64",
+        "powerpc64" => "ppc64",
+        other => other,
     }
 }
 

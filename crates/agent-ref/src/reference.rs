@@ -12,6 +12,10 @@ pub const LATEST: &str = "latest";
 
 const MAX_FIELD: usize = 128;
 const FIELD_FORM: &str = "1-128 of A-Z a-z 0-9 . _ -, not starting with '.', no '..'";
+const REF_FORM: &str = "[publisher/]name[:version]";
+const MAX_VERSION: usize = 64;
+const MAX_VERSION_SPEC: usize = 128;
+const CONCRETE_FORM: &str = "MAJOR.MINOR.PATCH[-PRERELEASE], at most 64 bytes";
 
 /// A validated reference to an agent: `kind`, `publisher`, `name`, `version`.
 ///
@@ -39,6 +43,14 @@ impl AgentRef {
     ) -> Result<Self, RefError> {
         validate_field("publisher", publisher)?;
         validate_field("name", name)?;
+        if version.trim().len() > MAX_VERSION_SPEC {
+            return Err(invalid(
+                "version",
+                version,
+                "longer than 128 bytes",
+                "latest, 1.2.3, v1.2.3, ^1.2, ~1.4, >=2, <3",
+            ));
+        }
         let version = version.parse::<VersionSpec>()?;
         if let VersionSpec::Exact(v) = &version {
             validate_concrete(v)?;
@@ -53,20 +65,35 @@ impl AgentRef {
 
     /// Parses `[publisher/]name[:version]` as a [`AgentKind::Service`] reference.
     ///
+    /// Surrounding whitespace is ignored; the publisher defaults to
+    /// [`DEFAULT_PUBLISHER`] and the version to [`LATEST`].
+    ///
     /// # Errors
     /// [`RefError`] naming the part that does not validate.
     pub fn parse(s: &str) -> Result<Self, RefError> {
+        Self::parse_as(AgentKind::Service, s)
+    }
+
+    /// Parses `[publisher/]name[:version]` as a reference of `kind`
+    /// (Go: `ParseAgent(ctx, kind, input)`).
+    ///
+    /// # Errors
+    /// [`RefError`] naming the part that does not validate.
+    pub fn parse_as(kind: AgentKind, s: &str) -> Result<Self, RefError> {
         let s = s.trim();
         let (path, version) = match s.split_once(':') {
             Some((p, v)) => (p, v),
             None => (s, LATEST),
         };
+        if version.contains(':') {
+            return Err(invalid("reference", s, "more than one ':'", REF_FORM));
+        }
         if version.trim().is_empty() {
             return Err(invalid(
                 "version",
                 s,
                 "empty after ':'",
-                "latest, 1.2.3, ^1.2",
+                "latest, 1.2.3, v1.2.3, ^1.2, ~1.4, >=2, <3",
             ));
         }
         let (publisher, name) = match path.split_once('/') {
@@ -74,14 +101,9 @@ impl AgentRef {
             None => (DEFAULT_PUBLISHER, path),
         };
         if name.contains('/') {
-            return Err(invalid(
-                "reference",
-                s,
-                "more than one '/'",
-                "[publisher/]name[:version]",
-            ));
+            return Err(invalid("reference", s, "more than one '/'", REF_FORM));
         }
-        Self::new(AgentKind::Service, publisher, name, version)
+        Self::new(kind, publisher, name, version)
     }
 
     /// The same reference with another kind.
@@ -183,9 +205,31 @@ impl serde::Serialize for AgentRef {
     }
 }
 
+/// Accepts either the string form (`"codefly.dev/echo:1.0.0"`, a service) or
+/// the map form `{kind?, publisher?, name, version?}` that [`serde::Serialize`]
+/// writes (Go's `resources.Agent` JSON, `codefly:service` kinds included).
 impl<'de> serde::Deserialize<'de> for AgentRef {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let r = RefRepr::deserialize(d)?;
+        d.deserialize_any(RefVisitor)
+    }
+}
+
+struct RefVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RefVisitor {
+    type Value = AgentRef;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an agent reference: \"[publisher/]name[:version]\" or {kind, publisher, name, version}")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AgentRef, E> {
+        AgentRef::parse(v).map_err(E::custom)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AgentRef, A::Error> {
+        use serde::Deserialize as _;
+        let r = RefRepr::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
         let kind = match r.kind.as_deref() {
             Some(k) => k.parse().map_err(serde::de::Error::custom)?,
             None => AgentKind::Service,
@@ -253,15 +297,16 @@ pub(crate) fn validate_concrete(v: &Version) -> Result<(), RefError> {
             "version",
             &v.to_string(),
             "build metadata ('+…') is not allowed",
-            "MAJOR.MINOR.PATCH[-PRERELEASE]",
+            CONCRETE_FORM,
         ));
     }
-    if v.to_string().len() > 64 {
+    let text = v.to_string();
+    if text.len() > MAX_VERSION {
         return Err(invalid(
             "version",
-            &v.to_string(),
+            &text,
             "longer than 64 bytes",
-            "MAJOR.MINOR.PATCH[-PRERELEASE]",
+            CONCRETE_FORM,
         ));
     }
     Ok(())

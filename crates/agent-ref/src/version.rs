@@ -98,3 +98,18 @@ pub fn parse_version(s: &str) -> Result<Version, RefError> {
         reason: e.to_string(),
     })
 }
+
+/// Serialized as its string form (`latest`, `1.2.3`, `^1.2`).
+impl serde::Serialize for VersionSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Deserialized from the string form, with the rules of [`FromStr`].
+impl<'de> serde::Deserialize<'de> for VersionSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
