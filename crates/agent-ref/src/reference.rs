@@ -311,3 +311,432 @@ pub(crate) fn validate_concrete(v: &Version) -> Result<(), RefError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AgentHome, ErrorKind};
+
+    fn field_of(e: &RefError) -> &'static str {
+        match e {
+            RefError::InvalidField { field, .. } => field,
+            RefError::InvalidVersion { .. } => "version",
+            other => panic!("not a field error: {other:?}"),
+        }
+    }
+
+    fn bad(s: &str) -> RefError {
+        let e = AgentRef::parse(s).expect_err(s);
+        assert_eq!(e.kind(), ErrorKind::InvalidRef, "{s}: {e}");
+        e
+    }
+
+    #[test]
+    fn full_form() {
+        let r = AgentRef::parse("codefly.dev/go-grpc:1.2.3").unwrap();
+        assert_eq!(r.kind(), AgentKind::Service);
+        assert_eq!(r.publisher(), "codefly.dev");
+        assert_eq!(r.name(), "go-grpc");
+        assert_eq!(r.concrete_version(), Some(&Version::new(1, 2, 3)));
+    }
+
+    #[test]
+    fn name_only_defaults_publisher_and_latest() {
+        let r = AgentRef::parse("echo").unwrap();
+        assert_eq!(r.publisher(), DEFAULT_PUBLISHER);
+        assert_eq!(r.version_spec(), &VersionSpec::Latest);
+        assert_eq!(r.to_string(), "codefly.dev/echo:latest");
+    }
+
+    #[test]
+    fn name_with_version_defaults_publisher() {
+        let r = AgentRef::parse("echo:0.1.0").unwrap();
+        assert_eq!(r.publisher(), "codefly.dev");
+        assert_eq!(r.identifier(), "codefly.dev/echo:0.1.0");
+    }
+
+    #[test]
+    fn publisher_without_version_is_latest() {
+        let r = AgentRef::parse("acme.io/echo").unwrap();
+        assert_eq!(r.publisher(), "acme.io");
+        assert!(r.concrete_version().is_none());
+        assert_eq!(r.identifier(), "acme.io/echo:latest");
+    }
+
+    #[test]
+    fn leading_v_is_accepted_and_dropped() {
+        let r = AgentRef::parse("echo:v2.0.1").unwrap();
+        assert_eq!(r.concrete_version(), Some(&Version::new(2, 0, 1)));
+        assert_eq!(r.to_string(), "codefly.dev/echo:2.0.1");
+    }
+
+    #[test]
+    fn requirement_versions_parse_and_are_not_concrete() {
+        for (input, shown) in [("^1.2", "^1.2"), ("~1.4", "~1.4"), (">=2, <3", ">=2, <3")] {
+            let r = AgentRef::parse(&format!("echo:{input}")).unwrap();
+            assert!(matches!(r.version_spec(), VersionSpec::Req(_)), "{input}");
+            assert!(r.concrete_version().is_none());
+            assert_eq!(r.to_string(), format!("codefly.dev/echo:{shown}"));
+        }
+    }
+
+    #[test]
+    fn latest_is_case_insensitive() {
+        let r = AgentRef::parse("echo:LATEST").unwrap();
+        assert_eq!(r.version_spec(), &VersionSpec::Latest);
+        assert_eq!(r.to_string(), "codefly.dev/echo:latest");
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_ignored() {
+        assert_eq!(
+            AgentRef::parse("  codefly.dev/echo:1.0.0\n").unwrap(),
+            AgentRef::parse("codefly.dev/echo:1.0.0").unwrap()
+        );
+    }
+
+    #[test]
+    fn identifier_and_unique_follow_go() {
+        let r = AgentRef::parse("codefly.dev/echo:1.0.0").unwrap();
+        assert_eq!(r.identifier(), "codefly.dev/echo:1.0.0");
+        assert_eq!(r.unique(), "service::codefly.dev/echo:1.0.0");
+        let r = r.with_kind(AgentKind::ServiceRuntime);
+        assert_eq!(r.unique(), "service:runtime::codefly.dev/echo:1.0.0");
+        let m = AgentRef::parse_as(AgentKind::Module, "acme/m:2.0.0").unwrap();
+        assert_eq!(m.unique(), "module::acme/m:2.0.0");
+    }
+
+    #[test]
+    fn unique_differs_by_kind_identifier_does_not() {
+        let a = AgentRef::parse("echo:1.0.0").unwrap();
+        let b = a.clone().with_kind(AgentKind::Application);
+        assert_eq!(a.identifier(), b.identifier());
+        assert_ne!(a.unique(), b.unique());
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn from_str_equals_parse() {
+        let a: AgentRef = "acme/x:1.0.0".parse().unwrap();
+        assert_eq!(a, AgentRef::parse("acme/x:1.0.0").unwrap());
+    }
+
+    #[test]
+    fn with_version_pins() {
+        let r = AgentRef::parse("echo").unwrap();
+        let p = r.with_version(&Version::new(3, 1, 4)).unwrap();
+        assert_eq!(p.to_string(), "codefly.dev/echo:3.1.4");
+        assert_eq!(p.kind(), r.kind());
+        assert_eq!(r.version_spec(), &VersionSpec::Latest, "original untouched");
+    }
+
+    #[test]
+    fn with_version_refuses_build_metadata() {
+        let r = AgentRef::parse("echo").unwrap();
+        let v = Version::parse("1.0.0+abc").unwrap();
+        assert_eq!(field_of(&r.with_version(&v).unwrap_err()), "version");
+    }
+
+    #[test]
+    fn prerelease_exact_is_concrete() {
+        let r = AgentRef::parse("echo:1.0.0-rc.1").unwrap();
+        assert_eq!(r.concrete_version().unwrap().pre.as_str(), "rc.1");
+        assert_eq!(r.to_string(), "codefly.dev/echo:1.0.0-rc.1");
+    }
+
+    #[test]
+    fn empty_input_names_the_name() {
+        assert_eq!(field_of(&bad("")), "name");
+        assert_eq!(field_of(&bad("   ")), "name");
+    }
+
+    #[test]
+    fn empty_publisher_is_rejected() {
+        assert_eq!(field_of(&bad("/echo:1.0.0")), "publisher");
+    }
+
+    #[test]
+    fn empty_name_after_publisher_is_rejected() {
+        assert_eq!(field_of(&bad("codefly.dev/:1.0.0")), "name");
+        assert_eq!(field_of(&bad("codefly.dev/")), "name");
+    }
+
+    #[test]
+    fn empty_version_after_colon_is_rejected() {
+        let e = bad("echo:");
+        assert_eq!(field_of(&e), "version");
+        assert!(e.to_string().contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn two_slashes_are_rejected() {
+        let e = bad("a/b/c:1.0.0");
+        assert_eq!(field_of(&e), "reference");
+        assert!(e.to_string().contains("[publisher/]name[:version]"), "{e}");
+    }
+
+    #[test]
+    fn two_colons_are_rejected() {
+        let e = bad("echo:1.0.0:2");
+        assert_eq!(field_of(&e), "reference");
+        assert!(e.to_string().contains("':'"), "{e}");
+    }
+
+    #[test]
+    fn dot_dot_traversal_is_rejected_in_every_field() {
+        assert_eq!(field_of(&bad("../echo:1.0.0")), "publisher");
+        assert_eq!(field_of(&bad("codefly.dev/..:1.0.0")), "name");
+        assert_eq!(field_of(&bad("a..b/echo")), "publisher");
+        assert_eq!(field_of(&bad("echo..x")), "name");
+        assert!(AgentRef::parse("echo:1.0.0-a..b").is_err());
+    }
+
+    #[test]
+    fn leading_dot_is_rejected() {
+        let e = bad(".hidden");
+        assert_eq!(field_of(&e), "name");
+        assert!(e.to_string().contains("starts with '.'"), "{e}");
+        assert_eq!(field_of(&bad(".acme/echo")), "publisher");
+        assert_eq!(field_of(&bad("./echo")), "publisher");
+    }
+
+    #[test]
+    fn separators_and_odd_characters_are_rejected() {
+        for s in [
+            "ec\\ho", "ec ho", "ec\0ho", "échο", "echo;rm", "echo$x", "a@b", "e*",
+        ] {
+            let e = bad(s);
+            assert_eq!(field_of(&e), "name", "{s}");
+            assert!(e.to_string().contains("is not allowed"), "{s}: {e}");
+        }
+        assert_eq!(field_of(&bad("ac me/echo")), "publisher");
+    }
+
+    #[test]
+    fn error_names_field_and_allowed_form() {
+        let e = bad("codefly.dev/bad name:1.0.0");
+        let msg = e.to_string();
+        assert!(msg.contains("agent name"), "{msg}");
+        assert!(msg.contains("bad name"), "{msg}");
+        assert!(msg.contains("A-Z a-z 0-9 . _ -"), "{msg}");
+    }
+
+    #[test]
+    fn length_bounds() {
+        let ok = "a".repeat(128);
+        assert!(AgentRef::parse(&format!("{ok}/{ok}:1.0.0")).is_ok());
+        let long = "a".repeat(129);
+        let e = bad(&long);
+        assert_eq!(field_of(&e), "name");
+        assert!(e.to_string().contains("longer than 128"), "{e}");
+        assert_eq!(field_of(&bad(&format!("{long}/echo"))), "publisher");
+    }
+
+    #[test]
+    fn long_values_are_truncated_in_errors() {
+        let e = bad(&"é".repeat(300));
+        let RefError::InvalidField { value, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert!(value.len() <= 84, "{}", value.len());
+        assert!(value.ends_with('…'));
+    }
+
+    #[test]
+    fn overlong_concrete_version_is_rejected() {
+        let v = format!("1.0.0-{}", "a".repeat(60));
+        let e = bad(&format!("echo:{v}"));
+        assert_eq!(field_of(&e), "version");
+        assert!(e.to_string().contains("64"), "{e}");
+    }
+
+    #[test]
+    fn overlong_version_spec_is_rejected() {
+        let v = format!(">={}", "1".repeat(200));
+        assert_eq!(field_of(&bad(&format!("echo:{v}"))), "version");
+    }
+
+    #[test]
+    fn build_metadata_in_ref_is_rejected() {
+        let e = bad("echo:1.0.0+linux");
+        assert_eq!(field_of(&e), "version");
+        assert!(e.to_string().contains("build metadata"), "{e}");
+    }
+
+    #[test]
+    fn garbage_version_names_version_and_allowed_forms() {
+        let e = bad("echo:banana");
+        assert!(matches!(e, RefError::InvalidVersion { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("banana") && msg.contains("latest, 1.2.3"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn new_validates_like_parse() {
+        assert!(AgentRef::new(AgentKind::Module, "acme", "m", "1.0.0").is_ok());
+        let e = AgentRef::new(AgentKind::Module, "acme", "../m", "1.0.0").unwrap_err();
+        assert_eq!(field_of(&e), "name");
+        let e = AgentRef::new(AgentKind::Module, "a/b", "m", "1.0.0").unwrap_err();
+        assert_eq!(field_of(&e), "publisher");
+    }
+
+    #[test]
+    fn allowed_characters_pass() {
+        let r = AgentRef::parse("Acme_Corp-1.io/My_Agent-2.x:1.0.0").unwrap();
+        assert_eq!(r.publisher(), "Acme_Corp-1.io");
+        assert_eq!(r.name(), "My_Agent-2.x");
+    }
+
+    #[test]
+    fn serde_map_round_trip_keeps_kind() {
+        let r = AgentRef::parse_as(AgentKind::ServiceBuilder, "acme/b:1.2.3").unwrap();
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"kind":"service:builder","publisher":"acme","name":"b","version":"1.2.3"})
+        );
+        let back: AgentRef = serde_json::from_value(j).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn serde_accepts_string_form() {
+        let r: AgentRef = serde_json::from_str("\"acme/echo:^1.2\"").unwrap();
+        assert_eq!(r.to_string(), "acme/echo:^1.2");
+        assert_eq!(r.kind(), AgentKind::Service);
+    }
+
+    #[test]
+    fn serde_accepts_go_json_with_defaults() {
+        let r: AgentRef =
+            serde_json::from_str(r#"{"kind":"codefly:application","name":"web"}"#).unwrap();
+        assert_eq!(r.kind(), AgentKind::Application);
+        assert_eq!(r.identifier(), "codefly.dev/web:latest");
+    }
+
+    #[test]
+    fn serde_rejects_invalid_refs() {
+        let e = serde_json::from_str::<AgentRef>("\"../x\"").unwrap_err();
+        assert!(e.to_string().contains("publisher"), "{e}");
+        let e = serde_json::from_str::<AgentRef>(r#"{"name":"a/b"}"#).unwrap_err();
+        assert!(e.to_string().contains("name"), "{e}");
+        let e = serde_json::from_str::<AgentRef>(r#"{"kind":"robot","name":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown agent kind"), "{e}");
+        assert!(serde_json::from_str::<AgentRef>("42").is_err());
+    }
+
+    #[test]
+    fn binary_path_of_parsed_ref_uses_go_layout() {
+        let home = AgentHome::new("/h");
+        let r = AgentRef::parse("codefly.dev/echo:v1.0.0").unwrap();
+        assert_eq!(
+            home.binary_path(&r).unwrap(),
+            std::path::Path::new("/h/agents/services/codefly.dev/echo__1.0.0")
+        );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use std::path::{Component, Path};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::AgentHome;
+
+    /// A valid publisher or name: allowed charset, no leading dot, no `..`.
+    fn field() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-][A-Za-z0-9._-]{0,40}".prop_filter("no ..", |s| !s.contains(".."))
+    }
+
+    fn prerelease() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "(alpha|beta|rc)(\\.[1-9][0-9]{0,2})?".prop_map(|p| format!("-{p}")),
+        ]
+    }
+
+    fn version() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("latest".to_owned()),
+            (
+                0u64..1000,
+                0u64..1000,
+                0u64..1000,
+                prerelease(),
+                any::<bool>()
+            )
+                .prop_map(|(a, b, c, pre, v)| format!(
+                    "{}{a}.{b}.{c}{pre}",
+                    if v { "v" } else { "" }
+                )),
+            (0u64..50, 0u64..50).prop_map(|(a, b)| format!("^{a}.{b}")),
+            (0u64..50, 0u64..50).prop_map(|(a, b)| format!("~{a}.{b}")),
+            (0u64..50, 51u64..99).prop_map(|(a, b)| format!(">={a}, <{b}")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn display_parse_is_identity(p in field(), n in field(), v in version(), with_pub in any::<bool>()) {
+            let input = if with_pub { format!("{p}/{n}:{v}") } else { format!("{n}:{v}") };
+            let r = AgentRef::parse(&input).unwrap();
+            let shown = r.to_string();
+            let again = AgentRef::parse(&shown).unwrap();
+            prop_assert_eq!(&again, &r);
+            prop_assert_eq!(again.to_string(), shown);
+            prop_assert_eq!(r.name(), n.as_str());
+            if with_pub { prop_assert_eq!(r.publisher(), p.as_str()); }
+        }
+
+        #[test]
+        fn serde_round_trip(p in field(), n in field(), v in version(), k in 0usize..6) {
+            let r = AgentRef::parse(&format!("{p}/{n}:{v}")).unwrap().with_kind(AgentKind::ALL[k]);
+            let json = serde_json::to_string(&r).unwrap();
+            prop_assert_eq!(serde_json::from_str::<AgentRef>(&json).unwrap(), r);
+        }
+
+        #[test]
+        fn accepted_refs_stay_inside_home(s in "\\PC{0,64}") {
+            check_inside_home(&s)?;
+        }
+
+        #[test]
+        fn accepted_refs_stay_inside_home_pathlike(
+            s in "[a-z./\\\\:_v0-9-]{0,24}"
+        ) {
+            check_inside_home(&s)?;
+        }
+    }
+
+    fn check_inside_home(s: &str) -> Result<(), TestCaseError> {
+        let Ok(r) = AgentRef::parse(s) else {
+            return Ok(());
+        };
+        let home = AgentHome::new("/home/u/.codefly");
+        for kind in AgentKind::ALL {
+            let r = r.clone().with_kind(kind);
+            let Ok(path) = home.binary_path(&r) else {
+                prop_assert!(r.concrete_version().is_none());
+                continue;
+            };
+            let agents = Path::new("/home/u/.codefly/agents");
+            prop_assert!(path.starts_with(agents), "{path:?}");
+            let rest: Vec<_> = path.strip_prefix(agents).unwrap().components().collect();
+            prop_assert_eq!(rest.len(), 3, "{:?}", path);
+            prop_assert!(
+                rest.iter().all(|c| matches!(c, Component::Normal(_))),
+                "{:?}",
+                path
+            );
+            prop_assert!(!path.components().any(|c| c == Component::ParentDir));
+        }
+        Ok(())
+    }
+}
