@@ -152,3 +152,61 @@ impl RefError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_names() {
+        let names: Vec<_> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "invalid-ref",
+                "binary-not-found",
+                "spawn",
+                "agent-exited",
+                "handshake-timeout",
+                "handshake-malformed",
+                "version-mismatch",
+                "dial-timeout",
+                "not-serving",
+                "store-unavailable",
+                "artifact-missing",
+                "integrity",
+                "io",
+            ]
+        );
+    }
+
+    #[test]
+    fn display_from_str_and_serde_agree() {
+        for k in ErrorKind::ALL {
+            assert_eq!(k.to_string(), k.as_str());
+            assert_eq!(k.as_str().parse::<ErrorKind>().unwrap(), k);
+            let j = serde_json::to_string(&k).unwrap();
+            assert_eq!(j, format!("\"{}\"", k.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorKind>(&j).unwrap(), k);
+        }
+        assert!("Invalid-Ref".parse::<ErrorKind>().is_err());
+        assert!("".parse::<ErrorKind>().is_err());
+    }
+
+    #[test]
+    fn ref_error_kinds() {
+        assert_eq!(RefError::NoHome.kind(), ErrorKind::Io);
+        for e in [
+            RefError::UnknownKind("x".into()),
+            RefError::NotConcrete("a/b:latest".into()),
+            RefError::InvalidSource("x".into()),
+            RefError::InvalidPlatform("x".into()),
+            RefError::InvalidVersion {
+                value: "x".into(),
+                reason: "y".into(),
+            },
+        ] {
+            assert_eq!(e.kind(), ErrorKind::InvalidRef, "{e}");
+        }
+    }
+}

@@ -143,3 +143,229 @@ impl AgentHome {
         Ok(spec.pick(self.installed_versions(agent)?.iter()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    fn r(s: &str) -> AgentRef {
+        AgentRef::parse(s).unwrap()
+    }
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    /// A temp home with `files` created (empty) in echo's publisher dir.
+    fn home_with(files: &[&str]) -> (tempfile::TempDir, AgentHome, AgentRef) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(dir.path());
+        let echo = r("codefly.dev/echo");
+        let pd = home.publisher_dir(&echo);
+        fs::create_dir_all(&pd).unwrap();
+        for f in files {
+            fs::write(pd.join(f), b"bin").unwrap();
+        }
+        (dir, home, echo)
+    }
+
+    #[test]
+    fn binary_path_layout_per_kind() {
+        let home = AgentHome::new("/c");
+        let e = r("acme/echo:1.2.3");
+        let cases = [
+            (AgentKind::Service, "/c/agents/services/acme/echo__1.2.3"),
+            (
+                AgentKind::ServiceCode,
+                "/c/agents/services/acme/echo__1.2.3",
+            ),
+            (
+                AgentKind::Application,
+                "/c/agents/applications/acme/echo__1.2.3",
+            ),
+            (AgentKind::Module, "/c/agents/modules/acme/echo__1.2.3"),
+        ];
+        for (k, want) in cases {
+            let got = home.binary_path(&e.clone().with_kind(k)).unwrap();
+            assert_eq!(got, Path::new(want), "{k}");
+        }
+    }
+
+    #[test]
+    fn binary_path_needs_a_concrete_version() {
+        let home = AgentHome::new("/c");
+        for s in ["echo", "echo:latest", "echo:^1.2"] {
+            let e = home.binary_path(&r(s)).unwrap_err();
+            assert!(matches!(e, RefError::NotConcrete(_)), "{s}");
+            assert!(e.to_string().contains("resolve it first"), "{e}");
+        }
+    }
+
+    #[test]
+    fn binary_path_for_overrides_version() {
+        let home = AgentHome::new("/c");
+        assert_eq!(
+            home.binary_path_for(&r("echo"), &v("0.9.0-rc.2")),
+            Path::new("/c/agents/services/codefly.dev/echo__0.9.0-rc.2")
+        );
+    }
+
+    #[test]
+    fn dirs() {
+        let home = AgentHome::new("/c");
+        assert_eq!(home.root(), Path::new("/c"));
+        assert_eq!(home.agents_dir(), Path::new("/c/agents"));
+        assert_eq!(
+            home.kind_dir(AgentKind::Module),
+            Path::new("/c/agents/modules")
+        );
+        assert_eq!(
+            home.publisher_dir(&r("acme/x:1.0.0")),
+            Path::new("/c/agents/services/acme")
+        );
+    }
+
+    #[test]
+    fn from_env_vars_prefers_codefly_home() {
+        let h = AgentHome::from_env_vars(Some("/x/cf".into()), Some("/home/u".into())).unwrap();
+        assert_eq!(h.root(), Path::new("/x/cf"));
+    }
+
+    #[test]
+    fn from_env_vars_defaults_to_dot_codefly() {
+        let h = AgentHome::from_env_vars(None, Some("/home/u".into())).unwrap();
+        assert_eq!(h.root(), Path::new("/home/u/.codefly"));
+        let h = AgentHome::from_env_vars(Some(OsString::new()), Some("/home/u".into())).unwrap();
+        assert_eq!(
+            h.root(),
+            Path::new("/home/u/.codefly"),
+            "empty CODEFLY_HOME is unset"
+        );
+    }
+
+    #[test]
+    fn from_env_vars_without_any_home_is_no_home() {
+        let e = AgentHome::from_env_vars(None, None).unwrap_err();
+        assert!(matches!(e, RefError::NoHome));
+        assert_eq!(e.kind(), crate::ErrorKind::Io);
+        assert!(e.to_string().contains("CODEFLY_HOME"), "{e}");
+        assert!(AgentHome::from_env_vars(Some("".into()), Some("".into())).is_err());
+    }
+
+    #[test]
+    fn missing_dir_means_nothing_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(dir.path().join("nope"));
+        assert!(home.installed_versions(&r("echo")).unwrap().is_empty());
+        assert_eq!(
+            home.find_local(&r("echo"), &VersionSpec::Latest).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn installed_versions_highest_first() {
+        let (_d, home, echo) = home_with(&["echo__1.0.0", "echo__1.10.0", "echo__1.9.3"]);
+        assert_eq!(
+            home.installed_versions(&echo).unwrap(),
+            vec![v("1.10.0"), v("1.9.3"), v("1.0.0")]
+        );
+    }
+
+    #[test]
+    fn installed_versions_ignores_temp_lock_record_and_junk() {
+        let (_d, home, echo) = home_with(&[
+            "echo__1.0.0",
+            ".echo__1.0.0.tmp.123",
+            "echo__2.0.0.tmp.99",
+            "echo__3.0.0.lock",
+            "echo__4.0.0.json",
+            "echo__v5.0.0",
+            "echo__6.0",
+            "echo__7.0.0+build",
+            "echo__",
+            "echo",
+            "echo-1.0.0",
+            "echoes__9.0.0",
+            "other__8.0.0",
+        ]);
+        assert_eq!(home.installed_versions(&echo).unwrap(), vec![v("1.0.0")]);
+        assert_eq!(
+            home.find_local(&echo, &VersionSpec::Latest).unwrap(),
+            Some(v("1.0.0"))
+        );
+    }
+
+    #[test]
+    fn installed_versions_ignores_directories_and_symlinks() {
+        let (_d, home, echo) = home_with(&["echo__1.0.0"]);
+        let pd = home.publisher_dir(&echo);
+        fs::create_dir(pd.join("echo__2.0.0")).unwrap();
+        std::os::unix::fs::symlink(pd.join("echo__1.0.0"), pd.join("echo__3.0.0")).unwrap();
+        assert_eq!(home.installed_versions(&echo).unwrap(), vec![v("1.0.0")]);
+    }
+
+    #[test]
+    fn names_sharing_a_prefix_do_not_mix() {
+        let (_d, home, _echo) = home_with(&["echo__1.0.0", "echo__x__2.0.0", "echo__x__3.0.0"]);
+        let ex = r("codefly.dev/echo__x");
+        assert_eq!(
+            home.installed_versions(&ex).unwrap(),
+            vec![v("3.0.0"), v("2.0.0")]
+        );
+        assert_eq!(
+            home.installed_versions(&r("echo")).unwrap(),
+            vec![v("1.0.0")]
+        );
+    }
+
+    #[test]
+    fn kinds_and_publishers_are_separate() {
+        let (_d, home, _echo) = home_with(&["echo__1.0.0"]);
+        assert!(home.installed_versions(&r("acme/echo")).unwrap().is_empty());
+        let module = r("echo").with_kind(AgentKind::Module);
+        assert!(home.installed_versions(&module).unwrap().is_empty());
+        let runtime = r("echo").with_kind(AgentKind::ServiceRuntime);
+        assert_eq!(home.installed_versions(&runtime).unwrap(), vec![v("1.0.0")]);
+    }
+
+    #[test]
+    fn find_local_picks_highest_match_and_skips_prereleases() {
+        let (_d, home, echo) = home_with(&[
+            "echo__1.2.0",
+            "echo__1.4.2",
+            "echo__2.0.0",
+            "echo__3.0.0-rc.1",
+        ]);
+        let find = |s: &str| home.find_local(&echo, &s.parse().unwrap()).unwrap();
+        assert_eq!(find("latest"), Some(v("2.0.0")));
+        assert_eq!(find("^1.2"), Some(v("1.4.2")));
+        assert_eq!(find("~1.2"), Some(v("1.2.0")));
+        assert_eq!(find("1.4.2"), Some(v("1.4.2")));
+        assert_eq!(find("1.4.3"), None);
+        assert_eq!(find("3.0.0-rc.1"), Some(v("3.0.0-rc.1")));
+        assert_eq!(find(">=3.0.0-rc.0"), Some(v("3.0.0-rc.1")));
+    }
+
+    #[test]
+    fn installed_version_round_trips_to_its_binary_path() {
+        let (_d, home, echo) = home_with(&["echo__1.2.3-beta.1"]);
+        let found = home.installed_versions(&echo).unwrap();
+        assert_eq!(found, vec![v("1.2.3-beta.1")]);
+        let pinned = echo.with_version(&found[0]).unwrap();
+        assert!(home.binary_path(&pinned).unwrap().is_file());
+    }
+
+    #[test]
+    fn unreadable_publisher_path_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(dir.path());
+        let echo = r("echo");
+        let pd = home.publisher_dir(&echo);
+        fs::create_dir_all(pd.parent().unwrap()).unwrap();
+        fs::write(&pd, b"not a dir").unwrap();
+        assert!(home.installed_versions(&echo).is_err());
+    }
+}

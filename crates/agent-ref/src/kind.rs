@@ -108,3 +108,104 @@ impl<'de> serde::Deserialize<'de> for AgentKind {
         s.parse().map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn every_kind_round_trips_through_its_name() {
+        for k in AgentKind::ALL {
+            assert_eq!(k.as_str().parse::<AgentKind>().unwrap(), k);
+            assert_eq!(k.to_string(), k.as_str());
+        }
+    }
+
+    #[test]
+    fn cache_dirs_match_the_go_layout() {
+        assert_eq!(AgentKind::Service.cache_dir(), "services");
+        assert_eq!(AgentKind::ServiceRuntime.cache_dir(), "services");
+        assert_eq!(AgentKind::ServiceBuilder.cache_dir(), "services");
+        assert_eq!(AgentKind::ServiceCode.cache_dir(), "services");
+        assert_eq!(AgentKind::Application.cache_dir(), "applications");
+        assert_eq!(AgentKind::Module.cache_dir(), "modules");
+    }
+
+    #[test]
+    fn service_sub_kinds_parse() {
+        assert_eq!(
+            "service:runtime".parse::<AgentKind>().unwrap(),
+            AgentKind::ServiceRuntime
+        );
+        assert_eq!(
+            "service:builder".parse::<AgentKind>().unwrap(),
+            AgentKind::ServiceBuilder
+        );
+        assert_eq!(
+            "service:code".parse::<AgentKind>().unwrap(),
+            AgentKind::ServiceCode
+        );
+    }
+
+    #[test]
+    fn go_prefix_and_case_are_accepted() {
+        assert_eq!(
+            "codefly:service".parse::<AgentKind>().unwrap(),
+            AgentKind::Service
+        );
+        assert_eq!(
+            "codefly:service:runtime".parse::<AgentKind>().unwrap(),
+            AgentKind::ServiceRuntime
+        );
+        assert_eq!(" Module ".parse::<AgentKind>().unwrap(), AgentKind::Module);
+        assert_eq!(
+            "APPLICATION".parse::<AgentKind>().unwrap(),
+            AgentKind::Application
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_are_errors_listing_allowed() {
+        for bad in [
+            "",
+            "services",
+            "service:",
+            "service:factory",
+            "library",
+            "job",
+            "codefly:",
+        ] {
+            let e = bad.parse::<AgentKind>().expect_err(bad);
+            assert!(matches!(e, RefError::UnknownKind(_)), "{bad}");
+            assert_eq!(e.kind(), ErrorKind::InvalidRef);
+            assert!(e.to_string().contains("allowed: service"), "{e}");
+        }
+    }
+
+    #[test]
+    fn attr_names_have_no_colon() {
+        for k in AgentKind::ALL {
+            assert!(!k.attr_name().contains(':'), "{k}");
+        }
+        assert_eq!(AgentKind::ServiceRuntime.attr_name(), "service-runtime");
+    }
+
+    #[test]
+    fn default_is_service() {
+        assert_eq!(AgentKind::default(), AgentKind::Service);
+    }
+
+    #[test]
+    fn serde_is_the_string_form() {
+        assert_eq!(
+            serde_json::to_string(&AgentKind::ServiceCode).unwrap(),
+            "\"service:code\""
+        );
+        assert_eq!(
+            serde_json::from_str::<AgentKind>("\"codefly:module\"").unwrap(),
+            AgentKind::Module
+        );
+        assert!(serde_json::from_str::<AgentKind>("\"robot\"").is_err());
+    }
+}

@@ -114,3 +114,100 @@ fn go_arch(arch: &str) -> &str {
 pub fn platform_suffix() -> String {
     Platform::current().suffix()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn p(s: &str) -> Platform {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn current_uses_go_names() {
+        let c = Platform::current();
+        assert!(!["macos", "x86_64", "aarch64"].contains(&c.os.as_str()));
+        assert!(!["x86_64", "aarch64", "x86"].contains(&c.arch.as_str()));
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        assert_eq!(c.suffix(), "linux_amd64");
+        #[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+        assert_eq!(c.suffix(), "linux_arm64");
+        #[cfg(all(target_os = "macos", target_arch = "aarch64"))]
+        assert_eq!(c.suffix(), "darwin_arm64");
+    }
+
+    #[test]
+    fn platform_suffix_is_current_suffix() {
+        assert_eq!(platform_suffix(), Platform::current().suffix());
+        assert_eq!(p("linux/amd64").suffix(), "linux_amd64");
+    }
+
+    #[test]
+    fn parses_slash_and_underscore_forms() {
+        assert_eq!(p("linux/amd64"), p("linux_amd64"));
+        assert_eq!(p("darwin/arm64").to_string(), "darwin/arm64");
+        assert_eq!(p("darwin_arm64").suffix(), "darwin_arm64");
+    }
+
+    #[test]
+    fn rust_names_are_normalised() {
+        assert_eq!(p("macos/aarch64"), p("darwin/arm64"));
+        assert_eq!(p("linux/x86_64"), p("linux/amd64"));
+        assert_eq!(p("linux_x86_64"), p("linux/amd64"));
+        assert_eq!(p("linux/i686").arch, "386");
+        assert_eq!(
+            Platform::new("linux", "loongarch64").unwrap().arch,
+            "loong64"
+        );
+    }
+
+    #[test]
+    fn display_parse_round_trip() {
+        for s in [
+            "linux/amd64",
+            "darwin/arm64",
+            "windows/386",
+            "freebsd/riscv64",
+        ] {
+            assert_eq!(p(s).to_string(), s);
+            assert_eq!(p(&p(s).to_string()), p(s));
+        }
+    }
+
+    #[test]
+    fn invalid_platforms_are_errors() {
+        for bad in [
+            "linux",
+            "",
+            "/",
+            "linux/",
+            "/amd64",
+            "Linux/amd64",
+            "linux/amd 64",
+            "linux/../x",
+            "a/b/c",
+        ] {
+            let e = bad.parse::<Platform>().expect_err(bad);
+            assert!(matches!(e, RefError::InvalidPlatform(_)), "{bad}");
+            assert_eq!(e.kind(), ErrorKind::InvalidRef);
+            assert!(e.to_string().contains("linux/amd64"), "{e}");
+        }
+    }
+
+    #[test]
+    fn arch_aliases_go_name_first() {
+        assert_eq!(p("linux/amd64").arch_aliases(), ["amd64", "x86_64"]);
+        assert_eq!(p("darwin/arm64").arch_aliases(), ["arm64", "aarch64"]);
+        assert_eq!(p("linux/386").arch_aliases(), ["386", "i386"]);
+        assert_eq!(p("linux/riscv64").arch_aliases(), ["riscv64"]);
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let pl = p("linux/arm64");
+        let j = serde_json::to_string(&pl).unwrap();
+        assert_eq!(j, r#"{"os":"linux","arch":"arm64"}"#);
+        assert_eq!(serde_json::from_str::<Platform>(&j).unwrap(), pl);
+    }
+}

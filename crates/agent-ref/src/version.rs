@@ -113,3 +113,136 @@ impl<'de> serde::Deserialize<'de> for VersionSpec {
         s.parse().map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    fn spec(s: &str) -> VersionSpec {
+        s.parse().unwrap()
+    }
+
+    fn versions(list: &[&str]) -> Vec<Version> {
+        list.iter().map(|s| v(s)).collect()
+    }
+
+    #[test]
+    fn latest_forms() {
+        assert_eq!(spec("latest"), VersionSpec::Latest);
+        assert_eq!(spec("Latest"), VersionSpec::Latest);
+        assert_eq!(spec(""), VersionSpec::Latest);
+        assert_eq!(VersionSpec::Latest.to_string(), "latest");
+    }
+
+    #[test]
+    fn exact_with_and_without_v() {
+        assert_eq!(spec("1.2.3"), VersionSpec::Exact(v("1.2.3")));
+        assert_eq!(spec("v1.2.3"), VersionSpec::Exact(v("1.2.3")));
+        assert!(spec("1.2.3").is_concrete());
+        assert_eq!(spec("v1.2.3").exact(), Some(&v("1.2.3")));
+    }
+
+    #[test]
+    fn parse_version_accepts_one_leading_v_only() {
+        assert_eq!(parse_version("v0.0.1").unwrap(), v("0.0.1"));
+        assert_eq!(parse_version(" 1.0.0 ").unwrap(), v("1.0.0"));
+        for bad in ["vv1.0.0", "1.0", "1", "V1.0.0", "01.0.0", "1.0.0.0", "x"] {
+            let e = parse_version(bad).expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::InvalidRef);
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn requirements_parse() {
+        for r in ["^1.2", "~1.4", ">=2, <3", "=1.0.0", "*", "1.2"] {
+            let s = spec(r);
+            assert!(matches!(s, VersionSpec::Req(_)), "{r}");
+            assert!(!s.is_concrete());
+            assert!(s.exact().is_none());
+        }
+    }
+
+    #[test]
+    fn requirement_display_round_trips() {
+        for r in ["^1.2", "~1.4", ">=2, <3", "1.2"] {
+            let s = spec(r);
+            assert_eq!(spec(&s.to_string()), s, "{r}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_invalid_version() {
+        for bad in ["banana", ">>1", "1.2.3.4.5", "^", "latest2"] {
+            let e = bad.parse::<VersionSpec>().expect_err(bad);
+            assert!(matches!(e, RefError::InvalidVersion { .. }), "{bad}: {e:?}");
+            assert!(e.to_string().contains("allowed"), "{e}");
+        }
+    }
+
+    #[test]
+    fn latest_skips_prereleases() {
+        let all = versions(&["1.0.0", "1.2.0", "2.0.0-rc.1", "1.10.0"]);
+        assert_eq!(VersionSpec::Latest.pick(&all), Some(v("1.10.0")));
+        assert!(!VersionSpec::Latest.matches(&v("2.0.0-rc.1")));
+    }
+
+    #[test]
+    fn latest_of_only_prereleases_is_none() {
+        let all = versions(&["1.0.0-alpha", "1.0.0-beta"]);
+        assert_eq!(VersionSpec::Latest.pick(&all), None);
+    }
+
+    #[test]
+    fn highest_is_semver_not_lexical() {
+        let all = versions(&["1.9.0", "1.10.0", "1.2.0"]);
+        assert_eq!(VersionSpec::Latest.pick(&all), Some(v("1.10.0")));
+    }
+
+    #[test]
+    fn caret_and_tilde_pick_highest_match() {
+        let all = versions(&["1.2.0", "1.2.9", "1.4.1", "1.4.7", "1.5.0", "2.0.0"]);
+        assert_eq!(spec("^1.2").pick(&all), Some(v("1.5.0")));
+        assert_eq!(spec("~1.4").pick(&all), Some(v("1.4.7")));
+        assert_eq!(spec(">=2, <3").pick(&all), Some(v("2.0.0")));
+        assert_eq!(spec("^3").pick(&all), None);
+    }
+
+    #[test]
+    fn requirement_prereleases_only_when_asked() {
+        let all = versions(&["1.2.0", "1.3.0-rc.1"]);
+        assert_eq!(spec("^1.2").pick(&all), Some(v("1.2.0")));
+        assert_eq!(spec(">=1.3.0-rc.0").pick(&all), Some(v("1.3.0-rc.1")));
+    }
+
+    #[test]
+    fn exact_matches_only_itself_including_prerelease() {
+        let s = spec("2.0.0-rc.1");
+        assert!(s.matches(&v("2.0.0-rc.1")));
+        assert!(!s.matches(&v("2.0.0")));
+        let all = versions(&["2.0.0", "2.0.0-rc.1"]);
+        assert_eq!(s.pick(&all), Some(v("2.0.0-rc.1")));
+        assert_eq!(spec("3.0.0").pick(&all), None);
+    }
+
+    #[test]
+    fn pick_of_nothing_is_none() {
+        assert_eq!(VersionSpec::Latest.pick(&[]), None);
+    }
+
+    #[test]
+    fn serde_is_the_string_form() {
+        let s = spec("~1.4");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"~1.4\"");
+        assert_eq!(
+            serde_json::from_str::<VersionSpec>("\"v1.0.0\"").unwrap(),
+            spec("1.0.0")
+        );
+        assert!(serde_json::from_str::<VersionSpec>("\"nope\"").is_err());
+    }
+}
