@@ -95,3 +95,56 @@ impl StoreError {
         }
     }
 }
+
+impl StoreError {
+    /// A copy for a second waiter of the same single-flight fetch: same kind
+    /// and message; opaque sources become their text.
+    pub(crate) fn shared_copy(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable {
+                store,
+                message,
+                retry_after,
+                source,
+            } => StoreError::Unavailable {
+                store: store.clone(),
+                message: match source {
+                    Some(s) => format!("{message}: {s}"),
+                    None => message.clone(),
+                },
+                retry_after: *retry_after,
+                source: None,
+            },
+            StoreError::Missing { store, what } => StoreError::Missing {
+                store: store.clone(),
+                what: what.clone(),
+            },
+            StoreError::Integrity {
+                store,
+                what,
+                message,
+            } => StoreError::Integrity {
+                store: store.clone(),
+                what: what.clone(),
+                message: message.clone(),
+            },
+            StoreError::Io { context, source } => StoreError::Io {
+                context: context.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            // RefError is not Clone; a fetch rarely fails this way (refs are
+            // validated before any fetch), so the copy keeps only the text.
+            StoreError::Ref(e) => StoreError::Io {
+                context: "a concurrent pull failed".to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+            },
+            StoreError::Chain { kind, answers } => StoreError::Chain {
+                kind: *kind,
+                answers: answers
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.shared_copy()))
+                    .collect(),
+            },
+        }
+    }
+}

@@ -28,10 +28,10 @@ mod error;
 mod install;
 mod store;
 
-pub use chain::StoreChain;
+pub use chain::{RetryPolicy, StoreChain};
 pub use digest::Sha256Digest;
 pub use error::StoreError;
-pub use install::{Expected, Installed, Installer};
+pub use install::{DEFAULT_MAX_SIZE, Expected, InstallRecord, Installed, Installer};
 pub use store::AgentStore;
 
 pub use agent_ref::{AgentHome, AgentRef, ErrorKind, Platform};
