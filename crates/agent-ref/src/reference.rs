@@ -52,6 +52,17 @@ impl AgentRef {
             ));
         }
         let version = version.parse::<VersionSpec>()?;
+        // The bound holds for the canonical form too (`>2,2` prints as
+        // `>2, ^2`), so whatever is accepted also re-parses from its Display.
+        let canonical = version.to_string();
+        if canonical.len() > MAX_VERSION_SPEC {
+            return Err(invalid(
+                "version",
+                &canonical,
+                "longer than 128 bytes once normalised",
+                "latest, 1.2.3, v1.2.3, ^1.2, ~1.4, >=2, <3",
+            ));
+        }
         if let VersionSpec::Exact(v) = &version {
             validate_concrete(v)?;
         }
@@ -556,6 +567,19 @@ mod tests {
         assert_eq!(field_of(&bad(&format!("echo:{v}"))), "version");
     }
 
+    /// Found by the fuzzer: a requirement under the bound whose normalised
+    /// Display is over it parsed, but its Display did not.
+    #[test]
+    fn bound_applies_to_the_normalised_version() {
+        let v = format!(">2,2,<=2.2.3-{}", "r".repeat(114));
+        assert!(v.len() <= 128);
+        let e = bad(&format!("o:{v}"));
+        assert_eq!(field_of(&e), "version");
+        assert!(e.to_string().contains("normalised"), "{e}");
+        let ok = AgentRef::parse("o:>2,2").unwrap();
+        assert_eq!(AgentRef::parse(&ok.to_string()).unwrap(), ok);
+    }
+
     #[test]
     fn build_metadata_in_ref_is_rejected() {
         let e = bad("echo:1.0.0+linux");
@@ -693,6 +717,19 @@ mod proptests {
             prop_assert_eq!(again.to_string(), shown);
             prop_assert_eq!(r.name(), n.as_str());
             if with_pub { prop_assert_eq!(r.publisher(), p.as_str()); }
+        }
+
+        /// Not only generated-valid refs: whatever the parser accepts prints
+        /// back to itself (this is the property the fuzzer broke once).
+        #[test]
+        fn any_accepted_ref_round_trips(
+            n in "[a-z]{1,3}",
+            v in "[0-9a-z.<>=^~*, -]{0,140}"
+        ) {
+            if let Ok(r) = AgentRef::parse(&format!("{n}:{v}")) {
+                let shown = r.to_string();
+                prop_assert_eq!(AgentRef::parse(&shown).unwrap(), r);
+            }
         }
 
         #[test]
