@@ -494,7 +494,7 @@ where
     R: AsyncRead + Unpin + Send,
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
-    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (back_tx, mut back_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::task::spawn_blocking(move || -> io::Result<Sha256Digest> {
         let mut file = file;
         let mut hasher = Sha256::new();
@@ -822,6 +822,30 @@ mod tests {
     fn store_names() {
         assert_eq!(store_name("http:http://x/y"), "http");
         assert_eq!(store_name("local"), "local");
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Stores call these from `#[async_trait]` methods, which need `Send` futures.
+    #[test]
+    fn futures_are_send() {
+        let installer = Installer::new(AgentHome::new("/nonexistent"));
+        let agent = AgentRef::parse("echo:1.0.0").unwrap();
+        let expected = Expected::default();
+        let f = installer.install_reader(&agent, "t:x", &expected, &b""[..]);
+        assert_send(&f);
+        let f = installer.install_file(&agent, "t:x", &expected, Path::new("/x"));
+        assert_send(&f);
+        let f = installer.ensure(&agent, || async {
+            Err(StoreError::io("x", io::Error::other("x")))
+        });
+        assert_send(&f);
+        let chain = crate::StoreChain::default();
+        let platform = agent_ref::Platform::current();
+        let f = chain.pull(&agent, &platform, &installer);
+        assert_send(&f);
+        let f = chain.versions(&agent, &platform);
+        assert_send(&f);
     }
 
     #[test]
