@@ -266,7 +266,7 @@ async fn unavailable_then_success_is_retried() {
         ],
     );
     let started = std::time::Instant::now();
-    let got = chain(&[a.clone()])
+    let got = chain(std::slice::from_ref(&a))
         .pull(&agent, &platform, &installer)
         .await
         .unwrap();
@@ -280,7 +280,7 @@ async fn unavailable_then_success_is_retried() {
 async fn retry_after_beyond_the_cap_is_not_waited_for() {
     let (_d, installer, agent, platform) = setup();
     let a = Scripted::new("a", &[Answer::Unavailable(Some(Duration::from_secs(3600)))]);
-    let err = chain(&[a.clone()])
+    let err = chain(std::slice::from_ref(&a))
         .pull(&agent, &platform, &installer)
         .await
         .unwrap_err();
