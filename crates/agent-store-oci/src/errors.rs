@@ -1,0 +1,128 @@
+//! Mapping `oci-client` errors onto the stable kinds.
+
+use agent_store::StoreError;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+
+use crate::config::{Credentials, STORE};
+use crate::select::SelectError;
+
+pub(crate) fn unavailable(message: String, source: Option<OciDistributionError>) -> StoreError {
+    StoreError::Unavailable {
+        store: STORE.to_owned(),
+        message,
+        retry_after: None,
+        source: source.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+    }
+}
+
+pub(crate) fn missing(what: String) -> StoreError {
+    StoreError::Missing {
+        store: STORE.to_owned(),
+        what,
+    }
+}
+
+pub(crate) fn integrity(what: String, message: String) -> StoreError {
+    StoreError::Integrity {
+        store: STORE.to_owned(),
+        what,
+        message,
+    }
+}
+
+pub(crate) fn from_select(e: &SelectError, what: &str) -> StoreError {
+    match e.kind() {
+        agent_ref::ErrorKind::ArtifactMissing => missing(format!("{what}: {e}")),
+        _ => integrity(what.to_owned(), e.to_string()),
+    }
+}
+
+fn auth_failure(what: &str, host: &str, creds: &Credentials, detail: &str) -> StoreError {
+    StoreError::Unavailable {
+        store: STORE.to_owned(),
+        message: format!(
+            "{host} refused access to {what} ({detail}); tried {}. Log in with `docker login {host}` \
+             or set AGENT_REGISTRY_USERNAME/AGENT_REGISTRY_PASSWORD",
+            creds.describe()
+        ),
+        retry_after: None,
+        source: None,
+    }
+}
+
+/// Whether a registry error code means "no such thing".
+fn is_missing_code(code: &OciErrorCode) -> bool {
+    matches!(
+        code,
+        OciErrorCode::ManifestUnknown
+            | OciErrorCode::NameUnknown
+            | OciErrorCode::BlobUnknown
+            | OciErrorCode::NotFound
+            | OciErrorCode::ManifestBlobUnknown
+            | OciErrorCode::NameInvalid
+    )
+}
+
+fn is_auth_code(code: &OciErrorCode) -> bool {
+    matches!(code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
+}
+
+/// Maps an `oci-client` error met while working on `what` at `host`.
+pub(crate) fn map(
+    e: OciDistributionError,
+    what: &str,
+    host: &str,
+    creds: &Credentials,
+) -> StoreError {
+    match &e {
+        OciDistributionError::RegistryError { envelope, .. } => {
+            if envelope.errors.iter().any(|x| is_auth_code(&x.code)) {
+                return auth_failure(what, host, creds, &e.to_string());
+            }
+            if envelope.errors.iter().any(|x| is_missing_code(&x.code)) {
+                return missing(what.to_owned());
+            }
+            unavailable(format!("{host} answered an error for {what}: {e}"), Some(e))
+        }
+        OciDistributionError::ServerError { code, .. } => match code {
+            404 => missing(what.to_owned()),
+            401 | 403 => auth_failure(what, host, creds, &format!("HTTP {code}")),
+            _ => unavailable(format!("{host} failed for {what}: {e}"), Some(e)),
+        },
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => {
+            auth_failure(what, host, creds, &e.to_string())
+        }
+        OciDistributionError::ImageManifestNotFoundError(_) => missing(what.to_owned()),
+        OciDistributionError::DigestError(d) => integrity(what.to_owned(), d.to_string()),
+        OciDistributionError::RequestError(r) => {
+            let why = if r.is_connect() {
+                "cannot connect"
+            } else if r.is_timeout() {
+                "timed out"
+            } else {
+                "request failed"
+            };
+            unavailable(
+                format!("{host}: {why} while fetching {what}: {}", chain(&e)),
+                Some(e),
+            )
+        }
+        _ => unavailable(format!("{host}: {what}: {}", chain(&e)), Some(e)),
+    }
+}
+
+/// An error and its causes, `a: b: c`.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,338 @@
+//! The pulling side: [`OciStore`].
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use agent_ref::semver::Version;
+use agent_ref::{AgentRef, Platform, RefError};
+use agent_store::{AgentStore, Expected, Installed, Installer, StoreError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use futures_util::stream::BoxStream;
+use oci_client::Reference;
+use oci_client::manifest::OciDescriptor;
+use tracing::Instrument as _;
+
+use crate::config::{RegistryConfig, STORE};
+use crate::errors;
+use crate::select::{LayerRef, Selected, select_layer};
+
+/// The manifest media types we accept (OCI and Docker, image and index).
+pub(crate) const MANIFEST_ACCEPT: [&str; 4] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// Tags asked for per page of the tag list.
+const TAG_PAGE: usize = 1000;
+
+/// An agent store on an OCI registry: `{registry}/{prefix}/agents/{publisher}/{name}:{version}`.
+#[derive(Clone)]
+pub struct OciStore {
+    config: RegistryConfig,
+    client: oci_client::Client,
+}
+
+impl fmt::Debug for OciStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OciStore")
+            .field("registry", &self.config.to_string())
+            .field("credentials", self.config.credentials())
+            .finish()
+    }
+}
+
+/// The layer to download, and where it was found.
+#[derive(Debug, Clone)]
+struct Resolved {
+    reference: Reference,
+    layer: LayerRef,
+    manifest_digest: String,
+}
+
+impl OciStore {
+    /// A store on `config`'s registry.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the HTTP client cannot be built.
+    pub fn new(config: RegistryConfig) -> Result<OciStore, StoreError> {
+        let client = config.client()?;
+        Ok(OciStore { config, client })
+    }
+
+    /// The store configured by `AGENT_REGISTRY` (and `AGENT_REGISTRY_SCHEME`,
+    /// credentials from `AGENT_REGISTRY_USERNAME`/`_PASSWORD` or the docker
+    /// config), or `None` when `AGENT_REGISTRY` is unset.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] for values that do not parse.
+    pub fn from_env() -> Result<Option<OciStore>, StoreError> {
+        RegistryConfig::from_env()?.map(OciStore::new).transpose()
+    }
+
+    /// The registry it talks to.
+    #[must_use]
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// The OCI reference of a concrete `agent`.
+    ///
+    /// # Errors
+    /// [`StoreError::Ref`] when `agent` has no concrete version.
+    pub fn reference(&self, agent: &AgentRef) -> Result<Reference, StoreError> {
+        let version = agent
+            .concrete_version()
+            .ok_or_else(|| RefError::NotConcrete(agent.to_string()))?;
+        Ok(Reference::with_tag(
+            self.config.host().to_owned(),
+            self.config.repository(agent),
+            version.to_string(),
+        ))
+    }
+
+    fn map(&self, e: oci_client::errors::OciDistributionError, what: &str) -> StoreError {
+        errors::map(e, what, self.config.host(), self.config.credentials())
+    }
+
+    /// Fetches (and digest-checks) a manifest, returning its bytes and digest.
+    async fn manifest(
+        &self,
+        reference: &Reference,
+        what: &str,
+    ) -> Result<(Bytes, String), StoreError> {
+        // oci-client checks the body against Docker-Content-Digest when the
+        // registry sends one, and against the reference's digest when it has one.
+        self.client
+            .pull_manifest_raw(
+                reference,
+                &self.config.credentials().to_oci(),
+                &MANIFEST_ACCEPT,
+            )
+            .await
+            .map_err(|e| self.map(e, what))
+    }
+
+    async fn resolve(&self, agent: &AgentRef, platform: &Platform) -> Result<Resolved, StoreError> {
+        let reference = self.reference(agent)?;
+        let what = reference.whole();
+        let (body, digest) = self.manifest(&reference, &what).await?;
+        let first = select_layer(&body, platform, agent.name())
+            .map_err(|e| errors::from_select(&e, &what))?;
+        let (layer, manifest_digest) = match first {
+            Selected::Layer(l) => (l, digest),
+            Selected::Manifest { digest, .. } => {
+                let by_digest = reference.clone_with_digest(digest.to_oci());
+                let what = format!("{what} ({platform}: {})", digest.to_oci());
+                let (body, digest) = self.manifest(&by_digest, &what).await?;
+                match select_layer(&body, platform, agent.name())
+                    .map_err(|e| errors::from_select(&e, &what))?
+                {
+                    Selected::Layer(l) => (l, digest),
+                    Selected::Manifest { .. } => {
+                        return Err(errors::integrity(
+                            what,
+                            "an image index points at another index; nested indexes are not supported".to_owned(),
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(Resolved {
+            reference,
+            layer,
+            manifest_digest,
+        })
+    }
+}
+
+#[async_trait]
+impl AgentStore for OciStore {
+    fn name(&self) -> &str {
+        STORE
+    }
+
+    async fn available(&self, agent: &AgentRef, platform: &Platform) -> Result<bool, StoreError> {
+        match self.resolve(agent, platform).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::Missing { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The repository's semver tags (a leading `v` is accepted); other tags
+    /// are left out. A repository the registry does not know has no versions.
+    async fn versions(
+        &self,
+        agent: &AgentRef,
+        _platform: &Platform,
+    ) -> Result<Vec<Version>, StoreError> {
+        let reference = Reference::with_tag(
+            self.config.host().to_owned(),
+            self.config.repository(agent),
+            "latest".to_owned(),
+        );
+        let what = format!("tags of {}/{}", self.config.host(), reference.repository());
+        let auth = self.config.credentials().to_oci();
+        let mut versions = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let page = match self
+                .client
+                .list_tags(&reference, &auth, Some(TAG_PAGE), last.as_deref())
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => match self.map(e, &what) {
+                    StoreError::Missing { .. } => return Ok(versions),
+                    other => return Err(other),
+                },
+            };
+            let n = page.tags.len();
+            versions.extend(
+                page.tags
+                    .iter()
+                    .filter_map(|t| agent_ref::parse_version(t).ok()),
+            );
+            // Registries that ignore `n` return everything at once; a short
+            // page is the last one.
+            match page.tags.last() {
+                Some(t) if n >= TAG_PAGE && last.as_deref() != Some(t.as_str()) => {
+                    last = Some(t.clone());
+                }
+                _ => break,
+            }
+        }
+        versions.sort();
+        versions.dedup();
+        Ok(versions)
+    }
+
+    async fn pull(
+        &self,
+        agent: &AgentRef,
+        platform: &Platform,
+        installer: &Installer,
+    ) -> Result<Installed, StoreError> {
+        let span = tracing::info_span!("oci_pull", agent = %agent, platform = %platform);
+        self.pull_inner(agent, platform, installer)
+            .instrument(span)
+            .await
+    }
+}
+
+impl OciStore {
+    async fn pull_inner(
+        &self,
+        agent: &AgentRef,
+        platform: &Platform,
+        installer: &Installer,
+    ) -> Result<Installed, StoreError> {
+        let resolved = self.resolve(agent, platform).await?;
+        let layer_oci = resolved.layer.digest.to_oci();
+        let what = format!(
+            "{}/{}@{layer_oci}",
+            self.config.host(),
+            resolved.reference.repository()
+        );
+        tracing::debug!(manifest = %resolved.manifest_digest, layer = %layer_oci, size = resolved.layer.size, "pulling layer");
+        let desc = OciDescriptor {
+            media_type: resolved.layer.media_type.clone(),
+            digest: layer_oci.clone(),
+            size: i64::try_from(resolved.layer.size).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        let sized = self
+            .client
+            .pull_blob_stream(&resolved.reference, &desc)
+            .await
+            .map_err(|e| self.map(e, &what))?;
+        if let Some(len) = sized.content_length
+            && len != resolved.layer.size
+        {
+            return Err(errors::integrity(
+                what,
+                format!(
+                    "the registry sends {len} bytes, the manifest says {}",
+                    resolved.layer.size
+                ),
+            ));
+        }
+        let failure = Arc::new(Mutex::new(None));
+        let stream = Observed {
+            inner: sized.stream,
+            failure: Arc::clone(&failure),
+            done: false,
+        };
+        let reader = tokio_util::io::StreamReader::new(stream);
+        let expected = Expected {
+            sha256: Some(resolved.layer.digest),
+            size: Some(resolved.layer.size),
+            max_size: None,
+        };
+        let source = format!("oci:{what}");
+        let result = installer
+            .install_reader(agent, &source, &expected, reader)
+            .await;
+        match result {
+            Ok(installed) => Ok(installed),
+            Err(e) => {
+                let transport = failure.lock().ok().and_then(|mut f| f.take());
+                match (transport, &e) {
+                    // The installer saw our read error; say what it was.
+                    (Some(t), StoreError::Io { .. }) => Err(errors::unavailable(
+                        format!("{}: download of {what} failed: {t}", self.config.host()),
+                        None,
+                    )),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Passes the blob through, remembering transport errors, and ending the
+/// stream where oci-client's own digest check fails so that the installer —
+/// which checks the same digest and size — reports it as `integrity` and
+/// cleans up, instead of an I/O error.
+struct Observed {
+    inner: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    failure: Arc<Mutex<Option<String>>>,
+    done: bool,
+}
+
+impl Stream for Observed {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                let is_digest =
+                    matches!(e.get_ref(), Some(i) if i.is::<oci_client::errors::DigestError>());
+                if is_digest {
+                    tracing::debug!(error = %e, "oci-client digest check failed; the installer will report it");
+                    return Poll::Ready(None);
+                }
+                let msg = errors::chain(&e);
+                if let Ok(mut f) = self.failure.lock() {
+                    *f = Some(msg);
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
