@@ -1,4 +1,41 @@
 //! `agent-spawn`: turn a binary path into a ready, authenticated gRPC connection.
 //!
-//! Spawn in its own process group, read the handshake line, connect, check
-//! `grpc.health.v1`, and tear everything down on close or drop. (Implementation: issue #3.)
+//! [`spawn`] starts the agent in its own process group (stdin null, a fresh
+//! `CODEFLY_AGENT_TOKEN`), reads the handshake line from its stdout
+//! ([`Handshake`]), connects a tonic channel (TCP or unix socket), waits for
+//! `grpc.health.v1` to say SERVING, and returns an [`AgentConn`]. Every RPC made
+//! through [`AgentConn::channel`] carries the token as `x-codefly-token`.
+//! stderr is kept in a 64 KiB [`StderrRing`]; stdout is drained after the
+//! handshake. [`AgentConn::close`] stops the whole group (SIGTERM, grace,
+//! SIGKILL) and reaps it; dropping the last clone kills the group. The agent
+//! also dies with the host (`PR_SET_PDEATHSIG`, set from a dedicated thread).
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use std::time::Duration;
+//! use agent_spawn::{spawn, SpawnOptions};
+//!
+//! # async fn run() -> Result<(), agent_spawn::SpawnError> {
+//! let opts = SpawnOptions { grace: Duration::from_secs(5), ..SpawnOptions::default() };
+//! let conn = spawn(Path::new("/usr/local/bin/agent-echo"), opts).await?;
+//! println!("pid {} listening on {}", conn.pid(), conn.endpoint());
+//! // let mut client = EchoClient::new(conn.channel());
+//! let exit = conn.close().await;
+//! println!("agent stopped: {exit}");
+//! # Ok(()) }
+//! ```
+
+mod conn;
+mod error;
+mod handshake;
+mod process;
+mod ring;
+mod spawn;
+mod token;
+
+pub use conn::{AgentChannel, AgentConn, ExitInfo};
+pub use error::{SpawnError, SpawnFailure};
+pub use handshake::{Endpoint, Handshake, MAX_HANDSHAKE_LEN};
+pub use ring::{STDERR_RING_CAPACITY, StderrRing};
+pub use spawn::{SpawnOptions, TOKEN_ENV, UDS_PATH_ENV, WORKDIR_ENV, spawn};
+pub use token::{TOKEN_METADATA_KEY, TokenInterceptor};

@@ -1,0 +1,247 @@
+//! A running, ready agent and its teardown.
+
+use std::fmt;
+use std::future::Future;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{OnceCell, watch};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tracing::Instrument;
+
+use crate::process::kill_group;
+use crate::{Endpoint, Handshake, StderrRing, TokenInterceptor};
+
+/// A channel that adds the agent's token to every request.
+pub type AgentChannel = InterceptedService<Channel, TokenInterceptor>;
+
+/// How an agent process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExitInfo {
+    /// The exit code, when it exited normally.
+    pub code: Option<i32>,
+    /// The signal that killed it, when one did.
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    /// Whether it exited with code 0.
+    #[must_use]
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Whether neither a code nor a signal is known (the reaper was stopped,
+    /// e.g. because its runtime shut down).
+    #[must_use]
+    pub fn is_unknown(&self) -> bool {
+        self.code.is_none() && self.signal.is_none()
+    }
+}
+
+impl From<ExitStatus> for ExitInfo {
+    fn from(status: ExitStatus) -> Self {
+        ExitInfo {
+            code: status.code(),
+            signal: status.signal(),
+        }
+    }
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit status {code}"),
+            (None, Some(sig)) => write!(f, "killed by signal {sig}{}", signal_name(sig)),
+            (None, None) => f.write_str("unknown exit status"),
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGINT => " (SIGINT)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGABRT => " (SIGABRT)",
+        _ => "",
+    }
+}
+
+/// Waits until the reaper published the exit; unknown when the reaper is gone.
+pub(crate) async fn wait_exit(mut rx: watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
+    if let Ok(info) = rx.wait_for(Option::is_some).await {
+        return info.unwrap_or_default();
+    }
+    let last = *rx.borrow();
+    last.unwrap_or_default()
+}
+
+pub(crate) struct Parts {
+    pub(crate) pid: u32,
+    pub(crate) handshake: Handshake,
+    pub(crate) channel: Channel,
+    pub(crate) token: String,
+    pub(crate) interceptor: TokenInterceptor,
+    pub(crate) stderr: StderrRing,
+    pub(crate) exit_rx: watch::Receiver<Option<ExitInfo>>,
+    pub(crate) grace: Duration,
+    pub(crate) socket_dir: Option<tempfile::TempDir>,
+}
+
+struct Inner {
+    parts: Parts,
+    closed: OnceCell<ExitInfo>,
+    socket_dir: Mutex<Option<tempfile::TempDir>>,
+}
+
+/// A ready agent: its process (group), endpoint and an authenticated channel.
+///
+/// Cheap to clone. [`AgentConn::close`] stops it gracefully; when the last
+/// clone is dropped without `close`, the process group is killed (SIGKILL) and
+/// the reaper reaps it.
+#[derive(Clone)]
+pub struct AgentConn {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for AgentConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentConn")
+            .field("pid", &self.pid())
+            .field("endpoint", &self.endpoint().to_string())
+            .field("protocol", &self.inner.parts.handshake.version)
+            .field("exited", &*self.inner.parts.exit_rx.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentConn {
+    pub(crate) fn new(mut parts: Parts) -> Self {
+        let socket_dir = Mutex::new(parts.socket_dir.take());
+        AgentConn {
+            inner: Arc::new(Inner {
+                parts,
+                closed: OnceCell::new(),
+                socket_dir,
+            }),
+        }
+    }
+
+    /// The agent's pid, which is also its process-group id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.inner.parts.pid
+    }
+
+    /// Where the agent listens.
+    #[must_use]
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.parts.handshake.endpoint
+    }
+
+    /// The protocol version from the handshake.
+    #[must_use]
+    pub fn protocol_version(&self) -> u32 {
+        self.inner.parts.handshake.version
+    }
+
+    /// A channel that sends the token on every request; build clients on it
+    /// (`EchoClient::new(conn.channel())`).
+    #[must_use]
+    pub fn channel(&self) -> AgentChannel {
+        InterceptedService::new(
+            self.inner.parts.channel.clone(),
+            self.inner.parts.interceptor.clone(),
+        )
+    }
+
+    /// The underlying channel, without the token.
+    #[must_use]
+    pub fn raw_channel(&self) -> Channel {
+        self.inner.parts.channel.clone()
+    }
+
+    /// The token given to the agent in `CODEFLY_AGENT_TOKEN`.
+    #[must_use]
+    pub fn token(&self) -> &str {
+        &self.inner.parts.token
+    }
+
+    /// The last 64 KiB the agent wrote to stderr (lossy UTF-8).
+    #[must_use]
+    pub fn stderr_tail(&self) -> String {
+        self.inner.parts.stderr.tail()
+    }
+
+    /// Resolves when the agent process has exited and been reaped.
+    ///
+    /// The future does not keep the connection alive.
+    pub fn exited(&self) -> impl Future<Output = ExitInfo> + Send + 'static {
+        wait_exit(self.inner.parts.exit_rx.clone())
+    }
+
+    /// Whether the agent process has exited (and been reaped).
+    #[must_use]
+    pub fn has_exited(&self) -> bool {
+        self.inner.parts.exit_rx.borrow().is_some()
+    }
+
+    /// Stops the agent: SIGTERM to its group, up to the grace period for it to
+    /// exit, then SIGKILL to the group; reaps it, kills whatever is left of the
+    /// group, and removes the socket directory.
+    ///
+    /// Idempotent and safe to call concurrently: every caller gets the same
+    /// [`ExitInfo`]. Cancel-safe: a dropped call leaves the work to the next
+    /// caller (or to `Drop`).
+    pub async fn close(&self) -> ExitInfo {
+        let span = tracing::debug_span!("close", pid = self.pid());
+        *self
+            .inner
+            .closed
+            .get_or_init(|| self.shutdown().instrument(span))
+            .await
+    }
+
+    async fn shutdown(&self) -> ExitInfo {
+        let parts = &self.inner.parts;
+        let info = if self.has_exited() {
+            wait_exit(parts.exit_rx.clone()).await
+        } else {
+            kill_group(parts.pid, libc::SIGTERM);
+            let exited = wait_exit(parts.exit_rx.clone());
+            if let Ok(info) = tokio::time::timeout(parts.grace, exited).await {
+                info
+            } else {
+                tracing::debug!(grace = ?parts.grace, "agent ignored SIGTERM; killing its group");
+                kill_group(parts.pid, libc::SIGKILL);
+                wait_exit(parts.exit_rx.clone()).await
+            }
+        };
+        // The reaper SIGKILLs the rest of the group once the leader is reaped.
+        drop(
+            self.inner
+                .socket_dir
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        info
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.closed.get().is_none() && self.parts.exit_rx.borrow().is_none() {
+            tracing::debug!(
+                pid = self.parts.pid,
+                "agent dropped without close; killing its group"
+            );
+            kill_group(self.parts.pid, libc::SIGKILL);
+        }
+    }
+}
