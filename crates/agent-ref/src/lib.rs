@@ -2,15 +2,27 @@
 //!
 //! An agent is named by an [`AgentRef`] — `kind`, `publisher`, `name` and a
 //! `version` that may be `latest`, an exact semver or a requirement
-//! ([`VersionSpec`]). [`AgentHome`] maps a concrete reference to its place in
+//! ([`VersionSpec`]). It is written `[publisher/]name[:version]`; the
+//! publisher defaults to [`DEFAULT_PUBLISHER`] (`codefly.dev`) and the version
+//! to [`LATEST`]. [`AgentHome`] maps a concrete reference to its place in
 //! the cache shared with codefly's Go loader:
 //! `$CODEFLY_HOME/agents/{services|applications|modules}/{publisher}/{name}__{version}`.
-//! Every field is validated before it can touch a path.
+//!
+//! Every field is validated before it can touch a path: publisher and name
+//! are 1–128 bytes of `[A-Za-z0-9._-]`, never start with `.` and never contain
+//! `..`; a concrete version is strict semver without build metadata. A bad
+//! reference is a [`RefError`] whose [`kind`](RefError::kind) is
+//! [`ErrorKind::InvalidRef`] and whose message names the field and the
+//! allowed form.
+//!
+//! The crate also holds what every other crate of the workspace shares:
+//! the stable [`ErrorKind`]s, [`AgentSource`] (`CODEFLY_AGENT_SOURCE`) and
+//! [`Platform`] (Go's `os`/`arch` names).
 //!
 //! ```
-//! use agent_ref::{AgentHome, AgentRef, VersionSpec};
+//! use agent_ref::{AgentHome, AgentKind, AgentRef, ErrorKind, VersionSpec};
 //!
-//! let r: AgentRef = "codefly.dev/go-grpc:1.2.3".parse()?;
+//! let r: AgentRef = "codefly.dev/go-grpc:v1.2.3".parse()?;
 //! assert_eq!(r.identifier(), "codefly.dev/go-grpc:1.2.3");
 //! assert_eq!(r.unique(), "service::codefly.dev/go-grpc:1.2.3");
 //!
@@ -19,12 +31,27 @@
 //!     home.binary_path(&r)?,
 //!     std::path::Path::new("/tmp/codefly/agents/services/codefly.dev/go-grpc__1.2.3"),
 //! );
+//! let module = r.clone().with_kind(AgentKind::Module);
+//! assert!(home.binary_path(&module)?.starts_with("/tmp/codefly/agents/modules"));
 //!
 //! let latest: AgentRef = "echo".parse()?;
 //! assert_eq!(latest.publisher(), "codefly.dev");
 //! assert!(matches!(latest.version_spec(), VersionSpec::Latest));
+//!
+//! // `latest` skips pre-releases; requirements pick the highest match.
+//! let installed = ["1.2.0", "1.4.1", "2.0.0-rc.1"].map(|v| agent_ref::parse_version(v).unwrap());
+//! assert_eq!(VersionSpec::Latest.pick(&installed).unwrap().to_string(), "1.4.1");
+//! assert_eq!("~1.2".parse::<VersionSpec>()?.pick(&installed).unwrap().to_string(), "1.2.0");
+//!
+//! // Nothing that could escape the home is accepted.
+//! let err = AgentRef::parse("../../etc/passwd").unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::InvalidRef);
+//! assert!(err.to_string().contains("publisher"));
 //! # Ok::<(), agent_ref::RefError>(())
 //! ```
+//!
+//! The parser has a `cargo fuzz` target in `crates/agent-ref/fuzz`
+//! (`cargo +nightly fuzz run parse_ref`).
 
 mod error;
 mod home;
