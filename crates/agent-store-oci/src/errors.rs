@@ -126,3 +126,79 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_ref::ErrorKind;
+
+    #[test]
+    fn refusals_name_the_credentials_tried() {
+        let creds = Credentials::Basic {
+            username: "bob".into(),
+            password: "hunter2".into(),
+            origin: "/home/bob/.docker/config.json".into(),
+        };
+        let e = map(
+            OciDistributionError::UnauthorizedError {
+                url: "https://r/v2/x/manifests/1".into(),
+            },
+            "r/x:1",
+            "r",
+            &creds,
+        );
+        assert_eq!(e.kind(), ErrorKind::StoreUnavailable);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("bob") && msg.contains(".docker/config.json"),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+
+        let e = map(
+            OciDistributionError::ServerError {
+                code: 403,
+                url: "u".into(),
+                message: String::new(),
+            },
+            "r/x:1",
+            "r",
+            &Credentials::Anonymous,
+        );
+        assert_eq!(e.kind(), ErrorKind::StoreUnavailable);
+        assert!(e.to_string().contains("anonymous"), "{e}");
+    }
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "u".into(),
+            message: String::new(),
+        };
+        let kind = |e| map(e, "w", "h", &Credentials::Anonymous).kind();
+        assert_eq!(kind(server(404)), ErrorKind::ArtifactMissing);
+        assert_eq!(kind(server(500)), ErrorKind::StoreUnavailable);
+        assert_eq!(kind(server(503)), ErrorKind::StoreUnavailable);
+        let envelope: oci_client::errors::OciEnvelope = serde_json::from_str(
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            kind(OciDistributionError::RegistryError {
+                envelope,
+                url: "u".into()
+            }),
+            ErrorKind::ArtifactMissing
+        );
+        assert_eq!(
+            kind(OciDistributionError::DigestError(
+                oci_client::errors::DigestError::VerificationError {
+                    expected: "a".into(),
+                    actual: "b".into()
+                }
+            )),
+            ErrorKind::Integrity
+        );
+    }
+}
