@@ -380,7 +380,7 @@ impl Installer {
                 return Err(match on_read_error {
                     ReadFailure::Store => StoreError::Unavailable {
                         store: store.to_owned(),
-                        message: format!("reading {what} from {source} failed"),
+                        message: format!("reading {what} from {source} failed: {e}"),
                         retry_after: None,
                         source: Some(Box::new(e)),
                     },
