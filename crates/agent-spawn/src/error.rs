@@ -110,6 +110,7 @@ impl SpawnFailure {
 pub struct SpawnError {
     failure: SpawnFailure,
     stderr_tail: Option<String>,
+    pid: Option<u32>,
 }
 
 impl SpawnError {
@@ -131,8 +132,16 @@ impl SpawnError {
         self.stderr_tail.as_deref()
     }
 
-    /// Attaches the agent's stderr tail (empty tails are dropped).
-    pub(crate) fn with_stderr(mut self, tail: String) -> Self {
+    /// The pid (and process-group id) of the agent, when it had started.
+    /// The group is gone by the time the error is returned.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Attaches what is known about the started agent (empty tails are dropped).
+    pub(crate) fn with_agent(mut self, pid: u32, tail: String) -> Self {
+        self.pid = Some(pid);
         self.stderr_tail = (!tail.is_empty()).then_some(tail);
         self
     }
@@ -143,6 +152,7 @@ impl From<SpawnFailure> for SpawnError {
         SpawnError {
             failure,
             stderr_tail: None,
+            pid: None,
         }
     }
 }

@@ -264,7 +264,7 @@ async fn spawn_inner(program: &Path, mut opts: SpawnOptions) -> Result<AgentConn
             let mut eof = eof_rx;
             let _ = tokio::time::timeout(STDERR_SETTLE, eof.wait_for(|done| *done)).await;
             tracing::debug!(kind = %err.kind(), %status, "agent failed to start");
-            Err(err.with_stderr(ring.tail()))
+            Err(err.with_agent(pid, ring.tail()))
         }
     }
 }
@@ -325,25 +325,28 @@ async fn ready(
 
     let mut health = HealthClient::new(InterceptedService::new(channel.clone(), interceptor));
     let mut backoff = Duration::from_micros(500);
+    let mut last = None;
     loop {
         let request = HealthCheckRequest {
             service: String::new(),
         };
-        let last = match tokio::time::timeout_at(deadline, health.check(request)).await {
+        match tokio::time::timeout_at(deadline, health.check(request)).await {
             Ok(Ok(answer)) => match answer.into_inner().status() {
                 ServingStatus::Serving => return Ok(channel),
-                status => status.as_str_name().to_owned(),
+                status => last = Some(status.as_str_name().to_owned()),
             },
             // Seed-era agents have no health service: connected is ready.
             Ok(Err(status)) if status.code() == Code::Unimplemented => return Ok(channel),
-            Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
-            Err(_) => "no answer".to_owned(),
-        };
+            Ok(Err(status)) => {
+                last = Some(format!("{:?}: {}", status.code(), status.message()));
+            }
+            Err(_) => {}
+        }
         if Instant::now() + backoff >= deadline {
             return Err(SpawnFailure::NotServing {
                 endpoint: endpoint.clone(),
                 timeout: dial_timeout,
-                last,
+                last: last.unwrap_or_else(|| "no answer".to_owned()),
             }
             .into());
         }

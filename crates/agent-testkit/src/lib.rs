@@ -1,5 +1,256 @@
 //! `agent-testkit`: test support shared by the workspace (not published).
 //!
-//! Misbehaving agent binaries, a local OCI registry, process checks.
+//! - [`bin_path`] finds (and, once per process, builds) a workspace binary:
+//!   `agent-echo`, `test-agent` (misbehaving agents, one mode per failure; see
+//!   `src/bin/test-agent.rs`), `agentctl`.
+//! - [`group_alive`], [`pid_alive`], [`wait_group_gone`], [`wait_pid_gone`]
+//!   check that processes are really gone (zombies count as gone: they run
+//!   nothing, and on machines whose pid 1 does not reap, orphans stay zombies).
+//! - [`vm_rss_kib`], [`vm_hwm_kib`]: this process's memory, for flood tests.
+//! - `registry`: a real OCI registry.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! let agent = agent_testkit::bin_path("test-agent");
+//! let mut child = std::process::Command::new(&agent).arg("hang").spawn().unwrap();
+//! child.kill().unwrap();
+//! child.wait().unwrap();
+//! assert!(agent_testkit::wait_pid_gone(child.id(), Duration::from_secs(5)));
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 pub mod registry;
+
+/// Set to `1` to never run `cargo build` from [`bin_path`] (use what is on disk).
+pub const NO_BUILD_ENV: &str = "AGENT_TESTKIT_NO_BUILD";
+
+/// The package that owns a workspace binary.
+fn package_of(bin: &str) -> &str {
+    match bin {
+        "test-agent" => "agent-testkit",
+        "agentctl" => "agent-cli",
+        other => other,
+    }
+}
+
+/// The profile directory of the running test (`target/debug`), from the test
+/// executable's own path (`target/debug/deps/foo-HASH` or `target/debug/foo`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe
+        .parent()
+        .expect("the executable's directory")
+        .to_path_buf();
+    if dir
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
+        dir.pop();
+    }
+    dir
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/agent-testkit is two levels below the workspace root")
+        .to_path_buf()
+}
+
+/// The path of workspace binary `name` in the running test's profile
+/// directory, built first (`cargo build -q -p PKG --bin NAME`) once per
+/// process so it is never stale.
+///
+/// The build uses the test's own target directory and profile. Cargo only
+/// holds its build-directory lock while compiling, not while tests run, so
+/// the nested build neither blocks nor is blocked by `cargo test`; when the
+/// outer `cargo test --workspace` already built the binary it is a no-op.
+/// Set `AGENT_TESTKIT_NO_BUILD=1` to skip the build.
+///
+/// # Panics
+/// When the build fails or the binary is missing afterwards (a test helper:
+/// failing loudly is the point).
+#[must_use]
+pub fn bin_path(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
+    let cell = {
+        let mut map = BUILT
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(map.entry(name.to_owned()).or_default())
+    };
+    cell.get_or_init(|| build(name)).clone()
+}
+
+fn build(name: &str) -> PathBuf {
+    let profile_dir = profile_dir();
+    let path = profile_dir.join(name);
+    if std::env::var_os(NO_BUILD_ENV).is_some_and(|v| v == "1") {
+        assert!(
+            path.exists(),
+            "{} missing and {NO_BUILD_ENV}=1",
+            path.display()
+        );
+        return path;
+    }
+    let target_dir = profile_dir.parent().expect("a target directory");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("-q")
+        .arg("--manifest-path")
+        .arg(workspace_root().join("Cargo.toml"))
+        .args(["-p", package_of(name), "--bin", name])
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let out = cmd.output().expect("cannot run cargo");
+    assert!(
+        out.status.success(),
+        "building {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        path.exists(),
+        "{} missing after building it",
+        path.display()
+    );
+    path
+}
+
+/// `(state, pgrp)` of a process from `/proc/PID/stat`.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+fn running(state: char) -> bool {
+    !matches!(state, 'Z' | 'X' | 'x')
+}
+
+/// Whether process `pid` exists and is not a zombie.
+#[must_use]
+pub fn pid_alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|(state, _)| running(state))
+}
+
+/// Whether any process of group `pgid` exists and is not a zombie.
+#[must_use]
+pub fn group_alive(pgid: u32) -> bool {
+    group_members(pgid).next().is_some()
+}
+
+/// Pids of the live (non-zombie) members of group `pgid`.
+pub fn group_members(pgid: u32) -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(move |&pid| stat(pid).is_some_and(|(s, g)| g == pgid && running(s)))
+}
+
+/// Polls `alive` until it is false or `timeout` passes; `true` when gone.
+pub fn wait_until_gone(timeout: Duration, mut alive: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !alive() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (bounded) until group `pgid` has no live member; `true` when gone.
+#[must_use]
+pub fn wait_group_gone(pgid: u32, timeout: Duration) -> bool {
+    wait_until_gone(timeout, || group_alive(pgid))
+}
+
+/// Waits (bounded) until process `pid` is gone or a zombie; `true` when gone.
+#[must_use]
+pub fn wait_pid_gone(pid: u32, timeout: Duration) -> bool {
+    wait_until_gone(timeout, || pid_alive(pid))
+}
+
+fn self_status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// This process's resident set size, KiB.
+#[must_use]
+pub fn vm_rss_kib() -> u64 {
+    self_status_kib("VmRSS")
+}
+
+/// This process's peak resident set size, KiB.
+#[must_use]
+pub fn vm_hwm_kib() -> u64 {
+    self_status_kib("VmHWM")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive() {
+        assert!(pid_alive(std::process::id()));
+        let pgid = u32::try_from(unsafe_free_getpgrp()).unwrap();
+        assert!(group_alive(pgid));
+        assert!(group_members(pgid).any(|p| p == std::process::id()));
+    }
+
+    fn unsafe_free_getpgrp() -> i64 {
+        let text = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let rest = &text[text.rfind(')').unwrap() + 1..];
+        rest.split_whitespace().nth(2).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn memory_figures() {
+        assert!(vm_rss_kib() > 0);
+        assert!(vm_hwm_kib() >= vm_rss_kib());
+    }
+
+    #[test]
+    fn reaped_child_is_gone() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(wait_pid_gone(pid, Duration::from_secs(5)));
+    }
+}
