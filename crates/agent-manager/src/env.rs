@@ -1,0 +1,296 @@
+//! The manager's own environment variables, parsed as a pure function over a
+//! lookup so tests never race on the process environment.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use agent_ref::{AGENT_SOURCE_ENV, AgentHome, AgentSource, CODEFLY_HOME_ENV};
+
+use crate::ManagerError;
+
+/// Selects the stores and their order: `nix,oci,http,github`, or `none`.
+pub const AGENT_STORES_ENV: &str = "CODEFLY_AGENT_STORES";
+
+/// One kind of store the manager knows how to build from the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreId {
+    /// Nix flakes (`AGENT_NIX_FLAKE`, `nix` on `PATH`).
+    Nix,
+    /// An OCI registry (`AGENT_REGISTRY`, `AGENT_REGISTRY_SCHEME`).
+    Oci,
+    /// A plain HTTP(S) store (`AGENT_HTTP_STORE`).
+    Http,
+    /// GitHub releases (`GITHUB_API_URL`, `GITHUB_TOKEN`); always configured.
+    Github,
+}
+
+impl StoreId {
+    /// Every store, in the default order (DESIGN.md): nix → oci → http → github.
+    pub const DEFAULT_ORDER: [StoreId; 4] =
+        [StoreId::Nix, StoreId::Oci, StoreId::Http, StoreId::Github];
+
+    /// The name used in `CODEFLY_AGENT_STORES` and in messages.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreId::Nix => "nix",
+            StoreId::Oci => "oci",
+            StoreId::Http => "http",
+            StoreId::Github => "github",
+        }
+    }
+
+    /// What the user must set for this store to be configured.
+    #[must_use]
+    pub fn requirement(self) -> &'static str {
+        match self {
+            StoreId::Nix => "set AGENT_NIX_FLAKE and put `nix` on PATH",
+            StoreId::Oci => "set AGENT_REGISTRY (and AGENT_REGISTRY_SCHEME for plain HTTP)",
+            StoreId::Http => "set AGENT_HTTP_STORE",
+            StoreId::Github => "GitHub is always configured (GITHUB_API_URL, GITHUB_TOKEN)",
+        }
+    }
+}
+
+impl fmt::Display for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StoreId {
+    type Err = ManagerError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        StoreId::DEFAULT_ORDER
+            .into_iter()
+            .find(|id| id.as_str() == t)
+            .ok_or_else(|| ManagerError::Config {
+                message: format!(
+                    "{AGENT_STORES_ENV}: unknown store {s:?} (allowed: a comma list of nix, oci, http, github, or none)"
+                ),
+            })
+    }
+}
+
+/// Which stores to use.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreSelection {
+    /// `CODEFLY_AGENT_STORES` unset or empty: every configured store, nix → oci → http → github.
+    #[default]
+    Configured,
+    /// Exactly these, in this order; each must be configured. Empty = `none`.
+    Explicit(Vec<StoreId>),
+}
+
+impl StoreSelection {
+    /// Parses a value of `CODEFLY_AGENT_STORES`: a comma list of store names
+    /// (case-insensitive, blanks ignored), `none`, or empty for the default.
+    ///
+    /// # Errors
+    /// [`ManagerError::Config`] for unknown or repeated names, or `none` mixed with names.
+    pub fn parse(value: &str) -> Result<Self, ManagerError> {
+        let items: Vec<&str> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if items.is_empty() {
+            return Ok(StoreSelection::Configured);
+        }
+        if items.iter().any(|s| s.eq_ignore_ascii_case("none")) {
+            if items.len() > 1 {
+                return Err(ManagerError::Config {
+                    message: format!(
+                        "{AGENT_STORES_ENV}={value:?}: `none` cannot be combined with store names"
+                    ),
+                });
+            }
+            return Ok(StoreSelection::Explicit(Vec::new()));
+        }
+        let mut out: Vec<StoreId> = Vec::with_capacity(items.len());
+        for item in items {
+            let id: StoreId = item.parse()?;
+            if out.contains(&id) {
+                return Err(ManagerError::Config {
+                    message: format!("{AGENT_STORES_ENV}={value:?}: store {id} is named twice"),
+                });
+            }
+            out.push(id);
+        }
+        Ok(StoreSelection::Explicit(out))
+    }
+
+    /// The stores to try, in order. For [`StoreSelection::Configured`] that is
+    /// every store; unconfigured ones are skipped when they are built.
+    #[must_use]
+    pub fn candidates(&self) -> Vec<StoreId> {
+        match self {
+            StoreSelection::Configured => StoreId::DEFAULT_ORDER.to_vec(),
+            StoreSelection::Explicit(v) => v.clone(),
+        }
+    }
+}
+
+/// The manager's settings from the environment: `CODEFLY_HOME` (else
+/// `$HOME/.codefly`), `CODEFLY_AGENT_SOURCE` and `CODEFLY_AGENT_STORES`.
+/// Each store reads its own variables when it is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvConfig {
+    /// The agent home.
+    pub home: AgentHome,
+    /// Where `latest` is resolved from.
+    pub source: AgentSource,
+    /// Which stores to use.
+    pub stores: StoreSelection,
+}
+
+impl EnvConfig {
+    /// Parses the settings from `lookup` (a variable name → its value).
+    /// Empty values count as unset.
+    ///
+    /// # Errors
+    /// [`ManagerError::Ref`] for a bad `CODEFLY_AGENT_SOURCE` or no home at all;
+    /// [`ManagerError::Config`] for a bad `CODEFLY_AGENT_STORES` or a value that is not UTF-8.
+    pub fn from_lookup<F>(lookup: F) -> Result<Self, ManagerError>
+    where
+        F: Fn(&str) -> Option<OsString>,
+    {
+        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let utf8 = |name: &str| -> Result<Option<String>, ManagerError> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) => v.into_string().map(Some).map_err(|v| ManagerError::Config {
+                    message: format!("{name}={v:?} is not valid UTF-8"),
+                }),
+            }
+        };
+        let home = AgentHome::from_env_vars(get(CODEFLY_HOME_ENV), get("HOME").map(PathBuf::from))?;
+        let source = match utf8(AGENT_SOURCE_ENV)? {
+            Some(v) => AgentSource::parse(&v)?,
+            None => AgentSource::Remote,
+        };
+        let stores = match utf8(AGENT_STORES_ENV)? {
+            Some(v) => StoreSelection::parse(&v)?,
+            None => StoreSelection::Configured,
+        };
+        Ok(EnvConfig {
+            home,
+            source,
+            stores,
+        })
+    }
+
+    /// [`EnvConfig::from_lookup`] over the process environment.
+    ///
+    /// # Errors
+    /// As [`EnvConfig::from_lookup`].
+    pub fn from_process_env() -> Result<Self, ManagerError> {
+        Self::from_lookup(|k| std::env::var_os(k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use agent_ref::ErrorKind;
+
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<EnvConfig, ManagerError> {
+        let map: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+            .collect();
+        EnvConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn codefly_home_wins_over_home() {
+        let c = cfg(&[("CODEFLY_HOME", "/srv/cf"), ("HOME", "/home/u")]).unwrap();
+        assert_eq!(c.home.root(), std::path::Path::new("/srv/cf"));
+    }
+
+    #[test]
+    fn home_defaults_to_dot_codefly() {
+        let c = cfg(&[("HOME", "/home/u")]).unwrap();
+        assert_eq!(c.home.root(), std::path::Path::new("/home/u/.codefly"));
+        let c = cfg(&[("HOME", "/home/u"), ("CODEFLY_HOME", "")]).unwrap();
+        assert_eq!(c.home.root(), std::path::Path::new("/home/u/.codefly"));
+    }
+
+    #[test]
+    fn no_home_at_all_is_an_error() {
+        let e = cfg(&[]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io);
+    }
+
+    #[test]
+    fn source_defaults_to_remote_and_parses_local() {
+        assert_eq!(cfg(&[("HOME", "/h")]).unwrap().source, AgentSource::Remote);
+        let c = cfg(&[("HOME", "/h"), ("CODEFLY_AGENT_SOURCE", "LOCAL")]).unwrap();
+        assert_eq!(c.source, AgentSource::Local);
+        let c = cfg(&[("HOME", "/h"), ("CODEFLY_AGENT_SOURCE", "remote")]).unwrap();
+        assert_eq!(c.source, AgentSource::Remote);
+    }
+
+    #[test]
+    fn bad_source_is_an_error_not_a_default() {
+        let e = cfg(&[("HOME", "/h"), ("CODEFLY_AGENT_SOURCE", "github")]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidRef);
+        assert!(e.to_string().contains("github"), "{e}");
+    }
+
+    #[test]
+    fn stores_unset_or_empty_means_every_configured_store() {
+        assert_eq!(
+            cfg(&[("HOME", "/h")]).unwrap().stores,
+            StoreSelection::Configured
+        );
+        let c = cfg(&[("HOME", "/h"), ("CODEFLY_AGENT_STORES", " , ")]).unwrap();
+        assert_eq!(c.stores, StoreSelection::Configured);
+        assert_eq!(
+            StoreSelection::Configured.candidates(),
+            vec![StoreId::Nix, StoreId::Oci, StoreId::Http, StoreId::Github]
+        );
+    }
+
+    #[test]
+    fn stores_none_is_an_empty_chain() {
+        let c = cfg(&[("HOME", "/h"), ("CODEFLY_AGENT_STORES", "none")]).unwrap();
+        assert_eq!(c.stores, StoreSelection::Explicit(vec![]));
+        assert!(c.stores.candidates().is_empty());
+        let c = cfg(&[("HOME", "/h"), ("CODEFLY_AGENT_STORES", " NONE ")]).unwrap();
+        assert_eq!(c.stores, StoreSelection::Explicit(vec![]));
+    }
+
+    #[test]
+    fn stores_list_keeps_the_given_order() {
+        let c = cfg(&[("HOME", "/h"), ("CODEFLY_AGENT_STORES", "github, OCI,nix")]).unwrap();
+        assert_eq!(
+            c.stores,
+            StoreSelection::Explicit(vec![StoreId::Github, StoreId::Oci, StoreId::Nix])
+        );
+    }
+
+    #[test]
+    fn stores_list_errors() {
+        for bad in ["s3", "oci,oci", "none,oci", "oci;http"] {
+            let e = cfg(&[("HOME", "/h"), ("CODEFLY_AGENT_STORES", bad)]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidRef, "{bad}");
+            assert!(e.to_string().contains("CODEFLY_AGENT_STORES"), "{e}");
+        }
+    }
+
+    #[test]
+    fn store_ids_round_trip() {
+        for id in StoreId::DEFAULT_ORDER {
+            assert_eq!(id.as_str().parse::<StoreId>().unwrap(), id);
+            assert_eq!(id.to_string(), id.as_str());
+        }
+    }
+}

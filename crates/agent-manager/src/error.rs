@@ -1,0 +1,164 @@
+use std::fmt;
+
+use agent_ref::{ErrorKind, RefError};
+use agent_store::StoreError;
+
+/// What a store (or the local cache) answered when asked for an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreAnswer {
+    /// `local`, `nix`, `oci`, `http`, `github`…
+    pub store: String,
+    /// Its answer, for a person.
+    pub answer: String,
+}
+
+impl fmt::Display for StoreAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.store, self.answer)
+    }
+}
+
+/// The remedy printed with every `binary-not-found`.
+pub const NOT_FOUND_REMEDY: &str = "build or install the agent, \
+configure a store (AGENT_REGISTRY, AGENT_NIX_FLAKE or AGENT_HTTP_STORE; GitHub releases are always tried), \
+or check the publisher, name and version of the reference";
+
+/// Everything that can go wrong in the manager. [`ManagerError::kind`] maps
+/// each to a stable kind of DESIGN.md.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// A reference, version, kind, platform or `CODEFLY_*` value that does not validate.
+    #[error(transparent)]
+    Ref(#[from] RefError),
+    /// The configuration (environment or builder) is contradictory or incomplete,
+    /// e.g. `CODEFLY_AGENT_STORES=oci` without `AGENT_REGISTRY`. Kind `invalid-ref`
+    /// (the input does not validate).
+    #[error("{message}")]
+    Config {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// Nothing (local cache, then every store) had the agent. Kind
+    /// `binary-not-found`, or `store-unavailable` when at least one store could
+    /// not be asked (so the binary may exist after all; retry later).
+    #[error("{}", not_found_message(agent, answers))]
+    NotFound {
+        /// `publisher/name:version` as asked.
+        agent: String,
+        /// One answer per place looked at, in order.
+        answers: Vec<StoreAnswer>,
+        /// Whether a store was unreachable (changes the kind to `store-unavailable`).
+        unavailable: bool,
+    },
+    /// A store failed in a way that is not "not found": bad bytes
+    /// (`integrity`), a local I/O error while installing (`io`).
+    #[error(transparent)]
+    Store(StoreError),
+    /// Starting the agent or getting it ready failed; carries the agent's stderr tail.
+    #[error(transparent)]
+    Spawn(#[from] agent_spawn::SpawnError),
+    /// A local filesystem error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing, with the path.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn not_found_message(agent: &str, answers: &[StoreAnswer]) -> String {
+    let mut s = format!("agent {agent} not found");
+    if !answers.is_empty() {
+        s.push_str(" (");
+        let parts: Vec<String> = answers.iter().map(ToString::to_string).collect();
+        s.push_str(&parts.join("; "));
+        s.push(')');
+    }
+    s.push_str("; ");
+    s.push_str(NOT_FOUND_REMEDY);
+    s
+}
+
+impl ManagerError {
+    /// The stable kind (DESIGN.md), e.g. [`ErrorKind::BinaryNotFound`].
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ManagerError::Ref(e) => e.kind(),
+            ManagerError::Config { .. } => ErrorKind::InvalidRef,
+            ManagerError::NotFound { unavailable, .. } => {
+                if *unavailable {
+                    ErrorKind::StoreUnavailable
+                } else {
+                    ErrorKind::BinaryNotFound
+                }
+            }
+            ManagerError::Store(e) => e.kind(),
+            ManagerError::Spawn(e) => e.kind(),
+            ManagerError::Io { .. } => ErrorKind::Io,
+        }
+    }
+
+    /// The agent's last stderr output, for failures of a started agent.
+    #[must_use]
+    pub fn stderr_tail(&self) -> Option<&str> {
+        match self {
+            ManagerError::Spawn(e) => e.stderr_tail().filter(|t| !t.is_empty()),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying later might succeed (a store was unreachable).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        self.kind() == ErrorKind::StoreUnavailable
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        ManagerError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Maps a store chain's failure: "nobody has it" becomes
+    /// [`ManagerError::NotFound`] (with every store's answer), tampering and
+    /// local errors stay [`ManagerError::Store`].
+    pub(crate) fn from_store(agent: &str, mut prior: Vec<StoreAnswer>, e: StoreError) -> Self {
+        match e {
+            StoreError::Chain { kind, answers }
+                if matches!(
+                    kind,
+                    ErrorKind::ArtifactMissing | ErrorKind::StoreUnavailable
+                ) =>
+            {
+                prior.extend(answers.iter().map(|(store, err)| StoreAnswer {
+                    store: store.clone(),
+                    answer: err.to_string(),
+                }));
+                ManagerError::NotFound {
+                    agent: agent.to_owned(),
+                    answers: prior,
+                    unavailable: kind == ErrorKind::StoreUnavailable,
+                }
+            }
+            StoreError::Missing { ref store, .. } | StoreError::Unavailable { ref store, .. } => {
+                let unavailable = e.kind() == ErrorKind::StoreUnavailable;
+                prior.push(StoreAnswer {
+                    store: store.clone(),
+                    answer: e.to_string(),
+                });
+                ManagerError::NotFound {
+                    agent: agent.to_owned(),
+                    answers: prior,
+                    unavailable,
+                }
+            }
+            StoreError::Ref(r) => ManagerError::Ref(r),
+            other => ManagerError::Store(other),
+        }
+    }
+}

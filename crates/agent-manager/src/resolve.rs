@@ -1,0 +1,454 @@
+//! Version resolution: `latest` and requirements → one concrete version, in
+//! the seed's order (`ResolveLatest` / `PinToLatestRelease`).
+
+use std::sync::Arc;
+
+use agent_ref::semver::Version;
+use agent_ref::{AgentHome, AgentRef, AgentSource, Platform, VersionSpec};
+use agent_store::{AgentStore, StoreError};
+use tracing::debug;
+
+use crate::{ManagerError, StoreAnswer};
+
+/// What the stores said about the versions of one agent.
+#[derive(Debug, Default)]
+pub(crate) struct StoreVersions {
+    /// The union of every answering store's versions.
+    pub(crate) versions: Vec<Version>,
+    /// One answer per store, in order.
+    pub(crate) answers: Vec<StoreAnswer>,
+    /// Whether any store could not be asked.
+    pub(crate) unavailable: bool,
+}
+
+/// Asks every store for its versions, concurrently.
+pub(crate) async fn store_versions(
+    stores: &[Arc<dyn AgentStore>],
+    agent: &AgentRef,
+    platform: &Platform,
+) -> StoreVersions {
+    let asks = stores.iter().map(|s| async move {
+        let r = s.versions(agent, platform).await;
+        (s.name().to_owned(), r)
+    });
+    let mut out = StoreVersions::default();
+    for (store, r) in futures_util::future::join_all(asks).await {
+        match r {
+            Ok(vs) => {
+                let shown = if vs.is_empty() {
+                    "no versions".to_owned()
+                } else {
+                    format!("{} version(s)", vs.len())
+                };
+                debug!(store, count = vs.len(), "store versions");
+                out.answers.push(StoreAnswer {
+                    store,
+                    answer: shown,
+                });
+                out.versions.extend(vs);
+            }
+            Err(e) => {
+                debug!(store, error = %e, "store versions failed");
+                if matches!(e, StoreError::Unavailable { .. })
+                    || e.kind() == agent_ref::ErrorKind::StoreUnavailable
+                {
+                    out.unavailable = true;
+                }
+                out.answers.push(StoreAnswer {
+                    store,
+                    answer: e.to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The highest installed version matching `spec` (scans the directory off the runtime threads).
+pub(crate) async fn find_local(
+    home: &AgentHome,
+    agent: &AgentRef,
+    spec: &VersionSpec,
+) -> Result<Option<Version>, ManagerError> {
+    let (home, agent2, spec) = (home.clone(), agent.clone(), spec.clone());
+    let dir = home.publisher_dir(agent);
+    tokio::task::spawn_blocking(move || home.find_local(&agent2, &spec))
+        .await
+        .map_err(|e| ManagerError::io("local scan", std::io::Error::other(e)))?
+        .map_err(|e| ManagerError::io(format!("scanning {}", dir.display()), e))
+}
+
+fn local_answer(home: &AgentHome, agent: &AgentRef, spec: &VersionSpec) -> StoreAnswer {
+    StoreAnswer {
+        store: "local".to_owned(),
+        answer: format!(
+            "no installed version matching {spec} in {}",
+            home.publisher_dir(agent).display()
+        ),
+    }
+}
+
+/// `latest`/requirement → concrete, in the seed's order:
+/// `CODEFLY_AGENT_SOURCE=local` → local scan only; otherwise the local scan
+/// first (a local build wins), then the stores (highest matching version over
+/// all of them), then the local scan again (something may have been installed
+/// meanwhile). Exact versions pass through untouched.
+pub(crate) async fn resolve(
+    home: &AgentHome,
+    source: AgentSource,
+    stores: &[Arc<dyn AgentStore>],
+    platform: &Platform,
+    agent: &AgentRef,
+) -> Result<AgentRef, ManagerError> {
+    let spec = agent.version_spec();
+    if spec.is_concrete() {
+        return Ok(agent.clone());
+    }
+    if let Some(v) = find_local(home, agent, spec).await? {
+        debug!(%v, "resolved from the local cache");
+        return Ok(agent.with_version(&v)?);
+    }
+    let mut answers = vec![local_answer(home, agent, spec)];
+    if source.is_local() {
+        answers.push(StoreAnswer {
+            store: "stores".to_owned(),
+            answer: "not asked (CODEFLY_AGENT_SOURCE=local)".to_owned(),
+        });
+        return Err(ManagerError::NotFound {
+            agent: agent.identifier(),
+            answers,
+            unavailable: false,
+        });
+    }
+    if stores.is_empty() {
+        answers.push(StoreAnswer {
+            store: "stores".to_owned(),
+            answer: "none enabled".to_owned(),
+        });
+    }
+    let remote = store_versions(stores, agent, platform).await;
+    if let Some(v) = spec.pick(remote.versions.iter()) {
+        debug!(%v, "resolved from the stores");
+        return Ok(agent.with_version(&v)?);
+    }
+    if let Some(v) = find_local(home, agent, spec).await? {
+        debug!(%v, "resolved from the local cache (second look)");
+        return Ok(agent.with_version(&v)?);
+    }
+    answers.extend(remote.answers);
+    Err(ManagerError::NotFound {
+        agent: agent.identifier(),
+        answers,
+        unavailable: remote.unavailable,
+    })
+}
+
+/// The newest release the stores offer, but never lower than a version
+/// already installed (Go: `PinToLatestRelease`, which fell back to the local
+/// scan when GitHub had nothing). With `CODEFLY_AGENT_SOURCE=local` only the
+/// local scan is used. Exact versions pass through untouched.
+pub(crate) async fn pin_to_latest_release(
+    home: &AgentHome,
+    source: AgentSource,
+    stores: &[Arc<dyn AgentStore>],
+    platform: &Platform,
+    agent: &AgentRef,
+) -> Result<AgentRef, ManagerError> {
+    let spec = agent.version_spec();
+    if spec.is_concrete() {
+        return Ok(agent.clone());
+    }
+    let local = find_local(home, agent, spec).await?;
+    let mut answers = vec![local_answer(home, agent, spec)];
+    let remote = if source.is_local() {
+        answers.push(StoreAnswer {
+            store: "stores".to_owned(),
+            answer: "not asked (CODEFLY_AGENT_SOURCE=local)".to_owned(),
+        });
+        StoreVersions::default()
+    } else {
+        store_versions(stores, agent, platform).await
+    };
+    let best = spec
+        .pick(remote.versions.iter())
+        .into_iter()
+        .chain(local)
+        .max();
+    match best {
+        Some(v) => Ok(agent.with_version(&v)?),
+        None => {
+            answers.extend(remote.answers);
+            Err(ManagerError::NotFound {
+                agent: agent.identifier(),
+                answers,
+                unavailable: remote.unavailable,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use agent_ref::ErrorKind;
+    use agent_store::{Installed, Installer};
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// A store that answers `versions` from a fixed list (or fails). Only
+    /// resolution order is tested with it; pulls use the real stores.
+    #[derive(Debug)]
+    struct ListStore {
+        name: &'static str,
+        answer: Mutex<Result<Vec<&'static str>, &'static str>>,
+        asked: AtomicUsize,
+    }
+
+    impl ListStore {
+        fn ok(name: &'static str, v: &[&'static str]) -> Arc<Self> {
+            Arc::new(ListStore {
+                name,
+                answer: Mutex::new(Ok(v.to_vec())),
+                asked: AtomicUsize::new(0),
+            })
+        }
+        fn down(name: &'static str) -> Arc<Self> {
+            Arc::new(ListStore {
+                name,
+                answer: Mutex::new(Err("connection refused")),
+                asked: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl AgentStore for ListStore {
+        fn name(&self) -> &str {
+            self.name
+        }
+        async fn available(&self, _: &AgentRef, _: &Platform) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn versions(&self, _: &AgentRef, _: &Platform) -> Result<Vec<Version>, StoreError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            match &*self.answer.lock().unwrap() {
+                Ok(v) => Ok(v.iter().map(|s| Version::parse(s).unwrap()).collect()),
+                Err(m) => Err(StoreError::Unavailable {
+                    store: self.name.to_owned(),
+                    message: (*m).to_owned(),
+                    retry_after: None,
+                    source: None,
+                }),
+            }
+        }
+        async fn pull(
+            &self,
+            agent: &AgentRef,
+            _: &Platform,
+            _: &Installer,
+        ) -> Result<Installed, StoreError> {
+            Err(StoreError::Missing {
+                store: self.name.to_owned(),
+                what: agent.identifier(),
+            })
+        }
+    }
+
+    fn install(home: &AgentHome, agent: &AgentRef, versions: &[&str]) {
+        let dir = home.publisher_dir(agent);
+        std::fs::create_dir_all(&dir).unwrap();
+        for v in versions {
+            std::fs::write(dir.join(format!("{}__{v}", agent.name())), b"#!/bin/sh\n").unwrap();
+        }
+    }
+
+    fn r(s: &str) -> AgentRef {
+        s.parse().unwrap()
+    }
+
+    async fn res(
+        home: &AgentHome,
+        source: AgentSource,
+        stores: &[Arc<dyn AgentStore>],
+        agent: &str,
+    ) -> Result<String, ManagerError> {
+        resolve(home, source, stores, &Platform::current(), &r(agent))
+            .await
+            .map(|a| a.identifier())
+    }
+
+    #[tokio::test]
+    async fn exact_versions_pass_through_without_asking_anyone() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        let s = ListStore::ok("oci", &["9.9.9"]);
+        let stores: Vec<Arc<dyn AgentStore>> = vec![s.clone()];
+        let got = res(&home, AgentSource::Remote, &stores, "acme/echo:v1.2.3").await;
+        assert_eq!(got.unwrap(), "acme/echo:1.2.3");
+        assert_eq!(s.asked.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn local_build_wins_over_a_newer_release() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        install(&home, &r("acme/echo"), &["1.0.0", "1.1.0"]);
+        let s = ListStore::ok("oci", &["2.0.0"]);
+        let stores: Vec<Arc<dyn AgentStore>> = vec![s.clone()];
+        let got = res(&home, AgentSource::Remote, &stores, "acme/echo").await;
+        assert_eq!(got.unwrap(), "acme/echo:1.1.0");
+        assert_eq!(s.asked.load(Ordering::SeqCst), 0, "local hit asks no store");
+    }
+
+    #[tokio::test]
+    async fn stores_are_asked_when_nothing_is_installed_highest_wins_over_all() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        let stores: Vec<Arc<dyn AgentStore>> = vec![
+            ListStore::ok("nix", &["1.2.0"]),
+            ListStore::down("oci"),
+            ListStore::ok("http", &["1.10.0", "1.9.0", "2.0.0-rc.1"]),
+        ];
+        let got = res(&home, AgentSource::Remote, &stores, "acme/echo").await;
+        assert_eq!(
+            got.unwrap(),
+            "acme/echo:1.10.0",
+            "pre-release not picked for latest"
+        );
+        let got = res(&home, AgentSource::Remote, &stores, "acme/echo:~1.2").await;
+        assert_eq!(got.unwrap(), "acme/echo:1.2.0");
+        let got = res(
+            &home,
+            AgentSource::Remote,
+            &stores,
+            "acme/echo:>=2.0.0-rc.0",
+        )
+        .await;
+        assert_eq!(got.unwrap(), "acme/echo:2.0.0-rc.1");
+    }
+
+    #[tokio::test]
+    async fn requirement_not_met_locally_goes_to_the_stores() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        install(&home, &r("acme/echo"), &["1.0.0"]);
+        let stores: Vec<Arc<dyn AgentStore>> = vec![ListStore::ok("http", &["2.1.0", "3.0.0"])];
+        let got = res(&home, AgentSource::Remote, &stores, "acme/echo:^2").await;
+        assert_eq!(got.unwrap(), "acme/echo:2.1.0");
+    }
+
+    #[tokio::test]
+    async fn local_source_never_asks_a_store() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        let s = ListStore::ok("oci", &["2.0.0"]);
+        let stores: Vec<Arc<dyn AgentStore>> = vec![s.clone()];
+        let e = res(&home, AgentSource::Local, &stores, "acme/echo")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BinaryNotFound);
+        assert!(e.to_string().contains("CODEFLY_AGENT_SOURCE=local"), "{e}");
+        assert_eq!(s.asked.load(Ordering::SeqCst), 0);
+        install(&home, &r("acme/echo"), &["0.3.0"]);
+        let got = res(&home, AgentSource::Local, &stores, "acme/echo").await;
+        assert_eq!(got.unwrap(), "acme/echo:0.3.0");
+    }
+
+    #[tokio::test]
+    async fn nothing_anywhere_lists_every_answer() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        let stores: Vec<Arc<dyn AgentStore>> = vec![
+            ListStore::ok("nix", &[]),
+            ListStore::ok("http", &["0.1.0-alpha"]),
+        ];
+        let e = res(&home, AgentSource::Remote, &stores, "acme/echo")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BinaryNotFound);
+        let msg = e.to_string();
+        for needle in [
+            "acme/echo:latest",
+            "local:",
+            "nix: no versions",
+            "http: 1 version",
+            "AGENT_REGISTRY",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing from {msg}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_makes_it_store_unavailable() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        let stores: Vec<Arc<dyn AgentStore>> =
+            vec![ListStore::ok("nix", &[]), ListStore::down("oci")];
+        let e = res(&home, AgentSource::Remote, &stores, "acme/echo")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StoreUnavailable);
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("connection refused"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn no_stores_and_nothing_local_is_binary_not_found() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        let e = res(&home, AgentSource::Remote, &[], "acme/echo")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BinaryNotFound);
+        assert!(e.to_string().contains("none enabled"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pin_never_goes_below_what_is_installed() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        install(&home, &r("acme/echo"), &["1.5.0"]);
+        let p = Platform::current();
+        let older: Vec<Arc<dyn AgentStore>> = vec![ListStore::ok("oci", &["1.2.0"])];
+        let got = pin_to_latest_release(&home, AgentSource::Remote, &older, &p, &r("acme/echo"))
+            .await
+            .unwrap();
+        assert_eq!(got.identifier(), "acme/echo:1.5.0");
+        let newer: Vec<Arc<dyn AgentStore>> = vec![ListStore::ok("oci", &["1.2.0", "1.7.0"])];
+        let got = pin_to_latest_release(&home, AgentSource::Remote, &newer, &p, &r("acme/echo"))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.identifier(),
+            "acme/echo:1.7.0",
+            "pin asks the stores even with a local hit"
+        );
+        let down: Vec<Arc<dyn AgentStore>> = vec![ListStore::down("oci")];
+        let got = pin_to_latest_release(&home, AgentSource::Remote, &down, &p, &r("acme/echo"))
+            .await
+            .unwrap();
+        assert_eq!(got.identifier(), "acme/echo:1.5.0", "falls back to local");
+        let got = pin_to_latest_release(&home, AgentSource::Local, &newer, &p, &r("acme/echo"))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.identifier(),
+            "acme/echo:1.5.0",
+            "local source asks no store"
+        );
+    }
+
+    #[tokio::test]
+    async fn pin_with_nothing_is_not_found() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        let p = Platform::current();
+        let e = pin_to_latest_release(&home, AgentSource::Remote, &[], &p, &r("acme/echo"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BinaryNotFound);
+    }
+}
