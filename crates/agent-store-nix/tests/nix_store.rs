@@ -298,16 +298,19 @@ async fn nix_not_installed_is_store_unavailable() {
 
 #[tokio::test]
 async fn a_timed_out_build_leaves_nothing_behind() {
-    // The builder records its pid outside the flake, then hangs.
+    // The builder starts a child that records its pid outside the flake, and
+    // hangs waiting for it. (A child, not `exec`: nix gives the builder itself
+    // a parent-death signal, which a forked child does not inherit; only
+    // stopping nix properly takes the child down too.)
     let scratch = tempfile::tempdir().unwrap();
-    let pidfile = scratch.path().join("builder.pid");
-    let script = format!("echo $$ > {}; exec sleep 1000", pidfile.display());
+    let pidfile = scratch.path().join("builder-child.pid");
+    let script = format!("sleep 1000 & echo $! > {}; wait", pidfile.display());
     let flake = TestFlake::new(&[Package::new("agents-service-slow-1.0.0", &script)]);
 
     let slow = agent("slow:1.0.0");
     let store = flake
         .store()
-        .with_timeout(Duration::from_secs(8))
+        .with_timeout(Duration::from_secs(5))
         .with_kill_grace(Duration::from_secs(5));
     let err = store
         .pull(&slow, &Platform::current(), &flake.installer())
@@ -323,7 +326,94 @@ async fn a_timed_out_build_leaves_nothing_behind() {
         .unwrap();
     assert!(
         common::wait_gone(pid, Duration::from_secs(10)),
-        "builder {pid} survived the timeout"
+        "builder child {pid} survived the timeout"
     );
     assert_nothing_cached(&flake, &slow);
+}
+
+/// `from_env` reads the process environment, so each case runs in a child
+/// copy of this test binary with its own environment.
+#[test]
+fn from_env_reads_agent_nix_flake() {
+    const CHILD: &str = "NIX_STORE_TEST_EXPECT";
+    if let Some(expect) = std::env::var_os(CHILD) {
+        let got = NixStore::from_env().unwrap().map(|s| s.flake().to_owned());
+        let expect = expect.to_string_lossy();
+        assert_eq!(
+            got.as_deref(),
+            expect.strip_prefix("some:"),
+            "expected {expect}"
+        );
+        return;
+    }
+    let path = std::env::var_os("PATH").unwrap();
+    let cases: [(Option<&str>, &std::ffi::OsStr, &str); 4] = [
+        (Some("path:/srv/agents"), &path, "some:path:/srv/agents"),
+        (None, &path, "none"),
+        (Some("  "), &path, "none"),
+        // nix not on PATH: the store is off, not an error.
+        (
+            Some("path:/srv/agents"),
+            std::ffi::OsStr::new("/nonexistent"),
+            "none",
+        ),
+    ];
+    for (flake, path, expect) in cases {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "from_env_reads_agent_nix_flake",
+            "--test-threads=1",
+        ])
+        .env(CHILD, expect)
+        .env("PATH", path)
+        .env_remove("AGENT_NIX_FLAKE");
+        if let Some(flake) = flake {
+            cmd.env("AGENT_NIX_FLAKE", flake);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "case {flake:?} / {path:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // The child really ran the test (not filtered out).
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_pull_stops_the_build() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("builder-child.pid");
+    let script = format!("sleep 1000 & echo $! > {}; wait", pidfile.display());
+    let flake = TestFlake::new(&[Package::new("agents-service-slow-1.0.0", &script)]);
+    let slow = agent("slow:1.0.0");
+    let store = flake.store().with_kill_grace(Duration::from_secs(5));
+    let installer = flake.installer();
+    let task = {
+        let slow = slow.clone();
+        tokio::spawn(async move { store.pull(&slow, &Platform::current(), &installer).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !pidfile.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(
+        common::wait_gone(pid, Duration::from_secs(15)),
+        "builder child {pid} survived the cancelled pull"
+    );
+    assert!(!flake.home().binary_path(&slow).unwrap().exists());
 }
