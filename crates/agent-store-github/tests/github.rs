@@ -593,8 +593,49 @@ async fn no_checksum_installs_with_a_warning_or_is_refused_when_required() {
     assert!(e.to_string().contains("no sha256"), "{e}");
     env.assert_not_installed("1.0.0");
 
-    let got = env.pull(&env.store(), "1.0.0").await.unwrap();
+    let logs = LogCapture::default();
+    let got = {
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        env.pull(&env.store(), "1.0.0").await.unwrap()
+    };
     assert_eq!(std::fs::read(&got.path).unwrap(), BIN);
+    let text = logs.text();
+    assert!(
+        text.contains("WARN") && text.contains("UNVERIFIED"),
+        "no warning logged: {text}"
+    );
+}
+
+/// Collects what a `tracing` fmt subscriber writes.
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }
 
 #[tokio::test]
