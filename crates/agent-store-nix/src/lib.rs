@@ -23,6 +23,12 @@
 //! process group; a call that exceeds the timeout is stopped (SIGTERM, so nix
 //! stops its builders, then SIGKILL).
 //!
+//! On a machine without a nix daemon (Debian's `nix-bin`, run as root), nix
+//! builds in-process; it needs no build users, no sandbox and no binary
+//! cache for a flake without inputs. Pass that with [`NixStore::with_nix_config`]
+//! (or `NIX_CONFIG` in the environment):
+//! `build-users-group =`, `sandbox = false`, `substituters =`, `flake-registry =`.
+//!
 //! ```no_run
 //! use agent_store::{AgentStore, Installer};
 //! use agent_store_nix::NixStore;
@@ -355,7 +361,10 @@ impl NixStore {
         installer: &Installer,
     ) -> Result<Installed, StoreError> {
         if let Some(dir) = gc_root.parent() {
-            tokio::fs::create_dir_all(dir)
+            let mut builder = tokio::fs::DirBuilder::new();
+            builder.recursive(true).mode(0o700);
+            builder
+                .create(dir)
                 .await
                 .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
         }
