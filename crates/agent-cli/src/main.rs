@@ -1,2 +1,74 @@
-//! `agentctl`: the command line for agent-manager. (Implementation: issue #4.)
-fn main() {}
+//! `agentctl`: the command line for agent-manager.
+//!
+//! Resolve, pull, load, benchmark, list, remove and publish agents. Output
+//! contracts (scripts rely on them): `resolve` prints `publisher/name:version`;
+//! `pull` prints the binary's absolute path as its last stdout line; `--json`
+//! prints one JSON document on stdout; failures print `error[KIND]: message`
+//! on stderr (and `{"error":{"kind","message"}}` on stdout with `--json`) and
+//! exit 1; usage errors exit 2.
+
+mod cache;
+mod cli;
+mod commands;
+mod report;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::Cli;
+use crate::report::Failure;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // Help and --version exit 0; every usage error exits 2.
+        Err(e) => e.exit(),
+    };
+    init_tracing(&cli);
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&Failure::io("starting the async runtime", &e), json),
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => fail(&f, json),
+    }
+}
+
+fn fail(f: &Failure, json: bool) -> ExitCode {
+    eprint!("{}", f.render());
+    if json {
+        println!("{}", f.to_json());
+    }
+    ExitCode::FAILURE
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "off",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() && !cli.quiet => {
+            EnvFilter::try_new(v).unwrap_or_else(|_| EnvFilter::new(level))
+        }
+        _ => EnvFilter::new(level),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}

@@ -51,6 +51,13 @@ pub enum ManagerError {
         /// Whether a store was unreachable (changes the kind to `store-unavailable`).
         unavailable: bool,
     },
+    /// [`Manager::load_path`](crate::Manager::load_path) was given a path with
+    /// no file behind it (kind `binary-not-found`).
+    #[error("no executable at {}", path.display())]
+    NoSuchPath {
+        /// The path.
+        path: std::path::PathBuf,
+    },
     /// A store failed in a way that is not "not found": bad bytes
     /// (`integrity`), a local I/O error while installing (`io`).
     #[error(transparent)]
@@ -96,6 +103,7 @@ impl ManagerError {
                     ErrorKind::BinaryNotFound
                 }
             }
+            ManagerError::NoSuchPath { .. } => ErrorKind::BinaryNotFound,
             ManagerError::Store(e) => e.kind(),
             ManagerError::Spawn(e) => e.kind(),
             ManagerError::Io { .. } => ErrorKind::Io,

@@ -27,6 +27,7 @@ pub struct ManagerBuilder {
     env: Option<EnvConfig>,
     read_env: bool,
     platform: Option<Platform>,
+    refresh: bool,
     defaults: SpawnOptions,
 }
 
@@ -79,6 +80,13 @@ impl ManagerBuilder {
         self
     }
 
+    /// Stores built from the environment bypass their cached answers
+    /// (GitHub caches `latest` for an hour; `agentctl resolve --refresh`).
+    pub fn refresh(mut self, refresh: bool) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
     /// The platform to fetch binaries for (default: this one).
     pub fn platform(mut self, platform: Platform) -> Self {
         self.platform = Some(platform);
@@ -116,7 +124,7 @@ impl ManagerBuilder {
             .unwrap_or_default();
         let stores = match (self.stores, &env) {
             (Some(s), _) => s,
-            (None, Some(e)) => stores_from_env(&e.stores)?,
+            (None, Some(e)) => stores_from_env(&e.stores, &home, self.refresh)?,
             (None, None) => Vec::new(),
         };
         debug!(
@@ -141,17 +149,21 @@ impl ManagerBuilder {
 }
 
 /// Builds the stores a selection names, from their own environment variables.
+/// `home` is where stores keep their own state (GitHub's answer cache);
+/// `refresh` bypasses cached answers (GitHub's `latest`).
 ///
 /// # Errors
 /// [`ManagerError::Config`] when an explicitly selected store is not configured.
 pub fn stores_from_env(
     selection: &StoreSelection,
+    home: &AgentHome,
+    refresh: bool,
 ) -> Result<Vec<Arc<dyn AgentStore>>, ManagerError> {
     let explicit = matches!(selection, StoreSelection::Explicit(_));
     let mut out: Vec<Arc<dyn AgentStore>> = Vec::new();
     for id in selection.candidates() {
-        let built =
-            build_store(id).map_err(|e| ManagerError::from_store("store", Vec::new(), e))?;
+        let built = build_store(id, home, refresh)
+            .map_err(|e| ManagerError::from_store("store", Vec::new(), e))?;
         match built {
             Some(s) => out.push(s),
             None if explicit => {
@@ -168,12 +180,28 @@ pub fn stores_from_env(
     Ok(out)
 }
 
-fn build_store(id: StoreId) -> Result<Option<Arc<dyn AgentStore>>, agent_store::StoreError> {
+fn build_store(
+    id: StoreId,
+    home: &AgentHome,
+    refresh: bool,
+) -> Result<Option<Arc<dyn AgentStore>>, agent_store::StoreError> {
     Ok(match id {
         StoreId::Nix => agent_store_nix::NixStore::from_env()?.map(|s| Arc::new(s) as _),
         StoreId::Oci => agent_store_oci::OciStore::from_env()?.map(|s| Arc::new(s) as _),
-        // TODO(manager): HttpStore/GithubStore::from_env once those crates land.
-        StoreId::Http | StoreId::Github => None,
+        StoreId::Http => agent_store_http::HttpStore::from_env()?.map(|s| Arc::new(s) as _),
+        StoreId::Github => {
+            // As `GithubStore::from_env`, but its answer cache follows this
+            // manager's home, and `refresh` can bypass it.
+            let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+            let mut b = agent_store_github::GithubStore::builder()
+                .token(var("GITHUB_TOKEN").or_else(|| var("GH_TOKEN")))
+                .cache_dir(agent_store_github::default_cache_dir(home))
+                .refresh(refresh);
+            if let Some(url) = var("GITHUB_API_URL") {
+                b = b.api_url(url);
+            }
+            Some(Arc::new(b.build()?) as _)
+        }
     })
 }
 
@@ -495,13 +523,8 @@ impl Manager {
         let span = info_span!("load", path = %path.display());
         async {
             if tokio::fs::metadata(path).await.is_err() {
-                return Err(ManagerError::NotFound {
-                    agent: path.display().to_string(),
-                    answers: vec![StoreAnswer {
-                        store: "path".to_owned(),
-                        answer: "no such file".to_owned(),
-                    }],
-                    unavailable: false,
+                return Err(ManagerError::NoSuchPath {
+                    path: path.to_path_buf(),
                 });
             }
             let conn = self

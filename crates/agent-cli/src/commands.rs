@@ -1,0 +1,572 @@
+//! The subcommands.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use agent_manager::reference::{AgentHome, AgentKind, AgentRef, AgentSource};
+use agent_manager::{AgentConn, ErrorKind, LoadOptions, Manager};
+use serde_json::json;
+
+use crate::cache;
+use crate::cli::{Cli, Command, LoadArgs, SpawnArgs};
+use crate::report::{Failure, Percentiles, human_size, ms};
+
+/// Global settings every command sees.
+struct Ctx {
+    home: Option<PathBuf>,
+    kind: Option<AgentKind>,
+    local: bool,
+    json: bool,
+    quiet: bool,
+}
+
+impl Ctx {
+    /// Progress and summaries on stderr only for a person watching.
+    fn chatty(&self) -> bool {
+        !self.json && !self.quiet
+    }
+
+    fn home(&self) -> Result<AgentHome, Failure> {
+        match &self.home {
+            Some(h) => Ok(AgentHome::new(absolute(h)?)),
+            None => Ok(agent_manager::EnvConfig::from_process_env()?.home),
+        }
+    }
+
+    fn manager(&self, refresh: bool) -> Result<Manager, Failure> {
+        let mut b = Manager::builder().from_env().refresh(refresh);
+        if self.home.is_some() {
+            b = b.home(self.home()?);
+        }
+        if self.local {
+            b = b.source(AgentSource::Local);
+        }
+        Ok(b.build()?)
+    }
+
+    fn parse_ref(&self, s: &str) -> Result<AgentRef, Failure> {
+        let r = AgentRef::parse(s)?;
+        Ok(match self.kind {
+            Some(k) => r.with_kind(k),
+            None => r,
+        })
+    }
+}
+
+/// What a REF names.
+enum Target {
+    Agent(AgentRef),
+    /// An executable used as is.
+    Path(PathBuf),
+}
+
+fn is_path(s: &str) -> bool {
+    s.starts_with("./") || s.starts_with("../") || s.starts_with('/') || s == "." || s == ".."
+}
+
+fn target(ctx: &Ctx, s: &str) -> Result<Target, Failure> {
+    if is_path(s) {
+        Ok(Target::Path(absolute(Path::new(s))?))
+    } else {
+        ctx.parse_ref(s).map(Target::Agent)
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, Failure> {
+    std::path::absolute(p).map_err(|e| Failure::io(p.display(), &e))
+}
+
+pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+    let ctx = Ctx {
+        home: cli.home,
+        kind: cli.kind,
+        local: cli.local,
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Resolve { reference, release } => resolve(&ctx, &reference, release).await,
+        Command::Pull { reference, release } => pull(&ctx, &reference, release).await,
+        Command::Load(args) => load(&ctx, args).await,
+        Command::Bench {
+            reference,
+            n,
+            spawn,
+        } => bench(&ctx, &reference, n, &spawn).await,
+        Command::Ls { reference } => ls(&ctx, reference.as_deref()),
+        Command::Rm { reference, all } => rm(&ctx, &reference, all),
+        Command::Prune { keep } => prune(&ctx, keep),
+        Command::Push {
+            reference,
+            files,
+            platform,
+            registry,
+        } => push(&ctx, &reference, files, platform, &registry).await,
+    }
+}
+
+async fn resolve(ctx: &Ctx, reference: &str, release: bool) -> Result<(), Failure> {
+    let agent = match target(ctx, reference)? {
+        Target::Path(p) => {
+            if ctx.json {
+                println!("{}", json!({ "ref": p, "path": p }));
+            } else {
+                println!("{}", p.display());
+            }
+            return Ok(());
+        }
+        Target::Agent(a) => a,
+    };
+    let m = ctx.manager(release)?;
+    let resolved = if release {
+        m.pin_to_latest_release(&agent).await?
+    } else {
+        m.resolve(&agent).await?
+    };
+    if ctx.json {
+        println!(
+            "{}",
+            json!({
+                "ref": resolved.identifier(),
+                "kind": resolved.kind().as_str(),
+                "publisher": resolved.publisher(),
+                "name": resolved.name(),
+                "version": resolved.version_spec().to_string(),
+            })
+        );
+    } else {
+        println!("{}", resolved.identifier());
+    }
+    Ok(())
+}
+
+async fn pull(ctx: &Ctx, reference: &str, release: bool) -> Result<(), Failure> {
+    let agent = match target(ctx, reference)? {
+        Target::Path(p) => {
+            let meta = std::fs::metadata(&p).map_err(|e| not_found_path(&p, &e))?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    json!({ "ref": p, "path": p, "size": meta.len(), "source": "path" })
+                );
+            } else {
+                println!("{}", p.display());
+            }
+            return Ok(());
+        }
+        Target::Agent(a) => a,
+    };
+    let m = ctx.manager(release)?;
+    let resolved = if release {
+        m.pin_to_latest_release(&agent).await?
+    } else {
+        m.resolve(&agent).await?
+    };
+    let progress = (ctx.chatty() && std::io::stderr().is_terminal())
+        .then(|| Progress::start(m.home(), &resolved));
+    let result = m.pull(&resolved).await;
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let installed = result?;
+    if ctx.json {
+        println!(
+            "{}",
+            json!({
+                "ref": resolved.identifier(),
+                "version": resolved.version_spec().to_string(),
+                "path": installed.path,
+                "sha256": installed.sha256,
+                "size": installed.size,
+                "source": installed.source,
+            })
+        );
+    } else {
+        if ctx.chatty() {
+            eprintln!(
+                "{} ({}, sha256 {}, from {})",
+                resolved.identifier(),
+                human_size(installed.size),
+                installed.sha256,
+                installed.source
+            );
+        }
+        println!("{}", installed.path.display());
+    }
+    Ok(())
+}
+
+fn not_found_path(p: &Path, e: &std::io::Error) -> Failure {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Failure::new(
+            ErrorKind::BinaryNotFound,
+            format!("no executable at {}", p.display()),
+        )
+    } else {
+        Failure::io(p.display(), e)
+    }
+}
+
+/// A spinner on stderr showing the bytes of the download in progress (the
+/// installer's temp file beside the final path).
+struct Progress {
+    bar: indicatif::ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(home: &AgentHome, agent: &AgentRef) -> Self {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} pulling {msg} {bytes} ({bytes_per_sec}, {elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(agent.identifier());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        let dir = home.publisher_dir(agent);
+        let prefix = format!(".{}__{}.tmp.", agent.name(), agent.version_spec());
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                b.set_position(temp_bytes(&dir, &prefix));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Progress { bar, task }
+    }
+
+    fn finish(self) {
+        self.task.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+fn temp_bytes(dir: &Path, prefix: &str) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
+fn load_options(spawn: &SpawnArgs) -> LoadOptions {
+    let mut o = LoadOptions::new().unix_socket(spawn.uds);
+    if let Some(d) = spawn.startup_timeout {
+        o = o.startup_timeout(d);
+    }
+    if let Some(d) = spawn.dial_timeout {
+        o = o.dial_timeout(d);
+    }
+    if let Some(d) = spawn.grace {
+        o = o.grace(d);
+    }
+    o
+}
+
+/// Loads a target; returns the conn, the ref to report and its version.
+async fn load_target(
+    m: &Manager,
+    t: &Target,
+    opts: LoadOptions,
+) -> Result<(AgentConn, String, Option<String>), Failure> {
+    match t {
+        Target::Path(p) => {
+            let conn = m.load_path(p, opts).await?;
+            Ok((conn, p.display().to_string(), None))
+        }
+        Target::Agent(a) => {
+            let resolved = m.resolve(a).await?;
+            let conn = m.load(&resolved, opts).await?;
+            Ok((
+                conn,
+                resolved.identifier(),
+                Some(resolved.version_spec().to_string()),
+            ))
+        }
+    }
+}
+
+async fn load(ctx: &Ctx, args: LoadArgs) -> Result<(), Failure> {
+    let t = target(ctx, &args.reference)?;
+    let m = ctx.manager(false)?;
+    let mut opts = load_options(&args.spawn);
+    if let Some(w) = &args.workdir {
+        opts = opts.workdir(absolute(w)?);
+    }
+    for (k, v) in &args.env {
+        opts = opts.env(k, v);
+    }
+    let started = Instant::now();
+    let (conn, reference, version) = load_target(&m, &t, opts).await?;
+    let load_ms = ms(started.elapsed());
+    if ctx.json {
+        println!(
+            "{}",
+            json!({
+                "ref": reference,
+                "version": version,
+                "pid": conn.pid(),
+                "endpoint": conn.endpoint().to_string(),
+                "load_ms": load_ms,
+            })
+        );
+    } else {
+        println!("loaded   {reference}");
+        println!("pid      {}", conn.pid());
+        println!("endpoint {}", conn.endpoint());
+        println!("load     {load_ms:.3} ms");
+    }
+    if args.hold || args.for_.is_some() {
+        hold(ctx, &conn, args.for_).await?;
+    }
+    let started = Instant::now();
+    let status = conn.close().await;
+    if ctx.chatty() {
+        eprintln!("closed ({status}) in {:.3} ms", ms(started.elapsed()));
+    }
+    m.cleanup_all().await;
+    Ok(())
+}
+
+/// Waits for SIGINT/SIGTERM (or `for_`); an agent that exits meanwhile is a failure.
+async fn hold(ctx: &Ctx, conn: &AgentConn, for_: Option<Duration>) -> Result<(), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::io("installing the SIGTERM handler", &e))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::io("installing the SIGINT handler", &e))?;
+    if ctx.chatty() {
+        match for_ {
+            Some(d) => eprintln!("holding for {}", humantime::format_duration(d)),
+            None => eprintln!("holding; SIGINT (Ctrl-C) or SIGTERM closes it"),
+        }
+    }
+    let timer = async {
+        match for_ {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        () = timer => {}
+        status = conn.exited() => {
+            let mut f = Failure::new(
+                ErrorKind::AgentExited,
+                format!("the agent exited while held ({status})"),
+            );
+            f.stderr_tail = Some(conn.stderr_tail()).filter(|t| !t.is_empty());
+            return Err(f);
+        }
+    }
+    Ok(())
+}
+
+async fn bench(ctx: &Ctx, reference: &str, n: u32, spawn: &SpawnArgs) -> Result<(), Failure> {
+    let t = match target(ctx, reference)? {
+        Target::Agent(a) => {
+            let m = ctx.manager(false)?;
+            // Resolve and fetch once: the rounds measure load and close only.
+            let resolved = m.resolve(&a).await?;
+            m.pull(&resolved).await?;
+            Target::Agent(resolved)
+        }
+        p @ Target::Path(_) => p,
+    };
+    let m = ctx.manager(false)?;
+    let (mut loads, mut closes) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let started = Instant::now();
+        let (conn, _, _) = load_target(&m, &t, load_options(spawn)).await?;
+        loads.push(ms(started.elapsed()));
+        let started = Instant::now();
+        conn.close().await;
+        closes.push(ms(started.elapsed()));
+        if ctx.chatty() && std::io::stderr().is_terminal() {
+            eprint!("\r{}/{n}", i + 1);
+        }
+    }
+    if ctx.chatty() && std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    m.cleanup_all().await;
+    let (Some(l), Some(c)) = (Percentiles::of(&loads), Percentiles::of(&closes)) else {
+        return Ok(());
+    };
+    if ctx.json {
+        println!("{}", json!({ "n": n, "load_ms": l, "close_ms": c }));
+    } else {
+        println!("{n} rounds");
+        println!(
+            "load   p50 {:>9.3} ms  p90 {:>9.3} ms  max {:>9.3} ms",
+            l.p50, l.p90, l.max
+        );
+        println!(
+            "close  p50 {:>9.3} ms  p90 {:>9.3} ms  max {:>9.3} ms",
+            c.p50, c.p90, c.max
+        );
+    }
+    Ok(())
+}
+
+fn ls(ctx: &Ctx, reference: Option<&str>) -> Result<(), Failure> {
+    let home = ctx.home()?;
+    let only = reference.map(|r| ctx.parse_ref(r)).transpose()?;
+    let entries = cache::list(&home, ctx.kind, only.as_ref(), true)?;
+    if ctx.json {
+        println!("{}", json!(entries));
+        return Ok(());
+    }
+    if entries.is_empty() {
+        if ctx.chatty() {
+            eprintln!("no agents installed in {}", home.agents_dir().display());
+        }
+        return Ok(());
+    }
+    let width = entries.iter().map(|e| e.reference.len()).max().unwrap_or(0);
+    for e in &entries {
+        let kind = if e.kind == "service" {
+            String::new()
+        } else {
+            format!(" [{}]", e.kind)
+        };
+        println!(
+            "{:<width$}  {:>10}  {:<12}  {}  {}{kind}",
+            e.reference,
+            human_size(e.size),
+            e.sha256.get(..12).unwrap_or(&e.sha256),
+            e.source,
+            e.path.display(),
+        );
+    }
+    Ok(())
+}
+
+fn rm(ctx: &Ctx, reference: &str, all: bool) -> Result<(), Failure> {
+    if is_path(reference) {
+        return Err(Failure::new(
+            ErrorKind::InvalidRef,
+            format!(
+                "rm takes an agent reference, not a path ({reference}); remove files with rm(1)"
+            ),
+        ));
+    }
+    let home = ctx.home()?;
+    let agent = ctx.parse_ref(reference)?;
+    let removed = cache::rm(&home, &agent, all)?;
+    print_removed(ctx, &removed, None);
+    Ok(())
+}
+
+fn prune(ctx: &Ctx, keep: u32) -> Result<(), Failure> {
+    let home = ctx.home()?;
+    let (removed, kept) = cache::prune(&home, ctx.kind, keep as usize)?;
+    print_removed(ctx, &removed, Some(&kept));
+    Ok(())
+}
+
+fn print_removed(ctx: &Ctx, removed: &[cache::Entry], kept: Option<&[cache::Entry]>) {
+    if ctx.json {
+        let mut doc = json!({ "removed": removed });
+        if let Some(k) = kept {
+            doc["kept"] = json!(k);
+        }
+        println!("{doc}");
+        return;
+    }
+    for e in removed {
+        println!("removed {} {}", e.reference, e.path.display());
+    }
+    if ctx.chatty() && removed.is_empty() {
+        eprintln!("nothing to remove");
+    }
+}
+
+async fn push(
+    ctx: &Ctx,
+    reference: &str,
+    files: Vec<PathBuf>,
+    platforms: Vec<agent_manager::Platform>,
+    registry: &str,
+) -> Result<(), Failure> {
+    let agent = ctx.parse_ref(reference)?;
+    if agent.concrete_version().is_none() {
+        return Err(Failure::new(
+            ErrorKind::InvalidRef,
+            format!(
+                "push needs a concrete version (the tag), e.g. {}/{}:1.2.3",
+                agent.publisher(),
+                agent.name()
+            ),
+        ));
+    }
+    if !platforms.is_empty() && platforms.len() != files.len() {
+        return Err(Failure::new(
+            ErrorKind::InvalidRef,
+            format!(
+                "{} file(s) but {} --platform(s): give one platform per file, in order",
+                files.len(),
+                platforms.len()
+            ),
+        ));
+    }
+    for f in &files {
+        std::fs::metadata(f).map_err(|e| not_found_path(f, &e))?;
+    }
+    let mut config = agent_manager::oci::RegistryConfig::parse(registry)?;
+    if let Ok(s) = std::env::var("AGENT_REGISTRY_SCHEME") {
+        use agent_manager::oci::Scheme;
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" => {}
+            "http" => config = config.with_scheme(Scheme::Http),
+            "https" => config = config.with_scheme(Scheme::Https),
+            _ => {
+                return Err(Failure::new(
+                    ErrorKind::InvalidRef,
+                    format!("AGENT_REGISTRY_SCHEME={s:?} is neither http nor https"),
+                ));
+            }
+        }
+    }
+    let config = config.with_env_credentials();
+    let pairs: Vec<(PathBuf, Option<agent_manager::Platform>)> = files
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| (f, platforms.get(i).cloned()))
+        .collect();
+    let result = agent_manager::oci::push(&config, &agent, &pairs).await?;
+    if ctx.json {
+        println!("{}", json!(result));
+    } else {
+        for l in &result.layers {
+            let platform = l
+                .platform
+                .as_ref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default();
+            if ctx.chatty() {
+                eprintln!(
+                    "{}{platform}: {} {}{}",
+                    l.path.display(),
+                    l.digest,
+                    human_size(l.size),
+                    if l.reused { ", already there" } else { "" }
+                );
+            }
+        }
+        println!("{}@{}", result.reference, result.digest);
+    }
+    Ok(())
+}
