@@ -537,6 +537,7 @@ impl Inner {
         let tmp_root = self.cache_dir.join("tmp");
         create_private_dir_all(&tmp_root)
             .map_err(|e| GithubError::io(format!("create {}", tmp_root.display()), e))?;
+        remove_stale_temp_dirs(&tmp_root);
         let tmp = tempfile::Builder::new()
             .prefix("pull-")
             .tempdir_in(&tmp_root)
@@ -599,6 +600,24 @@ impl Inner {
             .await?;
         drop(tmp);
         Ok(installed)
+    }
+}
+
+/// Temp dirs of pulls killed before they could clean up (a day old or more).
+fn remove_stale_temp_dirs(tmp_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp_root) else {
+        return;
+    };
+    let day = Duration::from_secs(24 * 3600);
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
+        if stale && name.to_string_lossy().starts_with("pull-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
