@@ -1,0 +1,304 @@
+//! `cargo xtask release [--registry R] [--publisher P] [--out DIR]`
+//!
+//! Builds the workspace's agent binaries (every `[[bin]]` named `agent-*`,
+//! e.g. `agent-echo` → agent `echo`) in release mode for the host platform,
+//! then writes, in the GitHub release layout the GitHub store reads:
+//!
+//! - `{out}/service-{name}_{version}_{os}_{arch}.tar.gz`, holding one file
+//!   `service-{name}` (mode 0755, mtime 0, owner 0:0: reproducible);
+//! - `{out}/SHA256SUMS` (`sha256sum` format, one line per archive).
+//!
+//! `{out}` defaults to `{target-dir}/release-artifacts`. With `--registry R`
+//! each binary is also pushed to `R/agents/{publisher}/{name}:{version}` as
+//! an image index with the host platform's entry (agent-store-oci's `push`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use sha2::Digest as _;
+
+/// One agent binary of the workspace.
+#[derive(Debug)]
+struct AgentBin {
+    package: String,
+    bin: String,
+    name: String,
+    version: String,
+}
+
+#[derive(Debug, Default)]
+struct Args {
+    registry: Option<String>,
+    publisher: String,
+    out: Option<PathBuf>,
+}
+
+fn parse_args(args: &[String]) -> Result<Args> {
+    let mut out = Args {
+        publisher: agent_ref::DEFAULT_PUBLISHER.to_owned(),
+        ..Args::default()
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_owned())),
+            None => (a.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .with_context(|| format!("{name} needs a value"))
+        };
+        match flag {
+            "--registry" => out.registry = Some(value("--registry")?),
+            "--publisher" => out.publisher = value("--publisher")?,
+            "--out" => out.out = Some(PathBuf::from(value("--out")?)),
+            "-h" | "--help" => {
+                println!(
+                    "usage: cargo xtask release [--registry HOST[/PREFIX]] [--publisher P] [--out DIR]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("release: unknown argument {other:?} (try --help)"),
+        }
+    }
+    Ok(out)
+}
+
+/// Entry point for `cargo xtask release`.
+pub(crate) fn release(args: &[String]) -> Result<()> {
+    let args = parse_args(args)?;
+    let root = workspace_root();
+    let (agents, target_dir) = discover(&root)?;
+    if agents.is_empty() {
+        bail!("no agent binaries (bins named agent-*) in the workspace");
+    }
+    let platform = agent_ref::Platform::current();
+
+    let mut build = cargo(&root);
+    build.args(["build", "--release", "--locked"]);
+    for a in &agents {
+        build.args(["-p", &a.package, "--bin", &a.bin]);
+    }
+    run("build", build)?;
+
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| target_dir.join("release-artifacts"));
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+
+    let mut sums: BTreeMap<String, String> = BTreeMap::new();
+    let sums_path = out_dir.join("SHA256SUMS");
+    // Keep entries for archives of other platforms already there.
+    if let Ok(old) = fs::read_to_string(&sums_path) {
+        for line in old.lines() {
+            if let Some((h, f)) = line.split_once("  ") {
+                sums.insert(f.to_owned(), h.to_owned());
+            }
+        }
+    }
+    let mut pushes = Vec::new();
+    for a in &agents {
+        let binary = target_dir.join("release").join(&a.bin);
+        let asset = format!(
+            "service-{}_{}_{}_{}.tar.gz",
+            a.name, a.version, platform.os, platform.arch
+        );
+        let archive = out_dir.join(&asset);
+        write_archive(&binary, &format!("service-{}", a.name), &archive)?;
+        let hash = sha256_file(&archive)?;
+        eprintln!("xtask: release: {} ({hash})", archive.display());
+        sums.insert(asset, hash);
+        pushes.push((a, binary));
+    }
+    let mut text = String::new();
+    for (file, hash) in &sums {
+        text.push_str(&format!("{hash}  {file}\n"));
+    }
+    fs::write(&sums_path, text).with_context(|| format!("writing {}", sums_path.display()))?;
+    eprintln!("xtask: release: {}", sums_path.display());
+
+    if let Some(registry) = &args.registry {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a tokio runtime")?;
+        let config = agent_store_oci::RegistryConfig::parse(registry)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_env_credentials();
+        for (a, binary) in pushes {
+            let agent = agent_ref::AgentRef::new(
+                agent_ref::AgentKind::Service,
+                &args.publisher,
+                &a.name,
+                &a.version,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let files = [(binary, Some(platform.clone()))];
+            let pushed = rt
+                .block_on(agent_store_oci::push(&config, &agent, &files))
+                .map_err(|e| anyhow::anyhow!("pushing {agent}: error[{}]: {e}", e.kind()))?;
+            eprintln!(
+                "xtask: release: pushed {} ({})",
+                pushed.reference, pushed.digest
+            );
+        }
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root);
+    c
+}
+
+fn run(step: &str, mut cmd: Command) -> Result<()> {
+    eprintln!("xtask: release: {step}: {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("{step}: cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{step} failed ({status})");
+    }
+    Ok(())
+}
+
+/// The workspace's agent binaries and the target directory, from `cargo metadata`.
+fn discover(root: &Path) -> Result<(Vec<AgentBin>, PathBuf)> {
+    let mut cmd = cargo(root);
+    cmd.args(["metadata", "--no-deps", "--format-version", "1"]);
+    let out = cmd.output().context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    let target_dir = PathBuf::from(
+        meta["target_directory"]
+            .as_str()
+            .context("cargo metadata has no target_directory")?,
+    );
+    let mut agents = Vec::new();
+    for p in meta["packages"].as_array().into_iter().flatten() {
+        let (Some(package), Some(version)) = (p["name"].as_str(), p["version"].as_str()) else {
+            continue;
+        };
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let is_bin = t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|x| x == "bin"));
+            let Some(bin) = t["name"].as_str() else {
+                continue;
+            };
+            if let (true, Some(name)) = (is_bin, bin.strip_prefix("agent-")) {
+                agents.push(AgentBin {
+                    package: package.to_owned(),
+                    bin: bin.to_owned(),
+                    name: name.to_owned(),
+                    version: version.to_owned(),
+                });
+            }
+        }
+    }
+    Ok((agents, target_dir))
+}
+
+/// A gzip'd tar holding `binary` as `member`, mode 0755, reproducible headers.
+fn write_archive(binary: &Path, member: &str, archive: &Path) -> Result<()> {
+    let tmp = archive.with_extension("tmp");
+    let file = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let mut src = fs::File::open(binary).with_context(|| format!("opening {}", binary.display()))?;
+    let len = src
+        .metadata()
+        .with_context(|| format!("stat {}", binary.display()))?
+        .len();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(len);
+    header.set_mode(0o755);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, member, &mut src)
+        .with_context(|| format!("archiving {}", binary.display()))?;
+    let gz = tar.into_inner().context("finishing the tar")?;
+    let mut file = gz.finish().context("finishing the gzip stream")?;
+    file.flush().context("flushing the archive")?;
+    file.sync_all().context("syncing the archive")?;
+    fs::rename(&tmp, archive).with_context(|| format!("renaming to {}", archive.display()))?;
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_holds_one_executable_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("agent-x");
+        fs::write(&bin, b"\x7fELF pretend").unwrap();
+        let archive = dir.path().join("service-x_1.0.0_linux_amd64.tar.gz");
+        write_archive(&bin, "service-x", &archive).unwrap();
+        let gz = flate2::read::GzDecoder::new(fs::File::open(&archive).unwrap());
+        let mut tar = tar::Archive::new(gz);
+        let entries: Vec<_> = tar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().mode().unwrap(),
+                    body,
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![("service-x".to_owned(), 0o755, b"\x7fELF pretend".to_vec())]
+        );
+        // Reproducible: the same input gives the same archive.
+        let first = fs::read(&archive).unwrap();
+        write_archive(&bin, "service-x", &archive).unwrap();
+        assert_eq!(first, fs::read(&archive).unwrap());
+    }
+
+    #[test]
+    fn finds_agent_echo() {
+        let (agents, _) = discover(&workspace_root()).unwrap();
+        assert!(
+            agents
+                .iter()
+                .any(|a| a.bin == "agent-echo" && a.name == "echo"),
+            "{agents:?}"
+        );
+    }
+}
