@@ -10,6 +10,10 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+mod measure;
+mod release;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (job, rest) = match args.split_first() {
@@ -19,8 +23,9 @@ fn main() -> ExitCode {
     let result = match job {
         "test" => test(rest),
         "demo" => not_yet("demo", 4),
-        "bench" => not_yet("bench", 9),
-        "release" => not_yet("release", 6),
+        "bench" => bench::bench(rest),
+        "bench-run" => bench::bench_run(rest),
+        "release" => release::release(rest),
         "fuzz" => not_yet("fuzz", 9),
         "help" | "-h" | "--help" => {
             println!("usage: cargo xtask <test|demo|bench|release|fuzz> [args]");
@@ -44,19 +49,19 @@ fn not_yet(job: &str, issue: u32) -> Result<()> {
 }
 
 /// The workspace root (xtask lives one level below it).
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
     c
 }
 
-fn run(step: &str, mut cmd: Command) -> Result<()> {
+pub(crate) fn run(step: &str, mut cmd: Command) -> Result<()> {
     eprintln!("xtask: {step}: {cmd:?}");
     let status = cmd
         .status()

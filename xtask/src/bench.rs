@@ -1,0 +1,527 @@
+//! `cargo xtask bench`: every performance claim of the README, measured side
+//! by side in one run, printed as a table and written to `target/bench/bench.json`.
+//!
+//! `bench` (run by `cargo xtask`, a dev build) builds the release binaries and
+//! re-runs itself as `target/release/xtask bench-run`, so the figures are of
+//! optimised code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+use agent_manager::oci::{OciStore, RegistryConfig};
+use agent_manager::spawn::{Handshake, SpawnOptions};
+use agent_manager::store::Expected;
+use agent_manager::{AgentHome, AgentRef, AgentSource, AgentStore, LoadOptions, Manager};
+
+use crate::measure::{ChildRun, Summary, median, round3, run_child};
+use crate::{cargo, root};
+
+struct Args {
+    n: usize,
+    agents: Vec<PathBuf>,
+    pull_mib: u64,
+    pull_runs: usize,
+    fanout: usize,
+    dedup: usize,
+    versions: usize,
+}
+
+fn parse_args(args: &[String]) -> Result<Args> {
+    let mut a = Args {
+        n: 200,
+        agents: Vec::new(),
+        pull_mib: 256,
+        pull_runs: 3,
+        fanout: 32,
+        dedup: 64,
+        versions: 1000,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "-n" => a.n = value()?.parse().context("-n")?,
+            "--agent" => a.agents.push(PathBuf::from(value()?)),
+            "--pull-mib" => a.pull_mib = value()?.parse().context("--pull-mib")?,
+            "--quick" => {
+                a.n = 30;
+                a.pull_mib = 32;
+                a.pull_runs = 1;
+            }
+            other => bail!(
+                "unknown bench argument {other:?} (use -n N, --agent PATH, --pull-mib M, --quick)"
+            ),
+        }
+    }
+    Ok(a)
+}
+
+/// `cargo xtask bench`: build release binaries, then measure with them.
+pub(crate) fn bench(args: &[String]) -> Result<()> {
+    parse_args(args)?;
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "agent-echo",
+        "-p",
+        "agent-cli",
+        "-p",
+        "xtask",
+    ]);
+    crate::run("build release binaries", build)?;
+    let mut run = Command::new(root().join("target/release/xtask"));
+    run.arg("bench-run").args(args);
+    crate::run("bench", run)
+}
+
+/// `xtask bench-run` (release): the measurements.
+pub(crate) fn bench_run(args: &[String]) -> Result<()> {
+    let args = parse_args(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(run_all(&args))
+}
+
+async fn run_all(args: &Args) -> Result<()> {
+    let release = root().join("target/release");
+    let echo = release.join("agent-echo");
+    let agentctl = release.join("agentctl");
+    for p in [&echo, &agentctl] {
+        if !p.is_file() {
+            bail!(
+                "{} is missing: run `cargo xtask bench`, which builds it",
+                p.display()
+            );
+        }
+    }
+    let mut report = serde_json::Map::new();
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+
+    // load / close / floor, for agent-echo and any --agent.
+    let mut agents = vec![("agent-echo".to_owned(), echo.clone())];
+    agents.extend(
+        args.agents
+            .iter()
+            .map(|p| (p.display().to_string(), p.clone())),
+    );
+    let mut loads = Vec::new();
+    for (label, path) in &agents {
+        eprintln!("bench: load/close {label} × {}", args.n);
+        let (load, close) = load_close(path, args.n).await?;
+        eprintln!(
+            "bench: floor (spawn + handshake + TCP connect) {label} × {}",
+            args.n
+        );
+        let floor = floor(path, args.n).await?;
+        let ratio = load.p50 / floor.p50;
+        rows.push((
+            format!("load {label}"),
+            ms(&load),
+            "p50 ≤ 1.0 ms (echo)".into(),
+        ));
+        rows.push((format!("floor {label}"), ms(&floor), "no gRPC".into()));
+        rows.push((
+            format!("load/floor {label}"),
+            format!("{ratio:.2}×"),
+            "≤ 1.2×".into(),
+        ));
+        rows.push((format!("close {label}"), ms(&close), String::new()));
+        loads.push(json!({
+            "agent": label, "load_ms": load.json(), "floor_ms": floor.json(),
+            "close_ms": close.json(), "load_over_floor_p50": round3(ratio),
+        }));
+    }
+    report.insert("load".into(), Value::Array(loads));
+
+    let single = load_close(&echo, 20).await?.0;
+    eprintln!("bench: fan-out {} distinct agents", args.fanout);
+    let fan = fan_out(&echo, args.fanout).await?;
+    let fan_ratio = fan / single.p50;
+    rows.push((
+        format!("fan-out {} agents", args.fanout),
+        format!("{fan:.2} ms ({fan_ratio:.1}× one load)"),
+        "≤ 16× one load".into(),
+    ));
+    report.insert(
+        "fan_out".into(),
+        json!({ "agents": args.fanout, "total_ms": round3(fan), "one_load_p50_ms": round3(single.p50), "ratio": round3(fan_ratio) }),
+    );
+
+    eprintln!(
+        "bench: resolve latest over {} installed versions",
+        args.versions
+    );
+    let resolve = resolve_many(args.versions, args.n).await?;
+    rows.push((
+        format!("resolve latest /{}", args.versions),
+        ms(&resolve),
+        "p50 ≤ 1 ms".into(),
+    ));
+    report.insert(
+        "resolve".into(),
+        json!({ "installed_versions": args.versions, "ms": resolve.json() }),
+    );
+
+    let registry = agent_testkit::registry::LocalRegistry::start()?;
+    eprintln!("bench: registry at {}", registry.addr());
+    let config =
+        RegistryConfig::parse(&registry.addr().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    eprintln!(
+        "bench: dedup, {} concurrent loads of one uncached ref",
+        args.dedup
+    );
+    let downloads = dedup(&registry, &config, &echo, args.dedup).await?;
+    rows.push((
+        format!("dedup {} loads", args.dedup),
+        format!("{downloads} blob download(s)"),
+        "= 1".into(),
+    ));
+    report.insert(
+        "dedup".into(),
+        json!({ "loads": args.dedup, "blob_downloads": downloads }),
+    );
+
+    eprintln!(
+        "bench: pull {} MiB, agentctl vs curl × {}",
+        args.pull_mib, args.pull_runs
+    );
+    let pull = pull_vs_curl(&registry, &config, &agentctl, args.pull_mib, args.pull_runs).await?;
+    rows.push((
+        format!("pull {} MiB agentctl", args.pull_mib),
+        format!(
+            "{:.0} ms, {:.0} MiB/s, RSS {} MiB",
+            pull.ours_ms, pull.ours_mibps, pull.ours_rss_mib
+        ),
+        "≤ 1.25× curl, RSS ≤ 32 MiB".into(),
+    ));
+    rows.push((
+        format!("pull {} MiB curl", args.pull_mib),
+        format!(
+            "{:.0} ms, {:.0} MiB/s, RSS {} MiB",
+            pull.curl_ms, pull.curl_mibps, pull.curl_rss_mib
+        ),
+        format!("ours/curl = {:.2}×", pull.ours_ms / pull.curl_ms),
+    ));
+    report.insert("pull".into(), pull.json(args.pull_mib));
+
+    report.insert(
+        "machine".into(),
+        json!({ "cpus": std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(0), "n": args.n }),
+    );
+    let out_dir = root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let out = out_dir.join("bench.json");
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&Value::Object(report))? + "\n",
+    )?;
+
+    let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
+    println!("{:<w0$}  {:<w1$}  target", "figure", "measured");
+    for (a, b, c) in &rows {
+        println!("{a:<w0$}  {b:<w1$}  {c}");
+    }
+    println!("\nwritten to {}", out.display());
+    Ok(())
+}
+
+fn ms(s: &Summary) -> String {
+    format!("p50 {:.3} ms  p90 {:.3} ms", s.p50, s.p90)
+}
+
+fn bench_opts() -> SpawnOptions {
+    SpawnOptions {
+        grace: Duration::from_secs(5),
+        ..SpawnOptions::default()
+    }
+}
+
+/// Spawn → health-checked channel, then graceful close, `n` times.
+async fn load_close(path: &Path, n: usize) -> Result<(Summary, Summary)> {
+    let mut load = Vec::with_capacity(n);
+    let mut close = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let conn = agent_manager::spawn::spawn(path, bench_opts())
+            .await
+            .with_context(|| format!("loading {}", path.display()))?;
+        load.push(t.elapsed());
+        let t = Instant::now();
+        conn.close().await;
+        close.push(t.elapsed());
+    }
+    Ok((Summary::of(&load), Summary::of(&close)))
+}
+
+/// The floor: the same spawn and handshake read, then a bare TCP connect — no
+/// gRPC, no health check.
+async fn floor(path: &Path, n: usize) -> Result<Summary> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut child = tokio::process::Command::new(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", path.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await?;
+        let hs = Handshake::parse(line.trim_end(), &[1, 2]).map_err(|e| anyhow::anyhow!("{e}"))?;
+        match &hs.endpoint {
+            agent_manager::Endpoint::Tcp(addr) => {
+                let s = tokio::net::TcpStream::connect(addr).await?;
+                samples.push(t.elapsed());
+                drop(s);
+            }
+            agent_manager::Endpoint::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p).await?;
+                samples.push(t.elapsed());
+                drop(s);
+            }
+        }
+        if let Some(pid) = child.id() {
+            #[allow(unsafe_code, clippy::cast_possible_wrap)]
+            // SAFETY: signalling our own child's process group.
+            unsafe {
+                libc::killpg(pid as i32, libc::SIGKILL);
+            }
+        }
+        child.wait().await?;
+    }
+    Ok(Summary::of(&samples))
+}
+
+fn temp_home(tag: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("bench-{tag}-"))
+        .tempdir()
+        .map_err(Into::into)
+}
+
+fn local_manager(
+    home: &Path,
+    stores: Vec<Arc<dyn AgentStore>>,
+    source: AgentSource,
+) -> Result<Manager> {
+    Manager::builder()
+        .home(AgentHome::new(home))
+        .source(source)
+        .stores(stores)
+        .spawn_options(bench_opts())
+        .build()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `count` distinct agents (copies of echo under distinct refs) loaded at once
+/// through the manager; the median total over 5 rounds, in ms.
+async fn fan_out(echo: &Path, count: usize) -> Result<f64> {
+    let home = temp_home("fanout")?;
+    let manager = local_manager(home.path(), Vec::new(), AgentSource::Local)?;
+    let mut refs = Vec::new();
+    for i in 0..count {
+        let r: AgentRef = format!("codefly.dev/echo-{i}:0.1.0").parse()?;
+        manager
+            .installer()
+            .install_file(&r, "local", &Expected::default(), echo)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        refs.push(r);
+    }
+    let mut totals = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let conns = futures_util::future::join_all(
+            refs.iter().map(|r| manager.load(r, LoadOptions::new())),
+        )
+        .await;
+        let total = t.elapsed();
+        for c in conns {
+            c.map_err(|e| anyhow::anyhow!("fan-out load: {e}"))?;
+        }
+        manager.cleanup_all().await;
+        totals.push(total.as_secs_f64() * 1e3);
+    }
+    Ok(median(&totals))
+}
+
+/// `latest` over `versions` installed versions, resolved `n` times.
+async fn resolve_many(versions: usize, n: usize) -> Result<Summary> {
+    let home = temp_home("resolve")?;
+    let manager = local_manager(home.path(), Vec::new(), AgentSource::Local)?;
+    let r: AgentRef = "codefly.dev/many:latest".parse()?;
+    let dir = manager.home().publisher_dir(&r);
+    std::fs::create_dir_all(&dir)?;
+    for i in 0..versions {
+        std::fs::write(dir.join(format!("many__1.{}.{}", i / 100, i % 100)), b"")?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let got = manager
+            .resolve(&r)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        samples.push(t.elapsed());
+        if got.concrete_version().is_none() {
+            bail!("resolve gave no concrete version");
+        }
+    }
+    Ok(Summary::of(&samples))
+}
+
+fn blob_gets(registry: &agent_testkit::registry::LocalRegistry, repo: &str) -> usize {
+    let needle = format!("\"GET /v2/{repo}/blobs/sha256:");
+    registry.log_text().matches(&needle).count()
+}
+
+/// `loads` concurrent loads of one ref that is not cached → blob downloads seen by the registry.
+async fn dedup(
+    registry: &agent_testkit::registry::LocalRegistry,
+    config: &RegistryConfig,
+    echo: &Path,
+    loads: usize,
+) -> Result<usize> {
+    let r: AgentRef = "codefly.dev/echo-dedup:1.0.0".parse()?;
+    agent_manager::oci::push(config, &r, &[(echo.to_path_buf(), None)])
+        .await
+        .map_err(|e| anyhow::anyhow!("push: {e}"))?;
+    let home = temp_home("dedup")?;
+    let store: Arc<dyn AgentStore> =
+        Arc::new(OciStore::new(config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let manager = local_manager(home.path(), vec![store], AgentSource::Remote)?;
+    let repo = config.repository(&r);
+    let before = blob_gets(registry, &repo);
+    let conns =
+        futures_util::future::join_all((0..loads).map(|_| manager.load(&r, LoadOptions::new())))
+            .await;
+    for c in conns {
+        c.map_err(|e| anyhow::anyhow!("dedup load: {e}"))?;
+    }
+    manager.cleanup_all().await;
+    // The registry writes its access log asynchronously.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(blob_gets(registry, &repo) - before)
+}
+
+struct PullFigures {
+    ours_ms: f64,
+    ours_mibps: f64,
+    ours_rss_mib: u64,
+    curl_ms: f64,
+    curl_mibps: f64,
+    curl_rss_mib: u64,
+}
+
+impl PullFigures {
+    fn json(&self, mib: u64) -> Value {
+        json!({
+            "mib": mib,
+            "agentctl": { "ms": round3(self.ours_ms), "mib_per_s": round3(self.ours_mibps), "max_rss_mib": self.ours_rss_mib },
+            "curl": { "ms": round3(self.curl_ms), "mib_per_s": round3(self.curl_mibps), "max_rss_mib": self.curl_rss_mib },
+            "ratio": round3(self.ours_ms / self.curl_ms),
+        })
+    }
+}
+
+/// A `mib` MiB blob pushed once, then pulled by `agentctl pull` (fresh home
+/// each run) and by `curl` from the same blob URL, alternating.
+async fn pull_vs_curl(
+    registry: &agent_testkit::registry::LocalRegistry,
+    config: &RegistryConfig,
+    agentctl: &Path,
+    mib: u64,
+    runs: usize,
+) -> Result<PullFigures> {
+    let work = temp_home("pull")?;
+    let big = work.path().join("big.bin");
+    write_noise(&big, mib)?;
+    let r: AgentRef = "codefly.dev/big:1.0.0".parse()?;
+    let pushed = agent_manager::oci::push(config, &r, &[(big.clone(), None)])
+        .await
+        .map_err(|e| anyhow::anyhow!("push: {e}"))?;
+    std::fs::remove_file(&big)?;
+    let digest = &pushed.layers.first().context("no layer pushed")?.digest;
+    let url = format!(
+        "http://{}/v2/{}/blobs/{digest}",
+        registry.addr(),
+        config.repository(&r)
+    );
+
+    let mut ours: Vec<ChildRun> = Vec::new();
+    let mut curl: Vec<ChildRun> = Vec::new();
+    for i in 0..runs {
+        let home = work.path().join(format!("home-{i}"));
+        let mut cmd = Command::new(agentctl);
+        cmd.args(["--home"])
+            .arg(&home)
+            .args(["-q", "pull", "codefly.dev/big:1.0.0"])
+            .env("CODEFLY_AGENT_STORES", "oci")
+            .env("AGENT_REGISTRY", registry.addr().to_string())
+            .stdout(Stdio::null());
+        ours.push(tokio::task::block_in_place(|| run_child(&mut cmd))?);
+        std::fs::remove_dir_all(&home)?;
+
+        let out = work.path().join("curl.out");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-f", "-L", "-o"]).arg(&out).arg(&url);
+        curl.push(tokio::task::block_in_place(|| run_child(&mut cmd))?);
+        std::fs::remove_file(&out)?;
+    }
+    let wall = |v: &[ChildRun]| {
+        median(
+            &v.iter()
+                .map(|r| r.wall.as_secs_f64() * 1e3)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let rss = |v: &[ChildRun]| v.iter().map(|r| r.max_rss_kib).max().unwrap_or(0) / 1024;
+    #[allow(clippy::cast_precision_loss)]
+    let mibf = mib as f64;
+    let (ours_ms, curl_ms) = (wall(&ours), wall(&curl));
+    Ok(PullFigures {
+        ours_ms,
+        ours_mibps: mibf / (ours_ms / 1e3),
+        ours_rss_mib: rss(&ours),
+        curl_ms,
+        curl_mibps: mibf / (curl_ms / 1e3),
+        curl_rss_mib: rss(&curl),
+    })
+}
+
+/// `mib` MiB of cheap pseudo-random bytes (incompressible enough for a registry).
+fn write_noise(path: &Path, mib: u64) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for chunk in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&buf)?;
+    }
+    f.flush()?;
+    Ok(())
+}
