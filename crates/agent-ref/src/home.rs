@@ -6,6 +6,11 @@ use semver::Version;
 
 use crate::{AgentKind, AgentRef, RefError, VersionSpec};
 
+/// Last dot-components of names the cache keeps beside a binary
+/// (`{name}__{version}.json` records, `.lock` files, temp files, sidecars).
+/// A version whose pre-release ends in one of these is refused, and scans skip them.
+pub(crate) const RESERVED_SUFFIXES: &[&str] = &["json", "lock", "tmp", "sha256"];
+
 /// The environment variable naming the codefly home (default `~/.codefly`).
 pub const CODEFLY_HOME_ENV: &str = "CODEFLY_HOME";
 
@@ -120,6 +125,15 @@ impl AgentHome {
             let Some(rest) = name.strip_prefix(&prefix) else {
                 continue;
             };
+            // A record or lock file of a pre-release (`echo__1.0.0-rc.1.json`)
+            // parses as semver; those suffixes are the cache's own.
+            if rest
+                .rsplit('.')
+                .next()
+                .is_some_and(|s| RESERVED_SUFFIXES.contains(&s))
+            {
+                continue;
+            }
             // Strict: no leading `v`, no build metadata, nothing after the version.
             let Ok(v) = Version::parse(rest) else {
                 continue;
@@ -262,6 +276,20 @@ mod tests {
         assert_eq!(
             home.find_local(&r("echo"), &VersionSpec::Latest).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn prerelease_records_and_locks_are_not_versions() {
+        let (_d, home, echo) = home_with(&[
+            "echo__1.0.0-rc.1",
+            "echo__1.0.0-rc.1.json",
+            "echo__1.0.0-rc.1.lock",
+            "echo__2.0.0-beta.json",
+        ]);
+        assert_eq!(
+            home.installed_versions(&echo).unwrap(),
+            vec![v("1.0.0-rc.1")]
         );
     }
 

@@ -311,6 +311,16 @@ pub(crate) fn validate_concrete(v: &Version) -> Result<(), RefError> {
             CONCRETE_FORM,
         ));
     }
+    if let Some(last) = v.pre.as_str().rsplit('.').next()
+        && crate::home::RESERVED_SUFFIXES.contains(&last)
+    {
+        return Err(invalid(
+            "version",
+            &v.to_string(),
+            "a pre-release may not end in .json, .lock, .tmp or .sha256 (the cache's own files)",
+            CONCRETE_FORM,
+        ));
+    }
     let text = v.to_string();
     if text.len() > MAX_VERSION {
         return Err(invalid(
@@ -327,6 +337,26 @@ pub(crate) fn validate_concrete(v: &Version) -> Result<(), RefError> {
 mod tests {
     use super::*;
     use crate::{AgentHome, ErrorKind};
+
+    #[test]
+    fn prerelease_ending_in_a_cache_suffix_is_refused() {
+        for bad in [
+            "echo:1.0.0-rc.json",
+            "echo:1.0.0-a.lock",
+            "echo:2.0.0-x.tmp",
+            "echo:1.0.0-1.sha256",
+        ] {
+            let e = AgentRef::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidRef, "{bad}");
+            assert_eq!(field_of(&e), "version", "{bad}");
+        }
+        assert!(AgentRef::parse("echo:1.0.0-json.1").is_ok());
+        let r = AgentRef::parse("echo:1.0.0").unwrap();
+        assert!(
+            r.with_version(&Version::parse("1.0.0-rc.lock").unwrap())
+                .is_err()
+        );
+    }
 
     fn field_of(e: &RefError) -> &'static str {
         match e {
