@@ -510,9 +510,8 @@ async fn cancelled_install_leaves_nothing() {
 
 /// `echo__1.0.0-rc.1.json` parses as the pre-release `1.0.0-rc.1.json`
 /// (and the lock file likewise): `AgentHome::installed_versions` must skip
-/// `.json`/`.lock` names. Fix belongs in agent-ref; un-ignore once it lands.
+/// `.json`/`.lock` names.
 #[tokio::test]
-#[ignore = "agent-ref: installed_versions counts {name}__{pre-release}.json/.lock as versions"]
 async fn prerelease_record_is_not_a_version() {
     let (_d, installer, _) = setup();
     let agent: AgentRef = "codefly.dev/echo:1.0.0-rc.1".parse().unwrap();
