@@ -25,6 +25,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+pub mod proxy;
 pub mod registry;
 
 /// Set to `1` to never run `cargo build` from [`bin_path`] (use what is on disk).
