@@ -443,3 +443,41 @@ async fn eight_processes_download_once() {
         reg.log_text()
     );
 }
+
+/// `tester` / `s3cret-pw`, bcrypt cost 4.
+const HTPASSWD: &str = "tester:$2b$04$xfYQvYOQbtFBsSgG4mPyz.NTxlPGQ1ZFVE1tcts/s5DYaQIGE4VSS\n";
+
+#[tokio::test]
+async fn refused_credentials_are_store_unavailable_and_named() {
+    let reg = LocalRegistry::start_with_htpasswd(HTPASSWD).expect("starting docker-registry");
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, data) = binary(tmp.path(), "agent", 4, 50_000);
+    let a = agent("1.0.0");
+    let basic = |password: &str| agent_store_oci::Credentials::Basic {
+        username: "tester".into(),
+        password: password.into(),
+        origin: "explicit".into(),
+    };
+    let good = config(&reg).with_credentials(basic("s3cret-pw"));
+    push(&good, &a, &[(file, None)]).await.unwrap();
+    let got = OciStore::new(good)
+        .unwrap()
+        .pull(&a, &linux(), &installer(tmp.path()))
+        .await
+        .unwrap();
+    assert_installed(&got, &data);
+
+    let anonymous = OciStore::new(config(&reg)).unwrap();
+    let err = anonymous
+        .pull(&a, &linux(), &installer(&tmp.path().join("anon")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
+    assert!(err.to_string().contains("anonymous"), "{err}");
+
+    let wrong = OciStore::new(config(&reg).with_credentials(basic("nope"))).unwrap();
+    let err = wrong.versions(&a, &linux()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("\"tester\"") && !msg.contains("nope"), "{msg}");
+}

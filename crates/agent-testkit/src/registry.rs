@@ -34,6 +34,20 @@ impl LocalRegistry {
     /// `apt-get install docker-registry`), or the registry does not come up
     /// within 30 seconds (the error carries its log).
     pub fn start() -> Result<LocalRegistry> {
+        Self::start_inner(None)
+    }
+
+    /// Like [`LocalRegistry::start`], but requiring HTTP basic auth: `htpasswd`
+    /// holds `user:bcrypt-hash` lines (the registry accepts bcrypt only;
+    /// `$2b$04$…` keeps tests fast).
+    ///
+    /// # Errors
+    /// As [`LocalRegistry::start`].
+    pub fn start_with_htpasswd(htpasswd: &str) -> Result<LocalRegistry> {
+        Self::start_inner(Some(htpasswd))
+    }
+
+    fn start_inner(htpasswd: Option<&str>) -> Result<LocalRegistry> {
         let binary = find_binary().context(
             "docker-registry not found: install it with `apt-get install docker-registry` \
              (or set DOCKER_REGISTRY_BIN); OCI tests need a real registry",
@@ -53,12 +67,23 @@ impl LocalRegistry {
             .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
 
+        let auth = match htpasswd {
+            Some(lines) => {
+                let path = dir.path().join("htpasswd");
+                fs::write(&path, lines).context("writing the htpasswd file")?;
+                format!(
+                    "auth:\n  htpasswd:\n    realm: agent-tests\n    path: {}\n",
+                    path.display()
+                )
+            }
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
              cache:\n    blobdescriptor: inmemory\n\
-             http:\n  addr: {addr}\n  secret: agent-manager-tests\n",
+             http:\n  addr: {addr}\n  secret: agent-manager-tests\n{auth}",
             storage = storage.display(),
         );
         let config_path = dir.path().join("config.yml");
