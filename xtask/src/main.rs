@@ -11,6 +11,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod demo;
 mod measure;
 mod release;
 
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
     };
     let result = match job {
         "test" => test(rest),
-        "demo" => not_yet("demo", 4),
+        "demo" => demo::demo(rest),
         "bench" => bench::bench(rest),
         "bench-run" => bench::bench_run(rest),
         "release" => release::release(rest),
