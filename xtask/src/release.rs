@@ -225,7 +225,8 @@ fn write_archive(binary: &Path, member: &str, archive: &Path) -> Result<()> {
     let file = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    let mut src = fs::File::open(binary).with_context(|| format!("opening {}", binary.display()))?;
+    let mut src =
+        fs::File::open(binary).with_context(|| format!("opening {}", binary.display()))?;
     let len = src
         .metadata()
         .with_context(|| format!("stat {}", binary.display()))?
