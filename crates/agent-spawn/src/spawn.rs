@@ -143,7 +143,19 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn spawn_inner(program: &Path, mut opts: SpawnOptions) -> Result<AgentConn, SpawnError> {
+async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, SpawnError> {
+    // Destructured so no borrow of the (non-`Sync`) sink lives across an await.
+    let SpawnOptions {
+        startup_timeout,
+        dial_timeout,
+        grace,
+        workdir,
+        env,
+        args,
+        stderr_sink,
+        unix_socket,
+        accepted_versions,
+    } = opts;
     let io_err = |context: &str| {
         let context = context.to_owned();
         move |source| SpawnError::from(SpawnFailure::Io { context, source })
@@ -152,7 +164,7 @@ async fn spawn_inner(program: &Path, mut opts: SpawnOptions) -> Result<AgentConn
     let interceptor = TokenInterceptor::new(&token)
         .map_err(|e| io_err("invalid token")(io::Error::other(e.to_string())))?;
 
-    let socket_dir = if opts.unix_socket {
+    let socket_dir = if unix_socket {
         let dir = tempfile::Builder::new()
             .prefix("agent-")
             .tempdir()
@@ -166,17 +178,17 @@ async fn spawn_inner(program: &Path, mut opts: SpawnOptions) -> Result<AgentConn
 
     let mut command = Command::new(program);
     command
-        .args(&opts.args)
+        .args(&args)
         .env_remove(TOKEN_ENV)
         .env_remove(WORKDIR_ENV)
         .env_remove(UDS_PATH_ENV)
-        .envs(opts.env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(TOKEN_ENV, &token)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    if let Some(dir) = &opts.workdir {
+    if let Some(dir) = &workdir {
         command.current_dir(dir).env(WORKDIR_ENV, dir);
     }
     if let Some(dir) = &socket_dir {
@@ -216,21 +228,16 @@ async fn spawn_inner(program: &Path, mut opts: SpawnOptions) -> Result<AgentConn
     let ring = StderrRing::default();
     let (eof_tx, eof_rx) = watch::channel(false);
     if let Some(stderr) = stderr {
-        tokio::spawn(drain_stderr(
-            stderr,
-            ring.clone(),
-            opts.stderr_sink.take(),
-            eof_tx,
-        ));
+        tokio::spawn(drain_stderr(stderr, ring.clone(), stderr_sink, eof_tx));
     }
 
     let start = async {
         let stdout = stdout.ok_or_else(|| io_err("no stdout pipe")(io::Error::other("missing")))?;
-        let (handshake, stdout) = handshake(stdout, &opts)
+        let (handshake, stdout) = handshake(stdout, startup_timeout, &accepted_versions)
             .instrument(tracing::debug_span!("handshake"))
             .await?;
         tokio::spawn(drain_stdout(stdout));
-        let channel = ready(&handshake.endpoint, interceptor.clone(), opts.dial_timeout)
+        let channel = ready(&handshake.endpoint, interceptor.clone(), dial_timeout)
             .instrument(tracing::debug_span!("ready", endpoint = %handshake.endpoint))
             .await?;
         Ok::<_, SpawnError>((handshake, channel))
@@ -253,7 +260,7 @@ async fn spawn_inner(program: &Path, mut opts: SpawnOptions) -> Result<AgentConn
                 interceptor,
                 stderr: ring,
                 exit_rx,
-                grace: opts.grace,
+                grace,
                 socket_dir,
             }))
         }
@@ -273,7 +280,8 @@ async fn spawn_inner(program: &Path, mut opts: SpawnOptions) -> Result<AgentConn
 /// a line it never returns: the agent's exit is reported by the caller.
 async fn handshake(
     mut stdout: ChildStdout,
-    opts: &SpawnOptions,
+    startup_timeout: Duration,
+    accepted_versions: &[u32],
 ) -> Result<(Handshake, ChildStdout), SpawnError> {
     let read = async {
         let mut line = Vec::with_capacity(128);
@@ -302,14 +310,14 @@ async fn handshake(
             }
         }
     };
-    let line = tokio::time::timeout(opts.startup_timeout, read)
+    let line = tokio::time::timeout(startup_timeout, read)
         .await
         .map_err(|_| SpawnFailure::HandshakeTimeout {
-            timeout: opts.startup_timeout,
+            timeout: startup_timeout,
         })??;
     let text = std::str::from_utf8(&line)
         .map_err(|_| malformed(&String::from_utf8_lossy(&line), "not UTF-8"))?;
-    let handshake = Handshake::parse(text, &opts.accepted_versions)?;
+    let handshake = Handshake::parse(text, accepted_versions)?;
     tracing::debug!(line = text, "handshake");
     Ok((handshake, stdout))
 }
@@ -456,4 +464,27 @@ async fn drain_stderr(
         let _ = w.flush();
     }
     let _ = eof.send(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn spawn_future_is_send() {
+        let future = spawn(Path::new("/nonexistent"), SpawnOptions::default());
+        is_send(&future);
+    }
+
+    #[test]
+    fn defaults() {
+        let o = SpawnOptions::default();
+        assert_eq!(o.startup_timeout, Duration::from_secs(30));
+        assert_eq!(o.dial_timeout, Duration::from_secs(10));
+        assert_eq!(o.grace, Duration::from_secs(30));
+        assert_eq!(o.accepted_versions, [1, 2]);
+        assert!(!o.unix_socket && o.stderr_sink.is_none() && o.workdir.is_none());
+    }
 }
