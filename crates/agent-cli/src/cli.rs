@@ -58,6 +58,9 @@ pub(crate) enum Command {
         /// installed (never resolves lower than the installed one).
         #[arg(long)]
         release: bool,
+        /// Bypass the stores' cached answers (GitHub caches `latest` for an hour).
+        #[arg(long)]
+        refresh: bool,
     },
     /// Fetch REF into the cache (if needed) and print the binary's absolute path (last stdout line).
     Pull {
@@ -67,6 +70,9 @@ pub(crate) enum Command {
         /// Resolve `latest` against the stores' newest release (see `resolve --release`).
         #[arg(long)]
         release: bool,
+        /// Bypass the stores' cached answers (GitHub caches `latest` for an hour).
+        #[arg(long)]
+        refresh: bool,
     },
     /// Load REF (resolve, pull, spawn, handshake, health), print where it runs, close it.
     ///

@@ -86,8 +86,16 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         quiet: cli.quiet,
     };
     match cli.command {
-        Command::Resolve { reference, release } => resolve(&ctx, &reference, release).await,
-        Command::Pull { reference, release } => pull(&ctx, &reference, release).await,
+        Command::Resolve {
+            reference,
+            release,
+            refresh,
+        } => resolve(&ctx, &reference, release, refresh).await,
+        Command::Pull {
+            reference,
+            release,
+            refresh,
+        } => pull(&ctx, &reference, release, refresh).await,
         Command::Load(args) => load(&ctx, args).await,
         Command::Bench {
             reference,
@@ -106,7 +114,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-async fn resolve(ctx: &Ctx, reference: &str, release: bool) -> Result<(), Failure> {
+async fn resolve(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Result<(), Failure> {
     let agent = match target(ctx, reference)? {
         Target::Path(p) => {
             if ctx.json {
@@ -118,7 +126,7 @@ async fn resolve(ctx: &Ctx, reference: &str, release: bool) -> Result<(), Failur
         }
         Target::Agent(a) => a,
     };
-    let m = ctx.manager(release)?;
+    let m = ctx.manager(refresh)?;
     let resolved = if release {
         m.pin_to_latest_release(&agent).await?
     } else {
@@ -141,7 +149,7 @@ async fn resolve(ctx: &Ctx, reference: &str, release: bool) -> Result<(), Failur
     Ok(())
 }
 
-async fn pull(ctx: &Ctx, reference: &str, release: bool) -> Result<(), Failure> {
+async fn pull(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Result<(), Failure> {
     let agent = match target(ctx, reference)? {
         Target::Path(p) => {
             let meta = std::fs::metadata(&p).map_err(|e| not_found_path(&p, &e))?;
@@ -157,7 +165,7 @@ async fn pull(ctx: &Ctx, reference: &str, release: bool) -> Result<(), Failure> 
         }
         Target::Agent(a) => a,
     };
-    let m = ctx.manager(release)?;
+    let m = ctx.manager(refresh)?;
     let resolved = if release {
         m.pin_to_latest_release(&agent).await?
     } else {
