@@ -218,7 +218,7 @@ async fn run_all(args: &Args) -> Result<()> {
 
     report.insert(
         "machine".into(),
-        json!({ "cpus": std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(0), "n": args.n }),
+        json!({ "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get), "n": args.n }),
     );
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
