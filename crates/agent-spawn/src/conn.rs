@@ -180,7 +180,8 @@ impl AgentConn {
 
     /// Resolves when the agent process has exited and been reaped.
     ///
-    /// The future does not keep the connection alive.
+    /// When the agent (the group leader) exits, whatever it left in its
+    /// process group is killed. The future does not keep the connection alive.
     pub fn exited(&self) -> impl Future<Output = ExitInfo> + Send + 'static {
         wait_exit(self.inner.parts.exit_rx.clone())
     }

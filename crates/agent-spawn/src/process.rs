@@ -58,11 +58,13 @@ pub(crate) async fn spawn_in_group(mut command: Command) -> io::Result<Child> {
         .map_err(|_| io::Error::other("pid out of range"))?;
     command.process_group(0);
     set_parent_death_signal(&mut command, parent);
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| io::Error::other("agent_spawn::spawn must run inside a tokio runtime"))?;
     let (reply, answer) = oneshot::channel();
     spawner()?
         .send(Request {
             command,
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
             reply,
         })
         .map_err(|_| io::Error::other("the agent spawner thread is gone"))?;
