@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_echo::pb::EchoRequest;
@@ -15,37 +14,9 @@ use agent_spawn::{SpawnOptions, spawn};
 use agent_store::AgentStore;
 use common::{Package, TestFlake, agent};
 
-/// The workspace's `agent-echo` binary, built if needed.
-/// (Ready to be replaced by `agent_testkit::bin_path("agent-echo")`.)
-fn agent_echo_bin() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = std::process::Command::new(cargo)
-        .current_dir(&workspace)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "agent-echo",
-            "--bin",
-            "agent-echo",
-            "--message-format=json",
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("running cargo build");
-    assert!(out.status.success(), "cargo build -p agent-echo failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"]["name"] == "agent-echo")
-        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .expect("cargo did not report the agent-echo executable")
-}
-
 #[tokio::test]
 async fn the_realized_agent_loads() {
-    let bin = agent_echo_bin();
+    let bin = agent_testkit::bin_path("agent-echo");
     let flake = TestFlake::new(&[Package::new(
         "agents-service-echo-1.0.0",
         &format!(
