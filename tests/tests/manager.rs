@@ -166,3 +166,31 @@ async fn the_installer_path_is_what_load_uses() {
     assert_eq!(m.active()[0].unique, "service::codefly.dev/echo:0.7.0");
     conn.close().await;
 }
+
+/// A cached binary that no longer matches its install record (truncated or
+/// swapped behind our back) is never run: with no store to fetch it again,
+/// `load` says the binary is not found; the Go loader's unrecorded binaries
+/// still load.
+#[tokio::test]
+async fn a_binary_that_disagrees_with_its_record_is_not_run() {
+    let home = Home::new();
+    let m = manager(&home);
+    let agent = r("codefly.dev/echo:0.8.0");
+    let installed = m
+        .installer()
+        .install_file(&agent, "test", &Default::default(), &common::echo())
+        .await
+        .unwrap();
+    // Replace it with a different, smaller executable that would "load" as an
+    // agent-exited failure if it were run.
+    common::write_script(&installed.path, "echo tampered >&2\nexit 3\n");
+    let err = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BinaryNotFound, "{err}");
+    assert!(m.active().is_empty());
+
+    // Without a record (as the Go loader installs), the file is taken as is.
+    std::fs::remove_file(m.installer().record_path(&agent).unwrap()).unwrap();
+    let err = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AgentExited, "{err}");
+    assert!(err.stderr_tail().unwrap_or_default().contains("tampered"));
+}

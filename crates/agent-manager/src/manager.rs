@@ -490,8 +490,16 @@ impl Manager {
         let span = info_span!("load", agent = %agent);
         async {
             let resolved = self.resolve(agent).await?;
-            let path = self.inner.home.binary_path(&resolved)?;
-            let path = if is_regular_file(&path).await {
+            // The hot path: a stat and the small install record, no hashing.
+            // A binary whose size disagrees with its record (truncated or
+            // replaced behind our back) is fetched again, never run.
+            let installer = self.inner.installer.clone();
+            let r = resolved.clone();
+            let cached = tokio::task::spawn_blocking(move || installer.cached_path(&r))
+                .await
+                .map_err(|e| ManagerError::io("cache lookup", std::io::Error::other(e)))?
+                .map_err(|e| ManagerError::from_store(&resolved.identifier(), Vec::new(), e))?;
+            let path = if let Some(path) = cached {
                 path
             } else {
                 self.pull_resolved(&resolved)
@@ -639,10 +647,4 @@ async fn close_all(entries: Vec<Entry>) -> usize {
     let n = entries.len();
     futures_util::future::join_all(entries.iter().map(|e| e.conn.close())).await;
     n
-}
-
-async fn is_regular_file(path: &Path) -> bool {
-    tokio::fs::symlink_metadata(path)
-        .await
-        .is_ok_and(|m| m.is_file())
 }

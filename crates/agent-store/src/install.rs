@@ -92,6 +92,13 @@ fn flight_for(path: &Path) -> Arc<Flight> {
     f
 }
 
+/// What sits at a cache path.
+enum Lookup {
+    Absent,
+    Recorded(PathBuf, InstallRecord),
+    Unrecorded(PathBuf),
+}
+
 /// The only way bytes reach the agent cache. Cheap to clone.
 ///
 /// Every install streams into a temp file (`.{name}__{version}.tmp.{pid}.{n}`,
@@ -149,13 +156,47 @@ impl Installer {
     /// errors, for a symlink inside the home, or when something other than a
     /// regular file sits at the cache path.
     pub fn cached(&self, agent: &AgentRef) -> Result<Option<Installed>, StoreError> {
+        Ok(match self.lookup(agent)? {
+            Lookup::Absent => None,
+            Lookup::Recorded(path, rec) => Some(Installed {
+                path,
+                sha256: rec.sha256,
+                size: rec.size,
+                source: rec.source,
+            }),
+            Lookup::Unrecorded(path) => {
+                let (digest, size) = hash_file(&path)?;
+                Some(Installed {
+                    path,
+                    sha256: digest.to_hex(),
+                    size,
+                    source: "local".to_owned(),
+                })
+            }
+        })
+    }
+
+    /// The cached binary's path, checked as [`Installer::cached`] checks it
+    /// but never hashed: the hot path of every load. A binary with no record
+    /// (the Go loader's) is accepted as it is, as the Go loader does.
+    ///
+    /// # Errors
+    /// As [`Installer::cached`].
+    pub fn cached_path(&self, agent: &AgentRef) -> Result<Option<PathBuf>, StoreError> {
+        Ok(match self.lookup(agent)? {
+            Lookup::Absent => None,
+            Lookup::Recorded(path, _) | Lookup::Unrecorded(path) => Some(path),
+        })
+    }
+
+    fn lookup(&self, agent: &AgentRef) -> Result<Lookup, StoreError> {
         let path = self.home.binary_path(agent)?;
         if !check_parents(self.home.root(), &path, false)? {
-            return Ok(None);
+            return Ok(Lookup::Absent);
         }
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lookup::Absent),
             Err(e) => return Err(StoreError::io(format!("stat {}", path.display()), e)),
         };
         if meta.file_type().is_symlink() {
@@ -168,12 +209,7 @@ impl Installer {
             ));
         }
         match read_record(&sibling(&path, "", ".json"))? {
-            Some(rec) if rec.size == meta.len() => Ok(Some(Installed {
-                path,
-                sha256: rec.sha256,
-                size: rec.size,
-                source: rec.source,
-            })),
+            Some(rec) if rec.size == meta.len() => Ok(Lookup::Recorded(path, rec)),
             Some(rec) => {
                 tracing::warn!(
                     path = %path.display(),
@@ -181,17 +217,9 @@ impl Installer {
                     actual = meta.len(),
                     "cached binary does not match its install record; treating it as not installed"
                 );
-                Ok(None)
+                Ok(Lookup::Absent)
             }
-            None => {
-                let (digest, size) = hash_file(&path)?;
-                Ok(Some(Installed {
-                    path,
-                    sha256: digest.to_hex(),
-                    size,
-                    source: "local".to_owned(),
-                }))
-            }
+            None => Ok(Lookup::Unrecorded(path)),
         }
     }
 
