@@ -470,20 +470,35 @@ async fn pull_vs_curl(
     let mut curl: Vec<ChildRun> = Vec::new();
     for i in 0..runs {
         let home = work.path().join(format!("home-{i}"));
-        let mut cmd = Command::new(agentctl);
-        cmd.args(["--home"])
-            .arg(&home)
-            .args(["-q", "pull", "codefly.dev/big:1.0.0"])
-            .env("CODEFLY_AGENT_STORES", "oci")
-            .env("AGENT_REGISTRY", registry.addr().to_string())
-            .stdout(Stdio::null());
-        ours.push(tokio::task::block_in_place(|| run_child(&mut cmd))?);
+        let args: [&std::ffi::OsStr; 5] = [
+            "--home".as_ref(),
+            home.as_os_str(),
+            "-q".as_ref(),
+            "pull".as_ref(),
+            "codefly.dev/big:1.0.0".as_ref(),
+        ];
+        let env = [
+            ("CODEFLY_AGENT_STORES", "oci".to_owned()),
+            ("AGENT_REGISTRY", registry.addr().to_string()),
+        ];
+        ours.push(tokio::task::block_in_place(|| {
+            run_child(agentctl, &args, &env)
+        })?);
         std::fs::remove_dir_all(&home)?;
 
         let out = work.path().join("curl.out");
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-f", "-L", "-o"]).arg(&out).arg(&url);
-        curl.push(tokio::task::block_in_place(|| run_child(&mut cmd))?);
+        let args: [&std::ffi::OsStr; 6] = [
+            "-sS".as_ref(),
+            "-f".as_ref(),
+            "-L".as_ref(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            url.as_ref(),
+        ];
+        let curl_bin = Path::new("/usr/bin/curl");
+        curl.push(tokio::task::block_in_place(|| {
+            run_child(curl_bin, &args, &[])
+        })?);
         std::fs::remove_file(&out)?;
     }
     let wall = |v: &[ChildRun]| {

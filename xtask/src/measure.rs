@@ -1,7 +1,9 @@
 //! Measurement helpers for `cargo xtask bench`: summaries of samples and
 //! child processes timed with their peak RSS.
 
-use std::process::Command;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -63,36 +65,45 @@ pub(crate) struct ChildRun {
     pub(crate) max_rss_kib: u64,
 }
 
-/// Runs `cmd` to completion and reports wall time and peak RSS (from `wait4`'s
-/// rusage, so only that child is counted). Fails when the child fails.
-#[allow(unsafe_code)]
-pub(crate) fn run_child(cmd: &mut Command) -> Result<ChildRun> {
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// Runs `program args…` to completion under GNU `time` and reports wall time
+/// and the child's peak RSS. Not `wait4`'s rusage: a child started by
+/// vfork/fork is charged its parent's resident set at exec time, so it would
+/// report this (larger) process's RSS. `time` is tiny, so its fork is not.
+pub(crate) fn run_child(
+    program: &Path,
+    args: &[&OsStr],
+    env: &[(&str, String)],
+) -> Result<ChildRun> {
+    if !Path::new(GNU_TIME).is_file() {
+        bail!("{GNU_TIME} is missing: `apt-get install time` (GNU time measures peak RSS)");
+    }
+    let out = tempfile::NamedTempFile::new().context("temp file for time's report")?;
+    let mut cmd = Command::new(GNU_TIME);
+    cmd.args(["-f", "%M", "-o"])
+        .arg(out.path())
+        .arg(program)
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(Stdio::null());
     let start = Instant::now();
-    let child = cmd
-        .spawn()
+    let status = cmd
+        .status()
         .with_context(|| format!("cannot start {cmd:?}"))?;
-    let pid = i32::try_from(child.id()).context("pid out of range")?;
-    let mut status = 0i32;
-    // SAFETY: rusage is plain old data, and wait4 only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our own un-waited child; status and usage are valid pointers.
-    let rc = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
     let wall = start.elapsed();
-    // The child is reaped by wait4; std's Child must not wait again.
-    std::mem::forget(child);
-    if rc != pid {
-        bail!(
-            "wait4 failed for {cmd:?}: {}",
-            std::io::Error::last_os_error()
-        );
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
     }
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!("{cmd:?} failed (wait status {status})");
-    }
-    Ok(ChildRun {
-        wall,
-        max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
-    })
+    let report = std::fs::read_to_string(out.path()).context("reading time's report")?;
+    let max_rss_kib = report
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("time's report is not a number: {report:?}"))?;
+    Ok(ChildRun { wall, max_rss_kib })
 }
 
 #[cfg(test)]
@@ -110,9 +121,22 @@ mod tests {
     }
 
     #[test]
-    fn child_rss_is_reported() {
-        let run = run_child(Command::new("true").arg("x")).unwrap();
-        assert!(run.max_rss_kib > 0);
-        assert!(run_child(&mut Command::new("false")).is_err());
+    fn child_rss_is_the_childs_own() {
+        let py = Path::new("/usr/bin/python3");
+        let small = run_child(py, &[OsStr::new("-c"), OsStr::new("pass")], &[]).unwrap();
+        let big = run_child(
+            py,
+            &[
+                OsStr::new("-c"),
+                OsStr::new("x = bytearray(64 << 20); x[::4096] = b'1' * len(x[::4096])"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(
+            big.max_rss_kib > small.max_rss_kib + 60 * 1024,
+            "{small:?} {big:?}"
+        );
+        assert!(run_child(Path::new("/bin/false"), &[], &[]).is_err());
     }
 }
