@@ -123,14 +123,24 @@ async fn run_all(args: &Args) -> Result<()> {
             "bench: floor (spawn + handshake + TCP connect) {label} × {}",
             args.n
         );
-        let floor = floor(path, args.n).await?;
+        let os_floor = floor(path, args.n, false).await?;
+        let floor = floor(path, args.n, true).await?;
         let ratio = load.p50 / floor.p50;
         rows.push((
             format!("load {label}"),
             ms(&load),
             "p50 ≤ 1.0 ms (echo)".into(),
         ));
-        rows.push((format!("floor {label}"), ms(&floor), "no gRPC".into()));
+        rows.push((
+            format!("floor {label}"),
+            ms(&floor),
+            "fork+pdeathsig, no gRPC".into(),
+        ));
+        rows.push((
+            format!("os floor {label}"),
+            ms(&os_floor),
+            "posix_spawn, no gRPC".into(),
+        ));
         rows.push((
             format!("load/floor {label}"),
             format!("{ratio:.2}×"),
@@ -138,7 +148,7 @@ async fn run_all(args: &Args) -> Result<()> {
         ));
         rows.push((format!("close {label}"), ms(&close), String::new()));
         loads.push(json!({
-            "agent": label, "load_ms": load.json(), "floor_ms": floor.json(),
+            "agent": label, "load_ms": load.json(), "floor_ms": floor.json(), "os_floor_ms": os_floor.json(),
             "close_ms": close.json(), "load_over_floor_p50": round3(ratio),
         }));
     }
@@ -267,17 +277,36 @@ async fn load_close(path: &Path, n: usize) -> Result<(Summary, Summary)> {
 }
 
 /// The floor: the same spawn and handshake read, then a bare TCP connect — no
-/// gRPC, no health check.
-async fn floor(path: &Path, n: usize) -> Result<Summary> {
+/// gRPC, no health check. With `pdeathsig`, the child is forked with
+/// `PR_SET_PDEATHSIG` as agent-spawn does (std then forks instead of using
+/// posix_spawn); without, it is the OS's cheapest spawn.
+async fn floor(path: &Path, n: usize, pdeathsig: bool) -> Result<Summary> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let mut child = tokio::process::Command::new(path)
-            .stdin(Stdio::null())
+        let mut cmd = tokio::process::Command::new(path);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0)
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        if pdeathsig {
+            #[allow(unsafe_code)]
+            // SAFETY: prctl is async-signal-safe and the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    );
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("spawning {}", path.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;

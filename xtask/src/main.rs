@@ -2,8 +2,9 @@
 //!
 //! - `test`: fmt check, clippy `-D warnings`, every test, `cargo deny`.
 //! - `demo`: build the example agent, install it, load it, call it, close it.
-//! - `bench`: the measured figures (issue #9).
-//! - `release`: release archives and `SHA256SUMS` (issue #6).
+//! - `bench`: the measured figures, side by side (`target/bench/bench.json`).
+//! - `release`: release archives and `SHA256SUMS`, optionally pushed to a registry.
+//! - `fuzz`: every cargo-fuzz target for a few minutes (nightly; not in CI).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -12,6 +13,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod demo;
+mod fuzz;
 mod measure;
 mod release;
 
@@ -27,9 +29,16 @@ fn main() -> ExitCode {
         "bench" => bench::bench(rest),
         "bench-run" => bench::bench_run(rest),
         "release" => release::release(rest),
-        "fuzz" => not_yet("fuzz", 9),
+        "fuzz" => fuzz::fuzz(rest),
         "help" | "-h" | "--help" => {
-            println!("usage: cargo xtask <test|demo|bench|release|fuzz> [args]");
+            println!(
+                "usage: cargo xtask <test|demo|bench|release|fuzz> [args]\n  \
+                 test [--no-lint]   fmt, clippy -D warnings, every test, cargo deny\n  \
+                 demo               build, install, load, call and close the example agent\n  \
+                 bench [--quick] [-n N] [--agent PATH] [--pull-mib M]\n  \
+                 release [--registry R] [--publisher P] [--out DIR]\n  \
+                 fuzz [--minutes N] [--target NAME]"
+            );
             Ok(())
         }
         other => Err(anyhow::anyhow!(
@@ -43,10 +52,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn not_yet(job: &str, issue: u32) -> Result<()> {
-    bail!("`cargo xtask {job}` is not implemented yet (issue #{issue})")
 }
 
 /// The workspace root (xtask lives one level below it).
