@@ -499,17 +499,23 @@ async fn oci_wrong_content_length_is_never_success() {
     assert_exact(&pull(&chain, &echo("1.0.0"), &home).await.unwrap(), &bytes);
 }
 
-/// `OciStore` reads with a fixed 60 s read timeout (not configurable), so a
-/// stalled blob takes a minute per attempt: kept out of the normal suite.
+/// A blob that stops arriving is `store-unavailable` once the store's read
+/// (stall) timeout passes, here shortened from its 60 s default.
 #[tokio::test]
-#[ignore = "OciStore's read timeout is a fixed 60 s; run with --ignored"]
 async fn oci_stall_is_unavailable_within_the_read_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let (_reg, proxy, bytes) = oci_setup(tmp.path()).await;
-    let chain = chain(oci_store(&proxy), 1);
+    let config = RegistryConfig::parse(&proxy.addr().to_string())
+        .unwrap()
+        .with_timeouts(Duration::from_secs(5), Duration::from_millis(800));
+    let chain = chain(Arc::new(OciStore::new(config).unwrap()), 1);
     proxy.set(Fault::Stall { after: CUT });
     let home = home();
-    let err = pull(&chain, &echo("1.0.0"), &home).await.unwrap_err();
+    // Well under the 60 s default: the configured read timeout is what ends it.
+    let err = tokio::time::timeout(Duration::from_secs(20), pull(&chain, &echo("1.0.0"), &home))
+        .await
+        .expect("the stall outlived the configured read timeout")
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
     assert_nothing_installed(&home, &echo("1.0.0"));
     proxy.clear();

@@ -87,7 +87,15 @@ pub struct RegistryConfig {
     prefix: String,
     scheme: Scheme,
     credentials: Credentials,
+    connect_timeout: std::time::Duration,
+    read_timeout: std::time::Duration,
 }
+
+/// How long connecting to the registry may take, by default.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a registry response may go without sending a byte before the
+/// transfer counts as stalled (`store-unavailable`), by default.
+pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl RegistryConfig {
     /// Parses `host[:port][/prefix…]`, optionally with an `http://`,
@@ -135,6 +143,8 @@ impl RegistryConfig {
             prefix: prefix.to_owned(),
             scheme,
             credentials: Credentials::Anonymous,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
         })
     }
 
@@ -170,6 +180,19 @@ impl RegistryConfig {
     #[must_use]
     pub fn with_scheme(mut self, scheme: Scheme) -> Self {
         self.scheme = scheme;
+        self
+    }
+
+    /// The same registry with other connect and read (stall) timeouts
+    /// (defaults [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_READ_TIMEOUT`]).
+    #[must_use]
+    pub fn with_timeouts(
+        mut self,
+        connect: std::time::Duration,
+        read: std::time::Duration,
+    ) -> Self {
+        self.connect_timeout = connect;
+        self.read_timeout = read;
         self
     }
 
@@ -250,8 +273,8 @@ impl RegistryConfig {
             platform_resolver: None,
             // One PUT per blob, body streamed from the file.
             use_monolithic_push: true,
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
+            connect_timeout: Some(self.connect_timeout),
+            read_timeout: Some(self.read_timeout),
             ..Default::default()
         }
     }

@@ -40,7 +40,9 @@ mod push;
 mod select;
 mod store;
 
-pub use config::{Credentials, RegistryConfig, Scheme};
+pub use config::{
+    Credentials, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, RegistryConfig, Scheme,
+};
 pub use push::{
     ARTIFACT_TYPE, EMPTY_CONFIG, EMPTY_MEDIA_TYPE, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE, PushResult, PushedLayer, push,
