@@ -49,3 +49,8 @@ pub use env::{AGENT_STORES_ENV, EnvConfig, StoreId, StoreSelection};
 pub use error::{ManagerError, NOT_FOUND_REMEDY, StoreAnswer};
 pub use files::{copy_file, move_file, platform_suffix};
 pub use manager::{ActiveAgent, LoadOptions, Manager, ManagerBuilder, stores_from_env};
+
+/// The README's examples, compiled as doctests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
