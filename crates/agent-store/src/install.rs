@@ -509,6 +509,32 @@ impl Drop for TempGuard {
     }
 }
 
+/// How many written bytes may wait in the page cache before their writeback
+/// is started, so the final `fsync` finds little left to do.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+/// Starts (does not wait for) writeback of a written range. Only a hint: the
+/// `fsync` before the rename is what makes the file durable.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for the duration of the call; the kernel
+    // only reads the arguments.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+
 /// Reads `reader` on this task and hashes + writes on a blocking thread, so
 /// network reads, hashing and disk writes overlap. Memory is bounded by
 /// `CHUNKS_IN_FLIGHT` buffers of `CHUNK` bytes.
@@ -526,9 +552,16 @@ where
     let writer = tokio::task::spawn_blocking(move || -> io::Result<Sha256Digest> {
         let mut file = file;
         let mut hasher = Sha256::new();
+        let mut written: u64 = 0;
+        let mut flushed: u64 = 0;
         while let Some(buf) = rx.blocking_recv() {
             hasher.update(&buf);
             file.write_all(&buf)?;
+            written += buf.len() as u64;
+            if written - flushed >= WRITEBACK_EVERY {
+                start_writeback(&file, flushed, written - flushed);
+                flushed = written;
+            }
             // The reader may be gone already; then the buffer is just dropped.
             let _ = back_tx.send(buf);
         }
