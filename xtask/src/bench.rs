@@ -224,6 +224,14 @@ async fn run_all(args: &Args) -> Result<()> {
         ),
         format!("ours/curl = {:.2}×", pull.ours_ms / pull.curl_ms),
     ));
+    rows.push((
+        format!("pull {} MiB curl + fsync", args.pull_mib),
+        format!("{:.0} ms", pull.curl_sync_ms),
+        format!(
+            "ours/(curl+fsync) = {:.2}×",
+            pull.ours_ms / pull.curl_sync_ms
+        ),
+    ));
     report.insert("pull".into(), pull.json(args.pull_mib));
 
     report.insert(
@@ -458,6 +466,7 @@ struct PullFigures {
     curl_ms: f64,
     curl_mibps: f64,
     curl_rss_mib: u64,
+    curl_sync_ms: f64,
 }
 
 impl PullFigures {
@@ -466,7 +475,9 @@ impl PullFigures {
             "mib": mib,
             "agentctl": { "ms": round3(self.ours_ms), "mib_per_s": round3(self.ours_mibps), "max_rss_mib": self.ours_rss_mib },
             "curl": { "ms": round3(self.curl_ms), "mib_per_s": round3(self.curl_mibps), "max_rss_mib": self.curl_rss_mib },
+            "curl_and_fsync": { "ms": round3(self.curl_sync_ms) },
             "ratio": round3(self.ours_ms / self.curl_ms),
+            "ratio_vs_curl_and_fsync": round3(self.ours_ms / self.curl_sync_ms),
         })
     }
 }
@@ -497,6 +508,7 @@ async fn pull_vs_curl(
 
     let mut ours: Vec<ChildRun> = Vec::new();
     let mut curl: Vec<ChildRun> = Vec::new();
+    let mut curl_sync: Vec<ChildRun> = Vec::new();
     for i in 0..runs {
         let home = work.path().join(format!("home-{i}"));
         let args: [&std::ffi::OsStr; 5] = [
@@ -540,7 +552,7 @@ async fn pull_vs_curl(
     let rss = |v: &[ChildRun]| v.iter().map(|r| r.max_rss_kib).max().unwrap_or(0) / 1024;
     #[allow(clippy::cast_precision_loss)]
     let mibf = mib as f64;
-    let (ours_ms, curl_ms) = (wall(&ours), wall(&curl));
+    let (ours_ms, curl_ms, curl_sync_ms) = (wall(&ours), wall(&curl), wall(&curl_sync));
     Ok(PullFigures {
         ours_ms,
         ours_mibps: mibf / (ours_ms / 1e3),
@@ -548,6 +560,7 @@ async fn pull_vs_curl(
         curl_ms,
         curl_mibps: mibf / (curl_ms / 1e3),
         curl_rss_mib: rss(&curl),
+        curl_sync_ms,
     })
 }
 
