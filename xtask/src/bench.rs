@@ -541,6 +541,18 @@ async fn pull_vs_curl(
             run_child(curl_bin, &args, &[])
         })?);
         std::fs::remove_file(&out)?;
+
+        // What we promise (durable bytes) costs curl an fsync too.
+        let script = format!(
+            "/usr/bin/curl -sS -f -L -o '{}' '{url}' && sync '{}'",
+            out.display(),
+            out.display()
+        );
+        let args: [&std::ffi::OsStr; 2] = ["-c".as_ref(), script.as_ref()];
+        curl_sync.push(tokio::task::block_in_place(|| {
+            run_child(Path::new("/bin/sh"), &args, &[])
+        })?);
+        std::fs::remove_file(&out)?;
     }
     let wall = |v: &[ChildRun]| {
         median(
