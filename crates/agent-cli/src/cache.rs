@@ -172,8 +172,31 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Removes one installed binary and its install record.
-fn remove(entry: &Entry) -> Result<(), Failure> {
+/// Removes one installed binary, its install record, and the Nix GC root that
+/// kept its store path alive (if the Nix store installed it), so `nix-collect-garbage`
+/// can reclaim it.
+fn remove(home: &AgentHome, entry: &Entry) -> Result<(), Failure> {
+    for kind in AgentKind::ALL
+        .into_iter()
+        .filter(|k| k.cache_dir() == format!("{}s", entry.kind))
+    {
+        let Ok(agent) = AgentRef::new(
+            kind,
+            &entry.publisher,
+            &entry.name,
+            &entry.version.to_string(),
+        ) else {
+            continue;
+        };
+        let Ok(root) = agent_manager::nix::NixStore::gc_root(home, &agent) else {
+            continue;
+        };
+        if std::fs::symlink_metadata(&root).is_ok() {
+            std::fs::remove_file(&root).map_err(|e| {
+                Failure::io(format!("removing the Nix GC root {}", root.display()), &e)
+            })?;
+        }
+    }
     std::fs::remove_file(&entry.path)
         .map_err(|e| Failure::io(format!("removing {}", entry.path.display()), &e))?;
     let mut record = entry.path.clone().into_os_string();
@@ -229,7 +252,7 @@ pub(crate) fn rm(home: &AgentHome, agent: &AgentRef, all: bool) -> Result<Vec<En
         ));
     }
     for t in &targets {
-        remove(t)?;
+        remove(home, t)?;
     }
     Ok(targets)
 }
@@ -253,7 +276,7 @@ pub(crate) fn prune(
         }
         seen += 1;
         if seen > keep {
-            remove(&e)?;
+            remove(home, &e)?;
             removed.push(e);
         } else {
             kept.push(e);
@@ -363,6 +386,21 @@ mod tests {
             ["acme/echo:2.0.0"]
         );
         assert!(dir.join("other__1.0.0").exists());
+    }
+
+    #[test]
+    fn rm_removes_the_nix_gc_root_of_what_it_removes() {
+        let (_t, home) = home_with(&["services/acme/echo__1.0.0", "services/acme/echo__2.0.0"]);
+        let roots = home.root().join("nix-gcroots");
+        std::fs::create_dir_all(&roots).unwrap();
+        // GC roots are symlinks into /nix/store; dangling ones must go too.
+        for v in ["1.0.0", "2.0.0"] {
+            let link = roots.join(format!("service-runtime-acme-echo-{v}"));
+            std::os::unix::fs::symlink("/nix/store/nothing-here", &link).unwrap();
+        }
+        rm(&home, &"acme/echo:1.0.0".parse().unwrap(), false).unwrap();
+        assert!(std::fs::symlink_metadata(roots.join("service-runtime-acme-echo-1.0.0")).is_err());
+        assert!(std::fs::symlink_metadata(roots.join("service-runtime-acme-echo-2.0.0")).is_ok());
     }
 
     #[test]
