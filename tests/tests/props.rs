@@ -247,36 +247,7 @@ proptest! {
 // --------------------------------------------------------------------------
 // Release tarball extraction.
 //
-// `extract_binary` is `pub(crate)` in agent-store-github; until the crate
-// exposes it, its module is compiled here from source against a stand-in for
-// the crate's error type (the three constructors it uses).
-
-#[derive(Debug)]
-#[allow(dead_code)]
-enum GithubError {
-    UnsafeArchive {
-        asset: String,
-        reason: String,
-    },
-    Missing(String),
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-impl GithubError {
-    fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        GithubError::Io {
-            context: context.into(),
-            source,
-        }
-    }
-}
-
-#[path = "../../crates/agent-store-github/src/archive.rs"]
-#[allow(dead_code, unreachable_pub, clippy::all)]
-mod archive;
+use agent_manager::github::{GithubError, archive};
 
 const BINARY: &str = "service-echo";
 

@@ -11,11 +11,11 @@ use crate::GithubError;
 
 /// Caps applied while reading an archive.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// Sum of the sizes the entries claim (and of extension data).
-    pub(crate) max_total: u64,
+    pub max_total: u64,
     /// Number of tar entries, extension headers included.
-    pub(crate) max_entries: u64,
+    pub max_entries: u64,
 }
 
 /// GNU long names and PAX records are read into memory; they are small in
@@ -28,7 +28,12 @@ const MAX_EXTENSION: u64 = 64 * 1024;
 ///
 /// Archive paths are never used to name a file on disk, so even a path the
 /// checks missed could not escape `dest_dir`.
-pub(crate) fn extract_binary(
+///
+/// # Errors
+/// [`GithubError::UnsafeArchive`] for any unsafe entry or an archive over the
+/// limits, [`GithubError::Missing`] when `binary` is not in it, and
+/// [`GithubError::Io`] for local file errors.
+pub fn extract_binary(
     archive: &Path,
     asset: &str,
     dest_dir: &Path,

@@ -65,7 +65,7 @@
 //! ```
 
 mod api;
-mod archive;
+pub mod archive;
 mod cache;
 mod checksum;
 mod error;

@@ -3,11 +3,7 @@
 //! as a `.tar` that the target gzips first (the first input byte picks). It
 //! never panics, and never writes anything but `out/service-echo` inside its
 //! private temp dir; a success is that one regular file.
-//!
-//! `extract_binary` is `pub(crate)`, so the module is compiled here from its
-//! source, against a stand-in for the crate's error type with the three
-//! constructors it uses. (Once the crate exposes it, e.g. as
-//! `#[doc(hidden)] pub`, depend on the crate and call it directly.)
+
 #![no_main]
 
 use std::io::Write as _;
@@ -15,33 +11,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 
-/// Stand-in for `agent_store_github::GithubError` (same variant shapes).
-#[derive(Debug)]
-#[allow(dead_code)]
-enum GithubError {
-    UnsafeArchive {
-        asset: String,
-        reason: String,
-    },
-    Missing(String),
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-impl GithubError {
-    fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        GithubError::Io {
-            context: context.into(),
-            source,
-        }
-    }
-}
-
-#[path = "../../src/archive.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod archive;
+use agent_store_github::archive;
 
 const BINARY: &str = "service-echo";
 const ASSET: &str = "service-echo_1.0.0_linux_amd64.tar.gz";
