@@ -114,6 +114,16 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// `--release` pins to the newest release (never below what is installed);
+/// otherwise the seed's `latest` resolution.
+async fn resolve_or_pin(m: &Manager, agent: &AgentRef, release: bool) -> Result<AgentRef, Failure> {
+    Ok(if release {
+        m.pin_to_latest_release(agent).await?
+    } else {
+        m.resolve(agent).await?
+    })
+}
+
 async fn resolve(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Result<(), Failure> {
     let agent = match target(ctx, reference)? {
         Target::Path(p) => {
@@ -127,11 +137,7 @@ async fn resolve(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Re
         Target::Agent(a) => a,
     };
     let m = ctx.manager(refresh)?;
-    let resolved = if release {
-        m.pin_to_latest_release(&agent).await?
-    } else {
-        m.resolve(&agent).await?
-    };
+    let resolved = resolve_or_pin(&m, &agent, release).await?;
     if ctx.json {
         println!(
             "{}",
@@ -166,11 +172,7 @@ async fn pull(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Resul
         Target::Agent(a) => a,
     };
     let m = ctx.manager(refresh)?;
-    let resolved = if release {
-        m.pin_to_latest_release(&agent).await?
-    } else {
-        m.resolve(&agent).await?
-    };
+    let resolved = resolve_or_pin(&m, &agent, release).await?;
     let progress = (ctx.chatty() && std::io::stderr().is_terminal())
         .then(|| Progress::start(m.home(), &resolved));
     let result = m.pull(&resolved).await;
