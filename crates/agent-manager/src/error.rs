@@ -12,6 +12,24 @@ pub struct StoreAnswer {
     pub answer: String,
 }
 
+impl StoreAnswer {
+    /// The answer for the stores as a whole when none is enabled.
+    pub(crate) fn no_store_enabled() -> Self {
+        StoreAnswer {
+            store: "stores".to_owned(),
+            answer: "none enabled".to_owned(),
+        }
+    }
+
+    /// The answer for the stores as a whole under `CODEFLY_AGENT_SOURCE=local`.
+    pub(crate) fn stores_not_asked() -> Self {
+        StoreAnswer {
+            store: "stores".to_owned(),
+            answer: "not asked (CODEFLY_AGENT_SOURCE=local)".to_owned(),
+        }
+    }
+}
+
 impl fmt::Display for StoreAnswer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.store, self.answer)

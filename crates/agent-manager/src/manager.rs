@@ -457,13 +457,7 @@ impl Manager {
         if i.chain.is_empty() {
             return Err(ManagerError::NotFound {
                 agent: agent.identifier(),
-                answers: vec![
-                    local,
-                    StoreAnswer {
-                        store: "stores".to_owned(),
-                        answer: "none enabled".to_owned(),
-                    },
-                ],
+                answers: vec![local, StoreAnswer::no_store_enabled()],
                 unavailable: false,
             });
         }

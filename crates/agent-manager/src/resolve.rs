@@ -110,10 +110,7 @@ pub(crate) async fn resolve(
     }
     let mut answers = vec![local_answer(home, agent, spec)];
     if source.is_local() {
-        answers.push(StoreAnswer {
-            store: "stores".to_owned(),
-            answer: "not asked (CODEFLY_AGENT_SOURCE=local)".to_owned(),
-        });
+        answers.push(StoreAnswer::stores_not_asked());
         return Err(ManagerError::NotFound {
             agent: agent.identifier(),
             answers,
@@ -121,10 +118,7 @@ pub(crate) async fn resolve(
         });
     }
     if stores.is_empty() {
-        answers.push(StoreAnswer {
-            store: "stores".to_owned(),
-            answer: "none enabled".to_owned(),
-        });
+        answers.push(StoreAnswer::no_store_enabled());
     }
     let remote = store_versions(stores, agent, platform).await;
     if let Some(v) = spec.pick(remote.versions.iter()) {
@@ -161,10 +155,7 @@ pub(crate) async fn pin_to_latest_release(
     let local = find_local(home, agent, spec).await?;
     let mut answers = vec![local_answer(home, agent, spec)];
     let remote = if source.is_local() {
-        answers.push(StoreAnswer {
-            store: "stores".to_owned(),
-            answer: "not asked (CODEFLY_AGENT_SOURCE=local)".to_owned(),
-        });
+        answers.push(StoreAnswer::stores_not_asked());
         StoreVersions::default()
     } else {
         store_versions(stores, agent, platform).await
