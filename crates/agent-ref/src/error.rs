@@ -33,11 +33,18 @@ pub enum ErrorKind {
     Integrity,
     /// A local filesystem or OS error.
     Io,
+    /// A signature the policy requires is missing, invalid, by an unknown key or
+    /// names another artifact; or the cache is writable by others.
+    Untrusted,
+    /// A configuration file or variable that does not validate.
+    Config,
+    /// `--locked`, and the lock file has no entry for the ref.
+    NotLocked,
 }
 
 impl ErrorKind {
     /// Every kind, in the order of DESIGN.md.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::InvalidRef,
         ErrorKind::BinaryNotFound,
         ErrorKind::Spawn,
@@ -51,6 +58,9 @@ impl ErrorKind {
         ErrorKind::ArtifactMissing,
         ErrorKind::Integrity,
         ErrorKind::Io,
+        ErrorKind::Untrusted,
+        ErrorKind::Config,
+        ErrorKind::NotLocked,
     ];
 
     /// The stable kebab-case name, e.g. `handshake-timeout`.
@@ -70,6 +80,9 @@ impl ErrorKind {
             ErrorKind::ArtifactMissing => "artifact-missing",
             ErrorKind::Integrity => "integrity",
             ErrorKind::Io => "io",
+            ErrorKind::Untrusted => "untrusted",
+            ErrorKind::Config => "config",
+            ErrorKind::NotLocked => "not-locked",
         }
     }
 }
@@ -176,6 +189,9 @@ mod tests {
                 "artifact-missing",
                 "integrity",
                 "io",
+                "untrusted",
+                "config",
+                "not-locked",
             ]
         );
     }

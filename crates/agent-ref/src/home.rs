@@ -23,8 +23,17 @@ pub struct AgentHome {
 
 impl AgentHome {
     /// A home rooted at `root` (the equivalent of `CODEFLY_HOME`).
+    ///
+    /// A relative `root` is made absolute here, once, against the current
+    /// directory (lexically, as [`std::path::absolute`] does), so every path
+    /// derived from the home is absolute: the path the host checks is the path
+    /// it executes, whatever work directory the agent is later started in.
+    /// Only when the current directory cannot be read does a relative root stay
+    /// relative (and then nothing relative to it can be found either).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        AgentHome { root: root.into() }
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        AgentHome { root }
     }
 
     /// `CODEFLY_HOME` when set and non-empty, else `~/.codefly`
@@ -245,6 +254,15 @@ mod tests {
     fn from_env_vars_prefers_codefly_home() {
         let h = AgentHome::from_env_vars(Some("/x/cf".into()), Some("/home/u".into())).unwrap();
         assert_eq!(h.root(), Path::new("/x/cf"));
+    }
+
+    #[test]
+    fn a_relative_root_is_made_absolute_once() {
+        let cwd = std::env::current_dir().unwrap();
+        let h = AgentHome::from_env_vars(Some("cf".into()), None).unwrap();
+        assert_eq!(h.root(), cwd.join("cf"));
+        let agent: AgentRef = "codefly.dev/echo:1.0.0".parse().unwrap();
+        assert!(h.binary_path(&agent).unwrap().is_absolute());
     }
 
     #[test]
