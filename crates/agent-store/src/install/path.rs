@@ -1,0 +1,173 @@
+//! Path safety inside the home: no symlinks, private new directories,
+//! temp files beside their target, fsync of files and directories.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::{Sha256Digest, StoreError};
+
+/// Removes the temp file unless disarmed (on error, panic or cancellation).
+pub(super) struct TempGuard(pub(super) Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take()
+            && let Err(e) = fs::remove_file(&p)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %e, "could not remove temp file");
+        }
+    }
+}
+
+/// `{dir}/{prefix}{name}__{version}{suffix}` for the binary at `path`.
+pub(super) fn sibling(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!("{prefix}{name}{suffix}"))
+}
+
+pub(super) fn symlink_refused(path: &Path) -> StoreError {
+    StoreError::io(
+        format!("refusing to use cache path {}", path.display()),
+        io::Error::other("it is a symlink (a cache path must be a real directory or file)"),
+    )
+}
+
+/// Walks the directories from `root` down to `path`'s parent: refuses
+/// symlinks, and creates missing ones 0700 when `create`. Returns whether every
+/// directory exists.
+pub(super) fn check_parents(root: &Path, path: &Path, create: bool) -> Result<bool, StoreError> {
+    let Some(parent) = path.parent() else {
+        return Ok(true);
+    };
+    let rel = parent.strip_prefix(root).map_err(|_| {
+        StoreError::io(
+            format!("cache path {}", path.display()),
+            io::Error::other(format!("is outside the home {}", root.display())),
+        )
+    })?;
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(StoreError::io(
+                format!("agent home {}", root.display()),
+                io::Error::other("is not a directory"),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !create {
+                return Ok(false);
+            }
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .map_err(|e| StoreError::io(format!("create {}", root.display()), e))?;
+        }
+        Err(e) => return Err(StoreError::io(format!("stat {}", root.display()), e)),
+    }
+    let mut cur = root.to_path_buf();
+    for comp in rel.components() {
+        let Component::Normal(c) = comp else {
+            return Err(StoreError::io(
+                format!("cache path {}", path.display()),
+                io::Error::other("has a non-normal component"),
+            ));
+        };
+        cur.push(c);
+        // Two tries: a concurrent installer may create the directory between
+        // our stat and our mkdir.
+        for _ in 0..2 {
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => return Err(symlink_refused(&cur)),
+                Ok(m) if m.is_dir() => break,
+                Ok(_) => {
+                    return Err(StoreError::io(
+                        format!("cache directory {}", cur.display()),
+                        io::Error::other("is not a directory"),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !create {
+                        return Ok(false);
+                    }
+                    match fs::DirBuilder::new().mode(0o700).create(&cur) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => {
+                            return Err(StoreError::io(format!("create {}", cur.display()), e));
+                        }
+                    }
+                }
+                Err(e) => return Err(StoreError::io(format!("stat {}", cur.display()), e)),
+            }
+        }
+    }
+    Ok(true)
+}
+
+pub(super) fn prepare_dir(root: &Path, path: &Path) -> Result<(), StoreError> {
+    check_parents(root, path, true).map(|_| ())
+}
+
+pub(super) fn refuse_symlink_at(path: &Path) -> Result<(), StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(symlink_refused(path)),
+        Ok(m) if m.is_dir() => Err(StoreError::io(
+            format!("cache path {}", path.display()),
+            io::Error::other("is a directory"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Creates `.{name}__{version}{kind}.tmp.{pid}.{unique}` beside `path`, mode 0600.
+pub(super) fn create_temp(path: &Path, kind: &str) -> Result<(PathBuf, File), StoreError> {
+    let pid = std::process::id();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = sibling(path, ".", &format!("{kind}.tmp.{pid}.{nanos:x}{n:x}"));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)
+        {
+            Ok(f) => return Ok((temp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::io(format!("create {}", temp.display()), e)),
+        }
+    }
+}
+
+pub(super) fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(format!("fsync {}", dir.display()), e))
+}
+
+pub(super) fn hash_file(path: &Path) -> Result<(Sha256Digest, u64), StoreError> {
+    let mut file =
+        File::open(path).map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+    let mut hasher = Sha256::new();
+    let size = io::copy(&mut file, &mut hasher)
+        .map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
+    Ok((Sha256Digest(hasher.finalize().into()), size))
+}
