@@ -230,9 +230,13 @@ async fn latest_is_the_highest_semver_tag() {
     );
     // Through the chain too.
     let chain = StoreChain::new(vec![Arc::new(store) as Arc<dyn AgentStore>]);
-    let v = chain.versions(&latest, &linux()).await.unwrap();
+    let v = chain
+        .authoritative_versions(&latest, &linux())
+        .await
+        .unwrap();
+    assert_eq!(v.store, "oci");
     assert_eq!(
-        VersionSpec::Latest.pick(v.iter()),
+        VersionSpec::Latest.pick(v.versions.iter()),
         Some("1.10.0".parse().unwrap())
     );
 

@@ -80,16 +80,44 @@ fn retry_after(e: &StoreError) -> Option<Duration> {
     }
 }
 
+/// When a [`StoreChain`] moves on to the next store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fallback {
+    /// Only when a store answers `artifact-missing` (the default, and the
+    /// defence against dependency confusion: a store that is down never lets
+    /// a lower store serve the agent instead).
+    #[default]
+    Missing,
+    /// Also when a store is unreachable or failing (`store-unavailable`,
+    /// denied included). Tampered bytes (`integrity`), refused signatures
+    /// (`untrusted`), local failures (`io`) and bad refs still stop the chain.
+    Any,
+}
+
+/// Which store is authoritative for an agent, and the versions it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    /// The store that listed versions (the first in order that listed any).
+    pub store: String,
+    /// Its versions, sorted ascending, without duplicates.
+    pub versions: Vec<Version>,
+    /// What each store before it answered, in order: `(store, answer)`.
+    pub answers: Vec<(String, String)>,
+}
+
 /// Stores tried in order (nix → oci → http → github by default).
 ///
 /// A store answering `store-unavailable` is retried with backoff
-/// ([`RetryPolicy`]) before the chain moves on. Tampered bytes stop the chain
-/// (`integrity`: never silently fall through to another store); so do local
-/// errors (`io`) that every store would hit alike.
+/// ([`RetryPolicy`]); a pull moves on to the next store only when a store
+/// answers `artifact-missing` (unless [`Fallback::Any`]). Tampered bytes stop
+/// the chain (`integrity`: never silently fall through to another store), and
+/// so do refused signatures and local errors (`io`) that every store would hit
+/// alike. Versions come from one store only ([`StoreChain::authoritative_versions`]).
 #[derive(Debug, Clone, Default)]
 pub struct StoreChain {
     stores: Vec<Arc<dyn AgentStore>>,
     retry: RetryPolicy,
+    fallback: Fallback,
 }
 
 impl StoreChain {
@@ -99,6 +127,7 @@ impl StoreChain {
         StoreChain {
             stores,
             retry: RetryPolicy::default(),
+            fallback: Fallback::default(),
         }
     }
 
@@ -109,10 +138,23 @@ impl StoreChain {
         self
     }
 
+    /// The same chain with another fallback rule (config `[stores] fallback`).
+    #[must_use]
+    pub fn with_fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
     /// The retry policy.
     #[must_use]
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
+    }
+
+    /// The fallback rule.
+    #[must_use]
+    pub fn fallback(&self) -> Fallback {
+        self.fallback
     }
 
     /// The stores, in order.
@@ -127,58 +169,87 @@ impl StoreChain {
         self.stores.is_empty()
     }
 
-    /// The union of every store's versions, sorted ascending, without duplicates.
-    /// Stores are asked concurrently.
+    /// Whether an error of `kind` lets the chain ask the next store.
+    fn moves_on(&self, kind: ErrorKind) -> bool {
+        match kind {
+            ErrorKind::ArtifactMissing => true,
+            ErrorKind::StoreUnavailable => self.fallback == Fallback::Any,
+            _ => false,
+        }
+    }
+
+    /// The versions of `agent` from the store authoritative for it: the
+    /// first store, in order, that lists any version. Never a union: a lower
+    /// store publishing a higher version cannot take the agent over. Each
+    /// store is asked through the same retry path pulls use.
+    ///
+    /// A store that answers `artifact-missing` or lists nothing is passed
+    /// over; a store that fails ends the resolution with its error
+    /// (`store-unavailable` naming it), unless [`Fallback::Any`].
     ///
     /// # Errors
-    /// A [`StoreError::Chain`] when no store answered.
-    pub async fn versions(
+    /// [`StoreError::Chain`]: `artifact-missing` when no store lists a
+    /// version (or no store is configured), else the failing store's kind,
+    /// with every store's answer so far.
+    pub async fn authoritative_versions(
         &self,
         agent: &AgentRef,
         platform: &Platform,
-    ) -> Result<Vec<Version>, StoreError> {
-        let asks = self.stores.iter().map(|store| async move {
-            let answer = self
+    ) -> Result<Authority, StoreError> {
+        let mut answers: Vec<(String, StoreError)> = Vec::new();
+        for store in &self.stores {
+            let name = store.name();
+            let span = tracing::debug_span!("versions", store = name, agent = %agent.identifier());
+            match self
                 .retry
-                .run(store.name(), || store.versions(agent, platform))
-                .await;
-            (store.name().to_owned(), answer)
-        });
-        let results = futures_util::future::join_all(asks).await;
-        let mut all = Vec::new();
-        let mut answered = false;
-        let mut answers = Vec::new();
-        for (name, result) in results {
-            match result {
-                Ok(vs) => {
-                    answered = true;
-                    all.extend(vs);
+                .run(name, || store.versions(agent, platform))
+                .instrument(span)
+                .await
+            {
+                Ok(mut versions) if !versions.is_empty() => {
+                    versions.sort_unstable();
+                    versions.dedup();
+                    tracing::debug!(store = name, count = versions.len(), "authoritative store");
+                    return Ok(Authority {
+                        store: name.to_owned(),
+                        versions,
+                        answers: answers
+                            .iter()
+                            .map(|(n, e)| (n.clone(), e.to_string()))
+                            .collect(),
+                    });
                 }
+                Ok(_) => answers.push((
+                    name.to_owned(),
+                    StoreError::Missing {
+                        store: name.to_owned(),
+                        what: format!("version of {}", agent.identifier()),
+                    },
+                )),
                 Err(e) => {
-                    tracing::debug!(store = %name, error = %e, "no versions from store");
-                    answers.push((name, e));
+                    let kind = e.kind();
+                    tracing::info!(store = name, error = %e, "store could not list versions");
+                    answers.push((name.to_owned(), e));
+                    if !self.moves_on(kind) {
+                        return Err(StoreError::Chain { kind, answers });
+                    }
                 }
             }
         }
-        if !answered {
-            return Err(StoreError::Chain {
-                kind: overall_kind(&answers),
-                answers,
-            });
-        }
-        all.sort_unstable();
-        all.dedup();
-        Ok(all)
+        Err(StoreError::Chain {
+            kind: overall_kind(&answers),
+            answers,
+        })
     }
 
     /// The cached artifact, or the first store's successful pull, under the
     /// installer's lock and single-flight.
     ///
     /// # Errors
-    /// [`StoreError::Chain`]: `integrity` if any store served bad bytes,
-    /// `artifact-missing` if every store said missing, else `store-unavailable`
-    /// (or `io` for a local failure), with every store's answer.
-    /// [`StoreError::Ref`] for a non-concrete ref.
+    /// [`StoreError::Chain`] with every store's answer so far: the kind of the
+    /// store that stopped the chain (`store-unavailable` for a store that is
+    /// down, `integrity`, `untrusted`, `io`), or `artifact-missing` when every
+    /// store said missing. [`StoreError::Ref`] for a non-concrete ref.
     pub async fn pull(
         &self,
         agent: &AgentRef,
@@ -212,7 +283,7 @@ impl StoreChain {
                         tracing::info!(
                             store = name,
                             skipped = answers.len(),
-                            "pulled after earlier stores failed"
+                            "pulled after earlier stores did not have it"
                         );
                     }
                     return Ok(installed);
@@ -221,12 +292,10 @@ impl StoreChain {
                     let kind = e.kind();
                     tracing::info!(store = name, error = %e, "store could not deliver");
                     answers.push((name.to_owned(), e));
-                    if matches!(
-                        kind,
-                        ErrorKind::Integrity | ErrorKind::Io | ErrorKind::InvalidRef
-                    ) {
-                        // Tampered bytes or a local failure: trying another
-                        // store would hide it (or fail the same way).
+                    if !self.moves_on(kind) {
+                        // A store that is down, tampered bytes, a refused
+                        // signature or a local failure: asking another store
+                        // would hide it (or let a lower store take over).
                         return Err(StoreError::Chain { kind, answers });
                     }
                 }
@@ -239,20 +308,14 @@ impl StoreChain {
     }
 }
 
-/// Integrity beats io beats unavailable beats missing; no answer at all is missing.
+/// The overall kind once every store was asked: `artifact-missing` when all
+/// said missing (or none is configured), else `store-unavailable` (only
+/// reachable with [`Fallback::Any`]).
 fn overall_kind(answers: &[(String, StoreError)]) -> ErrorKind {
-    let kinds: Vec<ErrorKind> = answers.iter().map(|(_, e)| e.kind()).collect();
-    for k in [
-        ErrorKind::Integrity,
-        ErrorKind::InvalidRef,
-        ErrorKind::Io,
-        ErrorKind::StoreUnavailable,
-    ] {
-        if kinds.contains(&k) {
-            return k;
-        }
-    }
-    if kinds.iter().all(|k| *k == ErrorKind::ArtifactMissing) {
+    if answers
+        .iter()
+        .all(|(_, e)| e.kind() == ErrorKind::ArtifactMissing)
+    {
         ErrorKind::ArtifactMissing
     } else {
         ErrorKind::StoreUnavailable

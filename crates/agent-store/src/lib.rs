@@ -28,7 +28,7 @@ mod error;
 mod install;
 mod store;
 
-pub use chain::{RetryPolicy, StoreChain};
+pub use chain::{Authority, Fallback, RetryPolicy, StoreChain};
 pub use digest::Sha256Digest;
 pub use error::StoreError;
 pub use install::{DEFAULT_MAX_SIZE, Expected, InstallRecord, Installed, Installer};

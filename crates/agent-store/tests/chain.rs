@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use agent_ref::semver::Version;
 use agent_store::{
-    AgentHome, AgentRef, AgentStore, ErrorKind, Expected, Installed, Installer, Platform,
+    AgentHome, AgentRef, AgentStore, ErrorKind, Expected, Fallback, Installed, Installer, Platform,
     RetryPolicy, StoreChain, StoreError,
 };
 use async_trait::async_trait;
@@ -300,26 +300,127 @@ async fn no_retry_policy_tries_once() {
 }
 
 #[tokio::test]
-async fn versions_are_the_sorted_union_of_answering_stores() {
+async fn versions_come_from_the_first_store_that_lists_any_never_a_union() {
+    // Dependency confusion: "a" (the configured store) has 1.0.0; "b" (say, a
+    // GitHub org that happens to match the publisher) publishes 9.9.9.
     let (_d, _installer, agent, platform) = setup();
-    let a = Scripted::with_versions("a", Some(vec!["1.10.0", "1.2.0"]));
-    let b = Scripted::with_versions("b", None);
-    let c = Scripted::with_versions("c", Some(vec!["1.2.0", "0.9.0"]));
-    let vs = chain(&[a, b, c]).versions(&agent, &platform).await.unwrap();
-    let vs: Vec<String> = vs.iter().map(ToString::to_string).collect();
-    assert_eq!(vs, ["0.9.0", "1.2.0", "1.10.0"]);
+    let a = Scripted::with_versions("a", Some(vec!["1.0.0"]));
+    let b = Scripted::with_versions("b", Some(vec!["9.9.9", "1.0.0"]));
+    let got = chain(&[a.clone(), b.clone()])
+        .authoritative_versions(&agent, &platform)
+        .await
+        .unwrap();
+    assert_eq!(got.store, "a");
+    let vs: Vec<String> = got.versions.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        vs,
+        ["1.0.0"],
+        "a lower store's versions are never merged in"
+    );
+    assert!(got.answers.is_empty());
+    assert_eq!(b.calls(), 0, "the lower store is not even asked");
 }
 
 #[tokio::test]
-async fn versions_fail_only_when_no_store_answers() {
+async fn stores_that_list_nothing_are_passed_over() {
+    let (_d, _installer, agent, platform) = setup();
+    let empty = Scripted::with_versions("empty", Some(vec![]));
+    let b = Scripted::with_versions("b", Some(vec!["1.10.0", "1.2.0", "1.2.0"]));
+    let got = chain(&[empty, b])
+        .authoritative_versions(&agent, &platform)
+        .await
+        .unwrap();
+    assert_eq!(got.store, "b");
+    let vs: Vec<String> = got.versions.iter().map(ToString::to_string).collect();
+    assert_eq!(vs, ["1.2.0", "1.10.0"]);
+    assert_eq!(got.answers.len(), 1);
+    assert_eq!(got.answers[0].0, "empty");
+}
+
+#[tokio::test]
+async fn a_failing_store_ends_resolution_naming_it() {
     let (_d, _installer, agent, platform) = setup();
     let a = Scripted::with_versions("a", None);
-    let b = Scripted::with_versions("b", None);
-    let err = chain(&[a, b])
-        .versions(&agent, &platform)
+    let b = Scripted::with_versions("b", Some(vec!["9.9.9"]));
+    let err = chain(&[a.clone(), b.clone()])
+        .authoritative_versions(&agent, &platform)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
+    assert!(err.to_string().contains("store a unavailable"), "{err}");
+    assert_eq!(b.calls(), 0, "no fall-through to a lower store");
+    assert_eq!(a.calls(), 3, "resolution goes through the retry path");
+
+    // With fallback = "any", the next store answers.
+    let got = chain(&[a, b])
+        .with_fallback(Fallback::Any)
+        .authoritative_versions(&agent, &platform)
+        .await
+        .unwrap();
+    assert_eq!(got.store, "b");
+    assert_eq!(got.answers.len(), 1);
+    assert!(
+        got.answers[0].1.contains("unavailable"),
+        "{:?}",
+        got.answers
+    );
+}
+
+#[tokio::test]
+async fn no_store_listing_versions_is_artifact_missing() {
+    let (_d, _installer, agent, platform) = setup();
+    let a = Scripted::with_versions("a", Some(vec![]));
+    let b = Scripted::with_versions("b", Some(vec![]));
+    let err = chain(&[a, b])
+        .authoritative_versions(&agent, &platform)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ArtifactMissing);
     let msg = err.to_string();
     assert!(msg.contains("a: ") && msg.contains("b: "), "{msg}");
+}
+
+#[tokio::test]
+async fn an_unavailable_store_does_not_fall_through_to_the_next() {
+    let (_d, installer, agent, platform) = setup();
+    let a = Scripted::new("a", &[Answer::Unavailable(None)]);
+    let b = Scripted::new("b", &[Answer::Bytes(b"from b")]);
+    let err = chain(&[a.clone(), b.clone()])
+        .pull(&agent, &platform, &installer)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
+    assert!(err.to_string().contains("store a unavailable"), "{err}");
+    assert_eq!(b.calls(), 0, "an exact version is not fetched from b");
+    assert_eq!(a.calls(), 3, "a is retried first");
+    assert_not_installed(&installer, &agent);
+}
+
+#[tokio::test]
+async fn fallback_any_falls_through_an_unavailable_store() {
+    let (_d, installer, agent, platform) = setup();
+    let a = Scripted::new("a", &[Answer::Unavailable(None)]);
+    let b = Scripted::new("b", &[Answer::Bytes(b"from b")]);
+    let got = chain(&[a.clone(), b.clone()])
+        .with_fallback(Fallback::Any)
+        .pull(&agent, &platform, &installer)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&got.path).unwrap(), b"from b");
+    assert_eq!(b.calls(), 1);
+}
+
+#[tokio::test]
+async fn fallback_any_still_stops_on_tampering() {
+    let (_d, installer, agent, platform) = setup();
+    let bad = Scripted::new("bad", &[Answer::Tampered]);
+    let good = Scripted::new("good", &[Answer::Bytes(b"fine")]);
+    let err = chain(&[bad, good.clone()])
+        .with_fallback(Fallback::Any)
+        .pull(&agent, &platform, &installer)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert_eq!(good.calls(), 0);
+    assert_not_installed(&installer, &agent);
 }
