@@ -28,6 +28,7 @@
 mod env;
 mod error;
 mod files;
+pub mod lock;
 mod manager;
 mod resolve;
 
