@@ -19,6 +19,20 @@ pub enum StoreError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The store refused us (401, 403 or another 4xx that is not "missing"):
+    /// asking again will not help until the credentials or the configuration
+    /// change. Not retried; kind `store-unavailable`.
+    #[error("store {store} denied the request: {message} ({hint})")]
+    Denied {
+        /// The store's name.
+        store: String,
+        /// The HTTP status (or 0 when the refusal was not an HTTP status).
+        status: u16,
+        /// What was refused, with the URL.
+        message: String,
+        /// What to do about it (which credential to set or check).
+        hint: String,
+    },
     /// The store answered, and it has no such artifact.
     #[error("store {store} has no {what}")]
     Missing {
@@ -49,6 +63,28 @@ pub enum StoreError {
     /// The reference is not acceptable.
     #[error(transparent)]
     Ref(#[from] RefError),
+    /// The cache, a binary or its signature is not trusted: a home or cache
+    /// directory others can write, a binary owned by another user, a missing,
+    /// bad or foreign signature. Never retried; nothing is run or cached.
+    #[error("refusing {path_or_artifact}: {reason} (fix: {fix})")]
+    Untrusted {
+        /// The path or the artifact refused.
+        path_or_artifact: String,
+        /// Why.
+        reason: String,
+        /// What fixes it (the exact command where there is one).
+        fix: String,
+    },
+    /// Waiting for another installer's lock took too long; worth retrying.
+    #[error("{}", lock_timeout_message(path, *holder_pid, *waited))]
+    LockTimeout {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// The pid the lock file names as its holder, if it names one.
+        holder_pid: Option<u32>,
+        /// How long we waited.
+        waited: Duration,
+    },
     /// Every store of a chain failed; one answer per store, in order.
     #[error("{}", chain_message(answers))]
     Chain {
@@ -57,6 +93,15 @@ pub enum StoreError {
         /// `(store name, its error)` in the order tried.
         answers: Vec<(String, StoreError)>,
     },
+}
+
+fn lock_timeout_message(path: &std::path::Path, holder: Option<u32>, waited: Duration) -> String {
+    let who = holder.map_or_else(|| "another process".to_owned(), |p| format!("pid {p}"));
+    format!(
+        "gave up after {}s waiting for the install lock {} held by {who}; retry later, or stop that process",
+        waited.as_secs(),
+        path.display()
+    )
 }
 
 fn chain_message(answers: &[(String, StoreError)]) -> String {
@@ -72,11 +117,15 @@ impl StoreError {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Unavailable { .. } => ErrorKind::StoreUnavailable,
+            StoreError::Unavailable { .. } | StoreError::Denied { .. } => {
+                ErrorKind::StoreUnavailable
+            }
             StoreError::Missing { .. } => ErrorKind::ArtifactMissing,
             StoreError::Integrity { .. } => ErrorKind::Integrity,
             StoreError::Io { .. } => ErrorKind::Io,
             StoreError::Ref(e) => e.kind(),
+            StoreError::Untrusted { .. } => ErrorKind::Untrusted,
+            StoreError::LockTimeout { .. } => ErrorKind::StoreUnavailable,
             StoreError::Chain { kind, .. } => *kind,
         }
     }
@@ -84,7 +133,7 @@ impl StoreError {
     /// Whether retrying later might succeed.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        self.kind() == ErrorKind::StoreUnavailable
+        !matches!(self, StoreError::Denied { .. }) && self.kind() == ErrorKind::StoreUnavailable
     }
 
     /// An [`StoreError::Io`] with context.
@@ -115,6 +164,17 @@ impl StoreError {
                 retry_after: *retry_after,
                 source: None,
             },
+            StoreError::Denied {
+                store,
+                status,
+                message,
+                hint,
+            } => StoreError::Denied {
+                store: store.clone(),
+                status: *status,
+                message: message.clone(),
+                hint: hint.clone(),
+            },
             StoreError::Missing { store, what } => StoreError::Missing {
                 store: store.clone(),
                 what: what.clone(),
@@ -131,6 +191,24 @@ impl StoreError {
             StoreError::Io { context, source } => StoreError::Io {
                 context: context.clone(),
                 source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::Untrusted {
+                path_or_artifact,
+                reason,
+                fix,
+            } => StoreError::Untrusted {
+                path_or_artifact: path_or_artifact.clone(),
+                reason: reason.clone(),
+                fix: fix.clone(),
+            },
+            StoreError::LockTimeout {
+                path,
+                holder_pid,
+                waited,
+            } => StoreError::LockTimeout {
+                path: path.clone(),
+                holder_pid: *holder_pid,
+                waited: *waited,
             },
             // RefError is not Clone; a fetch rarely fails this way (refs are
             // validated before any fetch), so the copy keeps only the text.
