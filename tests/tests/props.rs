@@ -15,7 +15,7 @@ use std::path::Path;
 
 use agent_manager::oci::{SelectError, Selected, TITLE_ANNOTATION, select_layer};
 use agent_manager::reference::{AgentRef, ErrorKind, Platform};
-use agent_manager::spawn::{Endpoint, Handshake};
+use agent_manager::spawn::{Endpoint, Handshake, SpawnError};
 use proptest::prelude::*;
 
 fn config(cases: u32) -> ProptestConfig {
@@ -88,7 +88,7 @@ proptest! {
         // A version outside the accepted set is a mismatch, never malformed.
         let other = if version == 1 { 2 } else { 1 };
         let err = Handshake::parse(&line, &[other]).unwrap_err();
-        prop_assert_eq!(err.kind(), ErrorKind::VersionMismatch);
+        prop_assert_eq!(SpawnError::from(err).kind(), ErrorKind::VersionMismatch);
     }
 
     #[test]
@@ -102,7 +102,7 @@ proptest! {
                 prop_assert_eq!(Handshake::parse(&h.to_line(), &[1, 2]).unwrap(), h);
             }
             Err(e) => prop_assert!(
-                matches!(e.kind(), ErrorKind::HandshakeMalformed | ErrorKind::VersionMismatch),
+                matches!(SpawnError::from(e.clone()).kind(), ErrorKind::HandshakeMalformed | ErrorKind::VersionMismatch),
                 "{line:?}: {e}"
             ),
         }
@@ -112,7 +112,7 @@ proptest! {
     fn handshake_non_loopback_is_malformed(a in 0u8..=255, b: u8, port in 1u16..=65535, v in 1u32..=2) {
         prop_assume!(a != 127);
         let err = Handshake::parse(&format!("{v}|dns:///{a}.{b}.0.1:{port}"), &[1, 2]).unwrap_err();
-        prop_assert_eq!(err.kind(), ErrorKind::HandshakeMalformed);
+        prop_assert_eq!(SpawnError::from(err).kind(), ErrorKind::HandshakeMalformed);
     }
 
     // Light: agent-ref has its own tests and fuzz target.

@@ -7,17 +7,30 @@
 //! 1. bind `127.0.0.1:0`, or the unix socket at `CODEFLY_AGENT_UDS_PATH` when
 //!    the host asks for one (created 0600, removed on exit);
 //! 2. serve `grpc.health.v1.Health` with the overall service `""` SERVING;
-//! 3. when `CODEFLY_AGENT_TOKEN` is set, reject every call that does not carry
-//!    it as `x-codefly-token` metadata with `Unauthenticated` (health excepted),
-//!    through a tower layer in front of every service of the router;
+//! 3. reject every call that does not carry `CODEFLY_AGENT_TOKEN` as
+//!    `x-codefly-token` metadata with `Unauthenticated` (health excepted),
+//!    through a tower layer in front of every service of the router. Started
+//!    without a token it fails closed: nothing but health is served, unless
+//!    `CODEFLY_AGENT_INSECURE=1` (for running an agent by hand), which it
+//!    warns about on stderr. At most [`MAX_UNAUTHENTICATED_WATCHES`] health
+//!    `Watch` streams without the token are open at once;
 //! 4. print exactly one handshake line on stdout and flush it:
 //!    `2|dns:///127.0.0.1:PORT` or `2|unix:/abs/path` (protocol 2, the default),
 //!    or `1|PORT` with [`Agent::protocol_v1`];
 //! 5. on SIGTERM or SIGINT: health NOT_SERVING, stop accepting, drain the
 //!    calls in flight, return; after [`Agent::shutdown_grace`] it returns anyway,
 //!    and if the runtime is wedged a watchdog exits the process shortly after;
-//! 6. stop the same way when the host dies (`PR_SET_PDEATHSIG` on Linux, plus a
-//!    `getppid()` check every 500 ms everywhere).
+//! 6. when the host dies — EOF on the lifeline pipe `CODEFLY_AGENT_LIFELINE=FD`,
+//!    or, as the last resort, a changed `getppid()` (checked every 500 ms) —
+//!    SIGTERM its own process group, and SIGKILL it at most 500 ms later, from
+//!    a plain OS thread, so a wedged runtime dies too. The group is signalled
+//!    only when the agent leads it (the host started it in its own group, as
+//!    agent-spawn does); otherwise only the agent itself stops. No
+//!    `PR_SET_PDEATHSIG`: it fires when the *thread* that started the agent
+//!    ends, not the host;
+//! 7. log `tracing` events on stderr, one JSON object per line when the host
+//!    asks with `CODEFLY_AGENT_LOG=json`, unless the program installed its own
+//!    subscriber (or turned this off with [`Agent::logging`]).
 //!
 //! Build the router from [`server()`] (not `tonic::transport::Server::builder()`)
 //! so the token layer is in place; the compiler refuses anything else. Do not
@@ -45,6 +58,8 @@
 //! The `agent-echo` crate is a complete example.
 
 mod error;
+mod health;
+mod logging;
 mod parent;
 mod token;
 
@@ -64,16 +79,13 @@ use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
 pub use error::ServeError;
+pub use health::MAX_UNAUTHENTICATED_WATCHES;
 pub use token::{TokenFuture, TokenLayer, TokenService};
 
-/// Environment variable holding the token every RPC must carry (set by the host).
-pub const TOKEN_ENV: &str = "CODEFLY_AGENT_TOKEN";
-/// Environment variable holding the unix socket path to listen on (set by the host).
-pub const UDS_PATH_ENV: &str = "CODEFLY_AGENT_UDS_PATH";
-/// Environment variable holding the agent's work directory (set by the host).
-pub const WORKDIR_ENV: &str = "CODEFLY_AGENT_WORKDIR";
-/// gRPC metadata key carrying the token.
-pub const TOKEN_METADATA_KEY: &str = "x-codefly-token";
+pub use agent_protocol::{
+    Handshake, INSECURE_ENV, LIFELINE_ENV, LOG_ENV, LOG_JSON, TOKEN_ENV, TOKEN_METADATA_KEY,
+    UDS_PATH_ENV, WORKDIR_ENV,
+};
 /// How long [`Agent::serve`] drains calls in flight after SIGTERM by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -135,11 +147,9 @@ enum Protocol {
 pub struct Agent {
     protocol: Protocol,
     shutdown_grace: Duration,
+    logging: bool,
     health: HealthReporter,
-    health_service: tonic_health::pb::health_server::HealthServer<HealthImpl>,
 }
-
-type HealthImpl = tonic_health::server::HealthService;
 
 impl Default for Agent {
     fn default() -> Self {
@@ -151,15 +161,11 @@ impl Agent {
     /// Protocol 2 handshake, [`DEFAULT_SHUTDOWN_GRACE`], health `""` SERVING.
     #[must_use]
     pub fn new() -> Self {
-        let health = HealthReporter::new();
-        let health_service = tonic_health::pb::health_server::HealthServer::new(
-            tonic_health::server::HealthService::from_health_reporter(health.clone()),
-        );
         Self {
             protocol: Protocol::V2,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            health,
-            health_service,
+            logging: true,
+            health: HealthReporter::new(),
         }
     }
 
@@ -179,6 +185,14 @@ impl Agent {
         self
     }
 
+    /// Whether [`serve`](Self::serve) installs its stderr log subscriber
+    /// (default yes; it never replaces one the program installed).
+    #[must_use]
+    pub fn logging(mut self, on: bool) -> Self {
+        self.logging = on;
+        self
+    }
+
     /// The reporter of the served health service, to set per-service statuses
     /// (the overall `""` is SERVING from the start and NOT_SERVING on shutdown).
     #[must_use]
@@ -192,28 +206,49 @@ impl Agent {
     /// # Errors
     /// See [`ServeError`]: bad host environment, bind, handshake write or server failure.
     pub async fn serve(self, router: impl IntoAgentRouter) -> Result<(), ServeError> {
+        if self.logging {
+            logging::init();
+        }
+        let policy = token::Policy::from_env();
+        if matches!(policy, token::Policy::Insecure) {
+            tracing::warn!(
+                "{INSECURE_ENV}=1 and no {TOKEN_ENV}: serving every RPC without a token \
+                 to any local user"
+            );
+        }
         // First, before anything can block: make sure we die with the host.
         let original_parent = parent::parent_pid();
-        if !parent::arm(original_parent) {
-            tracing::warn!("host died before the agent started; exiting");
-            return Ok(());
-        }
+        let lifeline = match std::env::var(LIFELINE_ENV) {
+            Ok(v) if !v.is_empty() => Some(
+                parent::take_lifeline(&v)
+                    .map_err(|reason| ServeError::Env { var: LIFELINE_ENV, reason })?,
+            ),
+            _ => None,
+        };
         // Handlers go in before the handshake: a SIGTERM right after load must
         // take the graceful path, not the default (die by signal).
         let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
         let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
+        parent::watch(lifeline, original_parent, self.shutdown_grace);
 
-        let router = router
-            .into_agent_router()
-            .add_service(self.health_service.clone());
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            health::CappedHealth::new(
+                tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
+                policy,
+            ),
+        );
+        let router = router.into_agent_router().add_service(health_service);
 
         let health = self.health.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let stop = async move {
             tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = term.recv() => if parent::host_gone() {
+                    tracing::info!("host died: shutting down");
+                } else {
+                    tracing::info!("SIGTERM: shutting down");
+                },
                 _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-                () = parent::died(original_parent) => tracing::info!("host died: shutting down"),
             }
             health
                 .set_service_status("", ServingStatus::NotServing)
@@ -242,10 +277,12 @@ impl Agent {
                     // Small unary calls: never wait for Nagle.
                     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
                     let line = match self.protocol {
-                        Protocol::V1 => format!("1|{port}"),
-                        Protocol::V2 => format!("2|dns:///127.0.0.1:{port}"),
+                        Protocol::V1 => Handshake::v1_port(port),
+                        Protocol::V2 => {
+                            Handshake::tcp(2, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                        }
                     };
-                    run(router, incoming, &line, stop).await
+                    run(router, incoming, &line.to_string(), stop).await
                 }
                 ListenAddr::Unix(path) => {
                     let (incoming, _socket) = bind_unix(&path)?;
@@ -253,8 +290,8 @@ impl Agent {
                         Protocol::V1 => 1,
                         Protocol::V2 => 2,
                     };
-                    let line = format!("{version}|unix:{}", path.display());
-                    run(router, incoming, &line, stop).await
+                    let line = Handshake::unix(version, path.clone());
+                    run(router, incoming, &line.to_string(), stop).await
                 }
             }
         };
@@ -269,13 +306,18 @@ impl Agent {
             tokio::time::sleep(grace).await;
         };
 
-        tokio::select! {
+        let result = tokio::select! {
             result = server => result,
             () = deadline => {
                 tracing::warn!(?grace, "calls still in flight after the shutdown grace; stopping anyway");
                 Ok(())
             }
+        };
+        if parent::host_gone() {
+            // What of our group outlived the SIGTERM goes with us now.
+            parent::finish_host_gone();
         }
+        result
     }
 }
 

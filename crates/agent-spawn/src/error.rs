@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agent_ref::ErrorKind;
 
-use crate::{Endpoint, ExitInfo};
+use crate::{Endpoint, ExitInfo, HandshakeError};
 
 /// What went wrong while starting an agent.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +153,25 @@ impl From<SpawnFailure> for SpawnError {
             failure,
             stderr_tail: None,
             pid: None,
+        }
+    }
+}
+
+impl From<HandshakeError> for SpawnError {
+    fn from(err: HandshakeError) -> Self {
+        match err {
+            HandshakeError::VersionMismatch { version, accepted } => {
+                SpawnFailure::VersionMismatch { version, accepted }.into()
+            }
+            HandshakeError::Malformed { line, reason } => {
+                SpawnFailure::HandshakeMalformed { line, reason }.into()
+            }
+            // `HandshakeError` is non-exhaustive: a future variant is still a bad line.
+            other => SpawnFailure::HandshakeMalformed {
+                line: String::new(),
+                reason: other.to_string(),
+            }
+            .into(),
         }
     }
 }

@@ -27,15 +27,17 @@
 
 mod conn;
 mod error;
-mod handshake;
 mod process;
 mod ring;
 mod spawn;
 mod token;
 
+pub use agent_protocol::{
+    Endpoint, Handshake, HandshakeError, LIFELINE_ENV, MAX_HANDSHAKE_LEN, PROTOCOL_VERSIONS,
+    TOKEN_ENV, TOKEN_METADATA_KEY, UDS_PATH_ENV, WORKDIR_ENV,
+};
 pub use conn::{AgentChannel, AgentConn, ExitInfo};
 pub use error::{SpawnError, SpawnFailure};
-pub use handshake::{Endpoint, Handshake, MAX_HANDSHAKE_LEN};
 pub use ring::{STDERR_RING_CAPACITY, StderrRing};
-pub use spawn::{SpawnOptions, TOKEN_ENV, UDS_PATH_ENV, WORKDIR_ENV, spawn};
-pub use token::{TOKEN_METADATA_KEY, TokenInterceptor};
+pub use spawn::{SpawnOptions, spawn};
+pub use token::TokenInterceptor;

@@ -22,17 +22,12 @@ use tracing::Instrument;
 
 use crate::conn::{Parts, wait_exit};
 use crate::error::{SpawnError, SpawnFailure};
-use crate::handshake::{MAX_HANDSHAKE_LEN, malformed};
 use crate::process::{kill_group, spawn_in_group};
 use crate::token::fresh_token;
-use crate::{AgentConn, Endpoint, ExitInfo, Handshake, StderrRing, TokenInterceptor};
-
-/// Environment variable carrying the per-spawn token.
-pub const TOKEN_ENV: &str = "CODEFLY_AGENT_TOKEN";
-/// Environment variable carrying the work directory.
-pub const WORKDIR_ENV: &str = "CODEFLY_AGENT_WORKDIR";
-/// Environment variable carrying the unix socket path to listen on.
-pub const UDS_PATH_ENV: &str = "CODEFLY_AGENT_UDS_PATH";
+use crate::{
+    AgentConn, Endpoint, ExitInfo, Handshake, HandshakeError, MAX_HANDSHAKE_LEN, StderrRing,
+    TOKEN_ENV, TokenInterceptor, UDS_PATH_ENV, WORKDIR_ENV,
+};
 
 /// How long a failed spawn waits for the agent's stderr to reach EOF after
 /// killing it, so the error carries everything the agent said.
@@ -303,7 +298,9 @@ async fn handshake(
             line.extend_from_slice(&data[..newline.unwrap_or(n)]);
             if line.len() > MAX_HANDSHAKE_LEN + 1 {
                 let text = String::from_utf8_lossy(&line);
-                return Err(malformed(&text, "no newline within 4096 bytes"));
+                return Err(
+                    HandshakeError::malformed(&text, "no newline within 4096 bytes").into(),
+                );
             }
             if newline.is_some() {
                 return Ok(line);
@@ -316,7 +313,7 @@ async fn handshake(
             timeout: startup_timeout,
         })??;
     let text = std::str::from_utf8(&line)
-        .map_err(|_| malformed(&String::from_utf8_lossy(&line), "not UTF-8"))?;
+        .map_err(|_| HandshakeError::malformed(&String::from_utf8_lossy(&line), "not UTF-8"))?;
     let handshake = Handshake::parse(text, accepted_versions)?;
     tracing::debug!(line = text, "handshake");
     Ok((handshake, stdout))

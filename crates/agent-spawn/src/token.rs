@@ -4,8 +4,7 @@ use tonic::metadata::{AsciiMetadataValue, MetadataKey};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-/// Metadata key carrying the token on every RPC.
-pub const TOKEN_METADATA_KEY: &str = "x-codefly-token";
+use crate::TOKEN_METADATA_KEY;
 
 /// A fresh 256-bit token as 64 lowercase hex characters.
 pub(crate) fn fresh_token() -> std::io::Result<String> {

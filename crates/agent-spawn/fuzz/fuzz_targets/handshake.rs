@@ -5,7 +5,7 @@
 #![no_main]
 
 use agent_ref::ErrorKind;
-use agent_spawn::{Endpoint, Handshake, MAX_HANDSHAKE_LEN};
+use agent_spawn::{Endpoint, Handshake, MAX_HANDSHAKE_LEN, SpawnError};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert!(
                 matches!(
-                    e.kind(),
+                    SpawnError::from(e.clone()).kind(),
                     ErrorKind::HandshakeMalformed | ErrorKind::VersionMismatch
                 ),
                 "{line:?}: {e}"

@@ -1,19 +1,21 @@
-//! The handshake line an agent prints first on stdout, and its strict parser.
+//! The handshake line an agent prints first on stdout: its strict parser and
+//! its canonical formatting.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::error::{SpawnError, SpawnFailure};
-
 /// Longest handshake line accepted, in bytes (newline excluded).
 pub const MAX_HANDSHAKE_LEN: usize = 4096;
+
+/// The protocol versions this crate knows (and a host accepts by default).
+pub const PROTOCOL_VERSIONS: &[u32] = &[1, 2];
 
 /// How much of a bad line an error quotes, in characters.
 const QUOTE_CHARS: usize = 200;
 
 /// Longest unix socket path the kernel accepts (`sun_path` is 108 bytes with its NUL).
-const MAX_UNIX_PATH: usize = 107;
+pub const MAX_UNIX_PATH: usize = 107;
 
 /// Where an agent listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,23 +37,28 @@ impl fmt::Display for Endpoint {
 
 /// A parsed handshake: the protocol version and where the agent listens.
 ///
-/// Accepted forms (DESIGN.md), one line, at most [`MAX_HANDSHAKE_LEN`] bytes:
+/// Accepted forms, one line, at most [`MAX_HANDSHAKE_LEN`] bytes:
 /// `1|PORT`, `1|dns:///127.0.0.1:PORT`, `2|dns:///127.0.0.1:PORT`,
 /// `1|unix:/abs/path.sock`, `2|unix:/abs/path.sock`. The host may be any IPv4
 /// loopback address, `[::1]` or `localhost` (read as `127.0.0.1`); the port is
 /// 1–65535 written without leading zeros.
 ///
+/// `Display` writes the canonical line, which [`Handshake::parse`] reads back
+/// to the same value: `1|PORT` for protocol 1 on `127.0.0.1` (the seed's form),
+/// `V|dns:///ADDR` for other TCP addresses, `V|unix:PATH` for sockets.
+///
 /// ```
-/// use agent_spawn::{Endpoint, Handshake};
+/// use agent_protocol::{Endpoint, Handshake, HandshakeError};
 ///
 /// let h = Handshake::parse("2|dns:///127.0.0.1:50051", &[1, 2])?;
 /// assert_eq!(h.version, 2);
 /// assert_eq!(h.endpoint, Endpoint::Tcp("127.0.0.1:50051".parse().unwrap()));
 /// assert_eq!(Handshake::parse("1|50051", &[1, 2])?.endpoint, h.endpoint);
+/// assert_eq!(Handshake::v1_port(50051).to_string(), "1|50051");
 ///
 /// let err = Handshake::parse("2|dns:///10.0.0.1:80", &[1, 2]).unwrap_err();
-/// assert_eq!(err.kind(), agent_ref::ErrorKind::HandshakeMalformed);
-/// # Ok::<(), agent_spawn::SpawnError>(())
+/// assert!(matches!(err, HandshakeError::Malformed { .. }));
+/// # Ok::<(), HandshakeError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Handshake {
@@ -61,20 +68,86 @@ pub struct Handshake {
     pub endpoint: Endpoint,
 }
 
+/// Why a line is not an acceptable handshake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The line is not one of the accepted forms.
+    #[error("malformed handshake line {line:?}: {reason}")]
+    Malformed {
+        /// The line (at most 200 characters of it, `…` when cut).
+        line: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The line names a protocol version outside the accepted set.
+    #[error(
+        "the agent speaks protocol version {version}; this host accepts {}",
+        list(accepted)
+    )]
+    VersionMismatch {
+        /// The version in the line.
+        version: u32,
+        /// The versions accepted.
+        accepted: Vec<u32>,
+    },
+}
+
+impl HandshakeError {
+    /// A [`HandshakeError::Malformed`] quoting (a prefix of) `line`.
+    #[must_use]
+    pub fn malformed(line: &str, reason: &str) -> HandshakeError {
+        HandshakeError::Malformed {
+            line: quote(line),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Whether this is a version mismatch (else the line is malformed).
+    #[must_use]
+    pub fn is_version_mismatch(&self) -> bool {
+        matches!(self, HandshakeError::VersionMismatch { .. })
+    }
+}
+
 impl Handshake {
+    /// A handshake for `endpoint` at protocol `version`.
+    #[must_use]
+    pub fn new(version: u32, endpoint: Endpoint) -> Handshake {
+        Handshake { version, endpoint }
+    }
+
+    /// Protocol 1 on `127.0.0.1:port`, printed `1|PORT` (what the seed's agents print).
+    #[must_use]
+    pub fn v1_port(port: u16) -> Handshake {
+        Handshake::tcp(1, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+    }
+
+    /// A TCP handshake, printed `V|dns:///ADDR` (or `1|PORT`, see [`Handshake`]).
+    #[must_use]
+    pub fn tcp(version: u32, addr: SocketAddr) -> Handshake {
+        Handshake::new(version, Endpoint::Tcp(addr))
+    }
+
+    /// A unix-socket handshake, printed `V|unix:PATH`.
+    #[must_use]
+    pub fn unix(version: u32, path: impl Into<PathBuf>) -> Handshake {
+        Handshake::new(version, Endpoint::Unix(path.into()))
+    }
+
     /// Parses one handshake line strictly.
     ///
     /// One trailing `\n` and then one trailing `\r` are removed; nothing else is
-    /// trimmed. A version outside `accepted` is `version-mismatch` (checked
+    /// trimmed. A version outside `accepted` is a version mismatch (checked
     /// before the address, whose form a future version may change); every other
-    /// deviation is `handshake-malformed` quoting the line.
+    /// deviation is malformed, quoting the line.
     ///
     /// # Errors
-    /// [`SpawnError`] of kind `handshake-malformed` or `version-mismatch`.
-    pub fn parse(line: &str, accepted: &[u32]) -> Result<Handshake, SpawnError> {
+    /// [`HandshakeError::Malformed`] or [`HandshakeError::VersionMismatch`].
+    pub fn parse(line: &str, accepted: &[u32]) -> Result<Handshake, HandshakeError> {
         let line = line.strip_suffix('\n').unwrap_or(line);
         let line = line.strip_suffix('\r').unwrap_or(line);
-        let bad = |reason: &str| malformed(line, reason);
+        let bad = |reason: &str| HandshakeError::malformed(line, reason);
 
         if line.len() > MAX_HANDSHAKE_LEN {
             return Err(bad("longer than 4096 bytes"));
@@ -86,11 +159,10 @@ impl Handshake {
             .and_then(|v| u32::try_from(v).ok())
             .ok_or_else(|| bad("the version is not a decimal number"))?;
         if !accepted.contains(&version) {
-            return Err(SpawnFailure::VersionMismatch {
+            return Err(HandshakeError::VersionMismatch {
                 version,
                 accepted: accepted.to_vec(),
-            }
-            .into());
+            });
         }
         if address.contains('|') {
             return Err(bad("too many fields"));
@@ -110,36 +182,39 @@ impl Handshake {
         Ok(Handshake { version, endpoint })
     }
 
-    /// The canonical line for this handshake (what [`Handshake::parse`] reads back).
+    /// The canonical line for this handshake (its `Display`, without newline).
     #[must_use]
     pub fn to_line(&self) -> String {
-        match &self.endpoint {
-            Endpoint::Tcp(addr) => format!("{}|dns:///{addr}", self.version),
-            Endpoint::Unix(path) => format!("{}|unix:{}", self.version, path.display()),
-        }
+        self.to_string()
     }
 }
 
 impl fmt::Display for Handshake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_line())
+        match &self.endpoint {
+            Endpoint::Tcp(addr) if self.version == 1 && addr.ip() == Ipv4Addr::LOCALHOST => {
+                write!(f, "1|{}", addr.port())
+            }
+            Endpoint::Tcp(addr) => write!(f, "{}|dns:///{addr}", self.version),
+            Endpoint::Unix(path) => write!(f, "{}|unix:{}", self.version, path.display()),
+        }
     }
-}
-
-/// The error for a line that is not a handshake, quoting (a prefix of) it.
-pub(crate) fn malformed(line: &str, reason: &str) -> SpawnError {
-    SpawnFailure::HandshakeMalformed {
-        line: quote(line),
-        reason: reason.to_owned(),
-    }
-    .into()
 }
 
 /// At most [`QUOTE_CHARS`] characters of `line`, with `…` when cut.
-pub(crate) fn quote(line: &str) -> String {
+fn quote(line: &str) -> String {
     match line.char_indices().nth(QUOTE_CHARS) {
         Some((cut, _)) => format!("{}…", &line[..cut]),
         None => line.to_owned(),
+    }
+}
+
+fn list(versions: &[u32]) -> String {
+    let v: Vec<String> = versions.iter().map(u32::to_string).collect();
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
     }
 }
 
@@ -205,7 +280,6 @@ fn parse_unix_path(path: &str) -> Result<PathBuf, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_ref::ErrorKind;
     use proptest::prelude::*;
 
     const ACC: &[u32] = &[1, 2];
@@ -214,8 +288,22 @@ mod tests {
         Endpoint::Tcp(s.parse().unwrap())
     }
 
+    #[derive(Debug, PartialEq)]
+    enum ErrorKind {
+        HandshakeMalformed,
+        VersionMismatch,
+    }
+
+    fn kind_of(err: &HandshakeError) -> ErrorKind {
+        if err.is_version_mismatch() {
+            ErrorKind::VersionMismatch
+        } else {
+            ErrorKind::HandshakeMalformed
+        }
+    }
+
     fn kind(line: &str) -> ErrorKind {
-        Handshake::parse(line, ACC).unwrap_err().kind()
+        kind_of(&Handshake::parse(line, ACC).unwrap_err())
     }
 
     #[test]
@@ -319,7 +407,7 @@ mod tests {
             "2|UNIX:/tmp/a",
         ] {
             let err = Handshake::parse(bad, ACC).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::HandshakeMalformed, "{bad:?}");
+            assert_eq!(kind_of(&err), ErrorKind::HandshakeMalformed, "{bad:?}");
         }
     }
 
@@ -337,14 +425,14 @@ mod tests {
     #[test]
     fn version_mismatch_names_accepted() {
         let err = Handshake::parse("9|dns:///127.0.0.1:1", ACC).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::VersionMismatch);
+        assert_eq!(kind_of(&err), ErrorKind::VersionMismatch);
         let msg = err.to_string();
         assert!(msg.contains('9') && msg.contains("1, 2"), "{msg}");
         // Checked before the address form.
         assert_eq!(kind("3|whatever"), ErrorKind::VersionMismatch);
         // A restricted set.
         let err = Handshake::parse("1|80", &[2]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::VersionMismatch);
+        assert_eq!(kind_of(&err), ErrorKind::VersionMismatch);
     }
 
     #[test]
@@ -368,6 +456,29 @@ mod tests {
     fn endpoint_display() {
         assert_eq!(tcp("127.0.0.1:80").to_string(), "127.0.0.1:80");
         assert_eq!(Endpoint::Unix("/a/b".into()).to_string(), "unix:/a/b");
+    }
+
+    #[test]
+    fn display_forms() {
+        assert_eq!(Handshake::v1_port(80).to_string(), "1|80");
+        assert_eq!(
+            Handshake::tcp(2, "127.0.0.1:80".parse().unwrap()).to_string(),
+            "2|dns:///127.0.0.1:80"
+        );
+        assert_eq!(
+            Handshake::tcp(1, "[::1]:80".parse().unwrap()).to_string(),
+            "1|dns:///[::1]:80"
+        );
+        assert_eq!(
+            Handshake::unix(2, "/a/b.sock").to_string(),
+            "2|unix:/a/b.sock"
+        );
+        assert_eq!(
+            Handshake::unix(1, "/a/b.sock").to_string(),
+            "1|unix:/a/b.sock"
+        );
+        let h = Handshake::parse("1|dns:///127.0.0.1:80", ACC).unwrap();
+        assert_eq!(h, Handshake::v1_port(80));
     }
 
     fn valid_line() -> impl Strategy<Value = String> {
