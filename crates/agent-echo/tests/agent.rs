@@ -93,13 +93,88 @@ async fn echo_with_the_token_works_and_without_it_is_unauthenticated() {
     assert!(agent.wait_exit().await.success());
 }
 
+/// Run by hand without a token, the agent serves nothing but health: a local
+/// user who finds its port cannot call it.
+#[tokio::test]
+async fn started_by_hand_without_a_token_echo_is_refused() {
+    let mut agent = start(bin(), &[], &[]).await;
+    let ch = agent.channel().await;
+    for token in [None, Some(TOKEN)] {
+        let err = client(ch.clone(), token).echo(echo("x")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+        assert!(err.message().contains("CODEFLY_AGENT_INSECURE=1"), "{err}");
+    }
+    let health = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers without a token")
+        .into_inner();
+    assert_eq!(health.status, 1, "SERVING");
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit().await.success());
+}
+
+#[tokio::test]
+async fn insecure_1_serves_echo_without_a_token_and_warns_on_stderr() {
+    let mut agent = start(bin(), &[], &[("CODEFLY_AGENT_INSECURE", "1")]).await;
+    let reply = client(agent.channel().await, None)
+        .echo(echo("open"))
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().message, "open");
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit().await.success());
+    let stderr = agent.stderr().await;
+    assert!(
+        stderr.contains("WARN")
+            && stderr.contains("CODEFLY_AGENT_INSECURE=1")
+            && stderr.contains("without a token"),
+        "stderr: {stderr}"
+    );
+}
+
+/// Asked for JSON logs (`CODEFLY_AGENT_LOG=json`, as a host does), each
+/// stderr line is one JSON object with the level and the message.
+#[tokio::test]
+async fn log_json_hint_gives_json_lines_on_stderr() {
+    let mut agent = start(
+        bin(),
+        &[],
+        &[
+            ("CODEFLY_AGENT_INSECURE", "1"),
+            ("CODEFLY_AGENT_LOG", "json"),
+        ],
+    )
+    .await;
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit().await.success());
+    let stderr = agent.stderr().await;
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 2, "the warning and the shutdown: {stderr}");
+    for line in &lines {
+        assert!(
+            line.starts_with('{') && line.ends_with('}') && line.contains("\"level\":"),
+            "not a JSON log line: {line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"level\":\"WARN\"") && l.contains("CODEFLY_AGENT_INSECURE=1")),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn info_reports_the_process_and_the_work_dir_it_was_given() {
     let workdir = tempfile::tempdir().unwrap();
     let mut agent = start(
         bin(),
         &[],
-        &[("CODEFLY_AGENT_WORKDIR", workdir.path().to_str().unwrap())],
+        &[
+            ("CODEFLY_AGENT_WORKDIR", workdir.path().to_str().unwrap()),
+            ("CODEFLY_AGENT_INSECURE", "1"),
+        ],
     )
     .await;
     let info = client(agent.channel().await, None)
@@ -122,11 +197,20 @@ async fn echo_over_protocol_1_and_over_a_unix_socket() {
     let path = support::socket_path(&dir);
     let path_env = path.to_str().unwrap().to_owned();
     for (args, env) in [
-        (&["--protocol", "1"][..], vec![]),
-        (&[][..], vec![("CODEFLY_AGENT_UDS_PATH", path_env.as_str())]),
+        (
+            &["--protocol", "1"][..],
+            vec![("CODEFLY_AGENT_TOKEN", TOKEN)],
+        ),
+        (
+            &[][..],
+            vec![
+                ("CODEFLY_AGENT_TOKEN", TOKEN),
+                ("CODEFLY_AGENT_UDS_PATH", path_env.as_str()),
+            ],
+        ),
     ] {
         let mut agent = start(bin(), args, &env).await;
-        let reply = client(agent.channel().await, None)
+        let reply = client(agent.channel().await, Some(TOKEN))
             .echo(echo(&agent.handshake))
             .await
             .unwrap();
@@ -139,8 +223,8 @@ async fn echo_over_protocol_1_and_over_a_unix_socket() {
 
 #[tokio::test]
 async fn a_call_in_flight_completes_across_sigterm() {
-    let mut agent = start(bin(), &[], &[]).await;
-    let mut c = client(agent.channel().await, None);
+    let mut agent = start(bin(), &[], &[("CODEFLY_AGENT_TOKEN", TOKEN)]).await;
+    let mut c = client(agent.channel().await, Some(TOKEN));
     // Make sure the connection is up before the slow call is sent.
     c.echo(echo("warm")).await.unwrap();
     let slow = tokio::spawn(async move { c.sleep(SleepRequest { millis: 800 }).await });

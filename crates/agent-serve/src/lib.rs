@@ -219,10 +219,12 @@ impl Agent {
         // First, before anything can block: make sure we die with the host.
         let original_parent = parent::parent_pid();
         let lifeline = match std::env::var(LIFELINE_ENV) {
-            Ok(v) if !v.is_empty() => Some(
-                parent::take_lifeline(&v)
-                    .map_err(|reason| ServeError::Env { var: LIFELINE_ENV, reason })?,
-            ),
+            Ok(v) if !v.is_empty() => {
+                Some(parent::take_lifeline(&v).map_err(|reason| ServeError::Env {
+                    var: LIFELINE_ENV,
+                    reason,
+                })?)
+            }
             _ => None,
         };
         // Handlers go in before the handshake: a SIGTERM right after load must
@@ -231,12 +233,11 @@ impl Agent {
         let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
         parent::watch(lifeline, original_parent, self.shutdown_grace);
 
-        let health_service = tonic_health::pb::health_server::HealthServer::new(
-            health::CappedHealth::new(
+        let health_service =
+            tonic_health::pb::health_server::HealthServer::new(health::CappedHealth::new(
                 tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
                 policy,
-            ),
-        );
+            ));
         let router = router.into_agent_router().add_service(health_service);
 
         let health = self.health.clone();

@@ -7,17 +7,54 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use crate::{TOKEN_ENV, TOKEN_METADATA_KEY};
+use crate::{INSECURE_ENV, TOKEN_ENV, TOKEN_METADATA_KEY};
 
 /// Path prefix of the health service, the one service reachable without the token
 /// (the host polls it before it has a reason to trust the agent, and probes such as
 /// `grpc_health_probe` carry no token).
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
-/// A [`Layer`] that rejects every request without the right `x-codefly-token`
-/// metadata with `Unauthenticated`, except calls to `grpc.health.v1.Health`.
+/// What the layer lets through.
+#[derive(Clone)]
+pub(crate) enum Policy {
+    /// Calls must carry this token (health excepted).
+    Token(Arc<[u8]>),
+    /// Started without a token: every call but health is refused (fail closed).
+    RefuseAll,
+    /// `CODEFLY_AGENT_INSECURE=1` and no token: everything goes through.
+    Insecure,
+}
+
+impl Policy {
+    /// From `CODEFLY_AGENT_TOKEN` (set and not empty) or, without it,
+    /// `CODEFLY_AGENT_INSECURE=1`.
+    pub(crate) fn from_env() -> Self {
+        match std::env::var_os(TOKEN_ENV) {
+            Some(t) if !t.is_empty() => Self::token(t.to_string_lossy().into_owned()),
+            _ if std::env::var_os(INSECURE_ENV).is_some_and(|v| v == "1") => Self::Insecure,
+            _ => Self::RefuseAll,
+        }
+    }
+
+    fn token(token: String) -> Self {
+        Self::Token(Arc::from(token.into_bytes().into_boxed_slice()))
+    }
+
+    /// Whether `given` (the call's `x-codefly-token`, if any) is the token.
+    pub(crate) fn authenticates(&self, given: Option<&[u8]>) -> bool {
+        match self {
+            Self::Token(expected) => given.is_some_and(|g| constant_time_eq(g, expected)),
+            Self::RefuseAll | Self::Insecure => false,
+        }
+    }
+}
+
+/// A [`Layer`] that rejects every request but `grpc.health.v1.Health` calls
+/// with `Unauthenticated` unless it carries the right `x-codefly-token` metadata.
 ///
-/// Without a token (`CODEFLY_AGENT_TOKEN` unset or empty) it lets everything through.
+/// It fails closed: without a token (`CODEFLY_AGENT_TOKEN` unset or empty)
+/// every call but health is refused, unless the layer is [`insecure`](Self::insecure)
+/// (`CODEFLY_AGENT_INSECURE=1`, for running an agent by hand).
 /// [`server`](crate::server) installs it as the outermost layer, so it covers every
 /// service added to the router.
 ///
@@ -25,43 +62,62 @@ const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 /// use agent_serve::TokenLayer;
 /// let layer = TokenLayer::new(Some("s3cret".to_owned()));
 /// assert!(layer.is_enforcing());
-/// assert!(!TokenLayer::new(None).is_enforcing());
+/// // No token: nothing but health gets through.
+/// assert!(TokenLayer::new(None).is_enforcing());
+/// assert!(!TokenLayer::insecure().is_enforcing());
 /// ```
 #[derive(Clone)]
 pub struct TokenLayer {
-    token: Option<Arc<[u8]>>,
+    policy: Policy,
 }
 
 impl std::fmt::Debug for TokenLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the token itself.
-        f.debug_struct("TokenLayer")
-            .field("enforcing", &self.is_enforcing())
-            .finish()
+        let mode = match self.policy {
+            Policy::Token(_) => "token",
+            Policy::RefuseAll => "refuse-all",
+            Policy::Insecure => "insecure",
+        };
+        f.debug_struct("TokenLayer").field("mode", &mode).finish()
     }
 }
 
 impl TokenLayer {
-    /// A layer that enforces `token`; `None` or an empty token enforces nothing.
+    /// A layer that enforces `token`; `None` or an empty token refuses every
+    /// call but health.
     #[must_use]
     pub fn new(token: Option<String>) -> Self {
-        let token = token
-            .filter(|t| !t.is_empty())
-            .map(|t| Arc::from(t.into_bytes().into_boxed_slice()));
-        Self { token }
+        let policy = match token {
+            Some(t) if !t.is_empty() => Policy::token(t),
+            _ => Policy::RefuseAll,
+        };
+        Self { policy }
     }
 
-    /// A layer enforcing `CODEFLY_AGENT_TOKEN` when it is set and not empty.
+    /// A layer that lets every call through (what `CODEFLY_AGENT_INSECURE=1`
+    /// asks for when there is no token).
+    #[must_use]
+    pub fn insecure() -> Self {
+        Self {
+            policy: Policy::Insecure,
+        }
+    }
+
+    /// The layer the environment asks for: enforcing `CODEFLY_AGENT_TOKEN` when
+    /// it is set and not empty; otherwise open if `CODEFLY_AGENT_INSECURE=1`,
+    /// else refusing every call but health.
     #[must_use]
     pub fn from_env() -> Self {
-        let token = std::env::var_os(TOKEN_ENV).map(|t| t.to_string_lossy().into_owned());
-        Self::new(token)
+        Self {
+            policy: Policy::from_env(),
+        }
     }
 
-    /// Whether requests are checked at all.
+    /// Whether calls other than health are checked at all (false only when insecure).
     #[must_use]
     pub fn is_enforcing(&self) -> bool {
-        self.token.is_some()
+        !matches!(self.policy, Policy::Insecure)
     }
 }
 
@@ -71,7 +127,7 @@ impl<S> Layer<S> for TokenLayer {
     fn layer(&self, inner: S) -> Self::Service {
         TokenService {
             inner,
-            token: self.token.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -80,13 +136,13 @@ impl<S> Layer<S> for TokenLayer {
 #[derive(Clone)]
 pub struct TokenService<S> {
     inner: S,
-    token: Option<Arc<[u8]>>,
+    policy: Policy,
 }
 
 impl<S> std::fmt::Debug for TokenService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenService")
-            .field("enforcing", &self.token.is_some())
+            .field("enforcing", &!matches!(self.policy, Policy::Insecure))
             .finish_non_exhaustive()
     }
 }
@@ -110,19 +166,20 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        if let Some(expected) = &self.token
-            && !req.uri().path().starts_with(HEALTH_PREFIX)
+        if !matches!(self.policy, Policy::Insecure) && !req.uri().path().starts_with(HEALTH_PREFIX)
         {
             let given = req
                 .headers()
                 .get(TOKEN_METADATA_KEY)
                 .map(http::HeaderValue::as_bytes);
-            let ok = given.is_some_and(|g| constant_time_eq(g, expected));
-            if !ok {
-                let message = if given.is_some() {
-                    "invalid x-codefly-token"
-                } else {
-                    "missing x-codefly-token"
+            if !self.policy.authenticates(given) {
+                let message = match (&self.policy, given) {
+                    (Policy::RefuseAll, _) => {
+                        "this agent was started without CODEFLY_AGENT_TOKEN and serves \
+                         nothing but health (set CODEFLY_AGENT_INSECURE=1 to run it open)"
+                    }
+                    (_, Some(_)) => "invalid x-codefly-token",
+                    (_, None) => "missing x-codefly-token",
                 };
                 tracing::debug!(path = req.uri().path(), message, "rejected a call");
                 let response = tonic::Status::unauthenticated(message).into_http::<ResBody>();
@@ -231,11 +288,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_token_enforces_nothing() {
+    async fn no_token_refuses_all_but_health() {
         for l in [TokenLayer::new(None), TokenLayer::new(Some(String::new()))] {
-            assert!(!l.is_enforcing());
-            assert_eq!(status(&l, "/codefly.echo.v1.Echo/Echo", None).await, None);
+            assert!(l.is_enforcing());
+            for t in [None, Some(""), Some("abc")] {
+                assert_eq!(
+                    status(&l, "/codefly.echo.v1.Echo/Echo", t).await.as_deref(),
+                    Some(UNAUTHENTICATED),
+                    "token {t:?}"
+                );
+            }
+            assert_eq!(status(&l, "/grpc.health.v1.Health/Check", None).await, None);
         }
+    }
+
+    #[tokio::test]
+    async fn insecure_lets_everything_through() {
+        let l = TokenLayer::insecure();
+        assert!(!l.is_enforcing());
+        assert_eq!(status(&l, "/codefly.echo.v1.Echo/Echo", None).await, None);
     }
 
     #[test]

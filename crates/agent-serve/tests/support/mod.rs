@@ -31,21 +31,42 @@ pub struct Running {
     stderr: Option<ChildStderr>,
 }
 
-/// Starts `bin` with `args` and exactly `env` among the agent variables, and
-/// reads its handshake line.
-pub async fn start(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+/// The agent variables a test controls: removed from what the agent inherits.
+const AGENT_VARS: &[&str] = &[
+    "CODEFLY_AGENT_TOKEN",
+    "CODEFLY_AGENT_UDS_PATH",
+    "CODEFLY_AGENT_WORKDIR",
+    "CODEFLY_AGENT_INSECURE",
+    "CODEFLY_AGENT_LIFELINE",
+    "CODEFLY_AGENT_LOG",
+];
+
+/// `bin args…` with exactly `env` among the agent variables, stdout and
+/// stderr piped.
+pub fn agent_command(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(args)
-        .env_remove("CODEFLY_AGENT_TOKEN")
-        .env_remove("CODEFLY_AGENT_UDS_PATH")
-        .env_remove("CODEFLY_AGENT_WORKDIR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    for k in AGENT_VARS {
+        cmd.env_remove(k);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Starts `bin` with `args` and exactly `env` among the agent variables, and
+/// reads its handshake line.
+pub async fn start(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    start_command(agent_command(bin, args, env)).await
+}
+
+/// Starts `cmd` (stdout and stderr piped) and reads its handshake line.
+pub async fn start_command(mut cmd: Command) -> Running {
     let mut child = cmd.spawn().expect("spawn agent");
     let pid = i32::try_from(child.id().unwrap()).unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -64,22 +85,66 @@ pub async fn start(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
     }
 }
 
+/// A lifeline pipe as a host makes it: the agent gets the read end, the test
+/// holds the write end; dropping [`Lifeline::write`] is the host dying.
+pub struct Lifeline {
+    pub read: std::os::fd::OwnedFd,
+    pub write: Option<std::os::fd::OwnedFd>,
+}
+
+impl Lifeline {
+    pub fn new() -> Self {
+        use std::os::fd::FromRawFd as _;
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 fills two descriptors we then own; both close-on-exec,
+        // so no other child of this test process inherits them.
+        #[allow(unsafe_code)]
+        unsafe {
+            assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            Self {
+                read: std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                write: Some(std::os::fd::OwnedFd::from_raw_fd(fds[1])),
+            }
+        }
+    }
+
+    /// The value of `CODEFLY_AGENT_LIFELINE` for the agent.
+    pub fn env_value(&self) -> String {
+        use std::os::fd::AsRawFd as _;
+        self.read.as_raw_fd().to_string()
+    }
+
+    /// Lets `cmd`'s child (only it) inherit the read end.
+    pub fn pass_to(&self, cmd: &mut Command) {
+        use std::os::fd::AsRawFd as _;
+        let fd = self.read.as_raw_fd();
+        cmd.env("CODEFLY_AGENT_LIFELINE", fd.to_string());
+        // SAFETY: fcntl is async-signal-safe; runs in the child between fork and exec.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+
+    /// The host dies: the last write end closes.
+    pub fn cut(&mut self) {
+        self.write = None;
+    }
+}
+
 /// Runs `bin` expecting it to fail before any handshake: (status, stdout, stderr).
 pub async fn run_to_exit(
     bin: &Path,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (ExitStatus, String, String) {
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .env_remove("CODEFLY_AGENT_TOKEN")
-        .env_remove("CODEFLY_AGENT_UDS_PATH")
-        .env_remove("CODEFLY_AGENT_WORKDIR")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = agent_command(bin, args, env);
     let out = tokio::time::timeout(WAIT, cmd.output())
         .await
         .expect("exits within the wait")
@@ -144,6 +209,24 @@ impl Running {
         lines
     }
 
+    /// Reads stderr lines until one contains `needle`; returns it.
+    pub async fn stderr_line_containing(&mut self, needle: &str) -> String {
+        let err = self.stderr.take().expect("stderr not read yet");
+        let mut lines = BufReader::new(err).lines();
+        loop {
+            let line = tokio::time::timeout(WAIT, lines.next_line())
+                .await
+                .expect("stderr line within the wait")
+                .expect("read stderr")
+                .unwrap_or_else(|| panic!("stderr ended before a line with {needle:?}"));
+            if line.contains(needle) {
+                // Keep draining so the agent never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return line;
+            }
+        }
+    }
+
     /// Everything the agent wrote to stderr (reads to EOF; call after exit).
     pub async fn stderr(&mut self) -> String {
         let mut s = String::new();
@@ -202,8 +285,9 @@ pub async fn start_under_shell(bin: &Path, env: &[(&str, &str)]) -> (Child, i32,
     cmd.arg("-c")
         .arg(r#""$0" & echo "pid=$!"; wait"#)
         .arg(bin)
-        .env_remove("CODEFLY_AGENT_TOKEN")
         .env_remove("CODEFLY_AGENT_UDS_PATH")
+        .env_remove("CODEFLY_AGENT_LIFELINE")
+        .env("CODEFLY_AGENT_TOKEN", TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
