@@ -31,7 +31,10 @@ mod store;
 pub use chain::{Authority, Fallback, RetryPolicy, StoreChain};
 pub use digest::Sha256Digest;
 pub use error::StoreError;
-pub use install::{DEFAULT_MAX_SIZE, Expected, InstallRecord, Installed, Installer};
+pub use install::{
+    DEFAULT_MAX_SIZE, Expected, FileIdentity, InstallRecord, Installed, Installer, LockTimeouts,
+    Progress, ProgressFn, Signer, VerifyMode,
+};
 pub use store::AgentStore;
 
 pub use agent_ref::{AgentHome, AgentRef, ErrorKind, Platform};

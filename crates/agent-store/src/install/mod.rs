@@ -17,6 +17,7 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,12 +28,13 @@ use agent_ref::{AgentHome, AgentRef};
 use crate::{Sha256Digest, StoreError};
 
 use flight::flight_for;
+pub use lock::LockTimeouts;
 use path::{
-    TempGuard, check_parents, create_temp, hash_file, prepare_dir, refuse_symlink_at, sibling,
-    symlink_refused, sync_dir,
+    TempGuard, check_parents, check_trusted, create_temp, hash_file_identity, prepare_dir,
+    refuse_symlink_at, sibling, symlink_refused, sync_dir, touch_now,
 };
-pub use record::InstallRecord;
-use record::{read_record, write_record};
+pub use record::{FileIdentity, InstallRecord, Signer};
+use record::{commit_record_temp, open_record, read_record, write_record, write_record_temp};
 use stale::clean_stale_temps;
 use stream::{StreamError, stream_to_file};
 
@@ -63,12 +65,38 @@ pub struct Installed {
     pub source: String,
 }
 
-/// What sits at a cache path.
-enum Lookup {
-    Absent,
-    Recorded(PathBuf, InstallRecord),
-    Unrecorded(PathBuf),
+/// What sits at a cache path: a binary and its (checked) record, or nothing usable.
+type Lookup = Option<(PathBuf, InstallRecord)>;
+
+/// How a cached binary is checked before it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyMode {
+    /// One `stat`: the binary's identity (device, inode, size, mtime, ctime)
+    /// is compared with its record; any difference means it is hashed against
+    /// the record before it runs (the default).
+    #[default]
+    Fingerprint,
+    /// Hash the binary against its record on every load.
+    Always,
 }
+
+/// How far an install has come, reported through [`Installer::with_progress`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The artifact being installed.
+    pub agent: AgentRef,
+    /// Bytes received so far.
+    pub bytes: u64,
+    /// The expected total, when the store published one.
+    pub total: Option<u64>,
+    /// Whether this is the last report of the install (success or failure).
+    pub done: bool,
+}
+
+/// The callback of [`Installer::with_progress`]; called from the installing
+/// task, so it must be quick (update a bar, send on a channel).
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
 /// The only way bytes reach the agent cache. Cheap to clone.
 ///
@@ -79,16 +107,65 @@ enum Lookup {
 /// by a failed or interrupted install. New cache directories are created 0700
 /// and a symlink anywhere inside the home on the way to the cache path is
 /// refused ([`StoreError::Io`]).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Installer {
     home: AgentHome,
+    verify: VerifyMode,
+    progress: Option<ProgressFn>,
+    lock: LockTimeouts,
+}
+
+impl std::fmt::Debug for Installer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Installer")
+            .field("home", &self.home)
+            .field("verify", &self.verify)
+            .field("progress", &self.progress.is_some())
+            .field("lock", &self.lock)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Installer {
     /// An installer writing into `home`.
     #[must_use]
     pub fn new(home: AgentHome) -> Self {
-        Installer { home }
+        Installer {
+            home,
+            verify: VerifyMode::default(),
+            progress: None,
+            lock: LockTimeouts::default(),
+        }
+    }
+
+    /// How cached binaries are checked before they are returned (default
+    /// [`VerifyMode::Fingerprint`]).
+    #[must_use]
+    pub fn with_verify(mut self, verify: VerifyMode) -> Self {
+        self.verify = verify;
+        self
+    }
+
+    /// Calls `progress` as the bytes of each install arrive (every chunk,
+    /// and once with `done` at the end).
+    #[must_use]
+    pub fn with_progress(mut self, progress: ProgressFn) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// How long to wait for another installer's lock, and after how long
+    /// without progress its holder is treated as dead.
+    #[must_use]
+    pub fn with_lock_timeouts(mut self, timeouts: LockTimeouts) -> Self {
+        self.lock = timeouts;
+        self
+    }
+
+    /// The verify mode.
+    #[must_use]
+    pub fn verify_mode(&self) -> VerifyMode {
+        self.verify
     }
 
     /// The home it writes into.
@@ -116,58 +193,50 @@ impl Installer {
 
     /// The cached artifact for `agent` (concrete version), if one is installed.
     ///
-    /// Cheap when the install record is present (a `stat`); a binary without a
-    /// record (installed by the Go loader, or by hand) is hashed and reported
-    /// with source `local`. A binary whose size disagrees with its record is
-    /// treated as not installed (it was changed behind our back). This is
-    /// blocking file I/O.
+    /// Cheap when the binary's identity (device, inode, size, mtime, ctime;
+    /// one `stat`) equals its record's: otherwise the binary is hashed
+    /// against the record, and a mismatch is treated as not installed (it
+    /// was changed behind our back; the caller fetches it again); a match
+    /// updates the recorded identity. A binary without a record (installed
+    /// by the Go loader, or by hand) is hashed once and recorded with source
+    /// `local`. This is blocking file I/O.
     ///
     /// # Errors
-    /// [`StoreError::Ref`] for a non-concrete ref, [`StoreError::Io`] on read
-    /// errors, for a symlink inside the home, or when something other than a
-    /// regular file sits at the cache path.
+    /// [`StoreError::Ref`] for a non-concrete ref; [`StoreError::Untrusted`]
+    /// when the home, a cache directory or the binary is writable by group
+    /// or others or owned by another user (root excepted), or when something
+    /// other than a small regular file sits at the record's path;
+    /// [`StoreError::Io`] on read errors, for a symlink inside the home, or
+    /// when something other than a regular file sits at the cache path.
     pub fn cached(&self, agent: &AgentRef) -> Result<Option<Installed>, StoreError> {
-        Ok(match self.lookup(agent)? {
-            Lookup::Absent => None,
-            Lookup::Recorded(path, rec) => Some(Installed {
-                path,
-                sha256: rec.sha256,
-                size: rec.size,
-                source: rec.source,
-            }),
-            Lookup::Unrecorded(path) => {
-                let (digest, size) = hash_file(&path)?;
-                Some(Installed {
-                    path,
-                    sha256: digest.to_hex(),
-                    size,
-                    source: "local".to_owned(),
-                })
-            }
-        })
+        Ok(self.lookup(agent, false)?.map(|(path, rec)| Installed {
+            path,
+            sha256: rec.sha256,
+            size: rec.size,
+            source: rec.source,
+        }))
     }
 
-    /// The cached binary's path, checked as [`Installer::cached`] checks it
-    /// but never hashed: the hot path of every load. A binary with no record
-    /// (the Go loader's) is accepted as it is, as the Go loader does.
+    /// The cached binary's path, checked as [`Installer::cached`] checks it:
+    /// the hot path of every load (a `stat` of each directory, of the binary
+    /// and of its record, no hashing unless the identity changed). Marks the
+    /// artifact as used (one `futimens` of its record) for
+    /// `Cache::prune`.
     ///
     /// # Errors
     /// As [`Installer::cached`].
     pub fn cached_path(&self, agent: &AgentRef) -> Result<Option<PathBuf>, StoreError> {
-        Ok(match self.lookup(agent)? {
-            Lookup::Absent => None,
-            Lookup::Recorded(path, _) | Lookup::Unrecorded(path) => Some(path),
-        })
+        Ok(self.lookup(agent, true)?.map(|(path, _)| path))
     }
 
-    fn lookup(&self, agent: &AgentRef) -> Result<Lookup, StoreError> {
+    fn lookup(&self, agent: &AgentRef, touch: bool) -> Result<Lookup, StoreError> {
         let path = self.home.binary_path(agent)?;
         if !check_parents(self.home.root(), &path, false)? {
-            return Ok(Lookup::Absent);
+            return Ok(None);
         }
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lookup::Absent),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io(format!("stat {}", path.display()), e)),
         };
         if meta.file_type().is_symlink() {
@@ -179,19 +248,41 @@ impl Installer {
                 io::Error::other("is not a regular file"),
             ));
         }
-        match read_record(&sibling(&path, "", ".json"))? {
-            Some(rec) if rec.size == meta.len() => Ok(Lookup::Recorded(path, rec)),
-            Some(rec) => {
+        check_trusted(&path, &meta, "cached binary")?;
+        let Some((mut rec, file)) = open_record(&sibling(&path, "", ".json"))? else {
+            return adopt(&path);
+        };
+        let seen = FileIdentity::of(&meta);
+        if self.verify == VerifyMode::Always || rec.identity != Some(seen) {
+            let (digest, size, hashed) = hash_file_identity(&path)?;
+            if digest.to_hex() != rec.sha256 || size != rec.size {
                 tracing::warn!(
                     path = %path.display(),
-                    recorded = rec.size,
-                    actual = meta.len(),
+                    recorded_sha256 = %rec.sha256,
+                    recorded_size = rec.size,
+                    actual_sha256 = %digest,
+                    actual_size = size,
                     "cached binary does not match its install record; treating it as not installed"
                 );
-                Ok(Lookup::Absent)
+                return Ok(None);
             }
-            None => Ok(Lookup::Unrecorded(path)),
+            if hashed != seen {
+                tracing::warn!(path = %path.display(), "cached binary changed while it was checked; treating it as not installed");
+                return Ok(None);
+            }
+            if rec.identity != Some(hashed) {
+                tracing::debug!(path = %path.display(), "cached binary verified by hash; recording its identity");
+                rec.identity = Some(hashed);
+                if let Err(e) = write_record(&path, &rec) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not update the install record");
+                }
+                return Ok(Some((path, rec)));
+            }
         }
+        if touch && let Err(e) = touch_now(&file) {
+            tracing::debug!(path = %path.display(), error = %e, "could not mark the install record used");
+        }
+        Ok(Some((path, rec)))
     }
 
     /// Streams `reader` into the cache path of `agent`, verifying `expected`.
@@ -299,9 +390,13 @@ impl Installer {
         }
         let root = self.home.root().to_path_buf();
         let lock_path = sibling(path, "", ".lock");
-        let lock = tokio::task::spawn_blocking(move || lock::acquire(&root, &lock_path))
-            .await
-            .map_err(join_error)??;
+        let binary = path.to_path_buf();
+        let timeouts = self.lock;
+        let lock = tokio::task::spawn_blocking(move || {
+            lock::acquire(&root, &lock_path, &binary, timeouts)
+        })
+        .await
+        .map_err(join_error)??;
 
         // Another process may have installed it while we waited for the lock.
         let result = match self.cached_blocking(agent).await {
@@ -359,7 +454,24 @@ impl Installer {
             message,
         };
 
-        let (digest, size) = match stream_to_file(reader, file, cap, expected.size).await {
+        let report = |bytes: u64, done: bool| {
+            if let Some(p) = &self.progress {
+                p(Progress {
+                    agent: agent.clone(),
+                    bytes,
+                    total: expected.size,
+                    done,
+                });
+            }
+        };
+        let streamed =
+            stream_to_file(reader, file, cap, expected.size, &|n| report(n, false)).await;
+        if let Ok((_, n)) = &streamed {
+            report(*n, true);
+        } else {
+            report(0, true);
+        }
+        let (digest, size) = match streamed {
             Ok(v) => v,
             Err(StreamError::Read(e)) => {
                 return Err(match on_read_error {
@@ -402,24 +514,15 @@ impl Installer {
             installed_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            identity: None,
+            store: Some(store.to_owned()),
+            signer: None,
         };
         let final_path = path.clone();
         let rec = record.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            refuse_symlink_at(&final_path)?;
-            fs::set_permissions(&temp_path, fs::Permissions::from_mode(0o755))
-                .map_err(|e| StoreError::io(format!("chmod {}", temp_path.display()), e))?;
-            fs::rename(&temp_path, &final_path).map_err(|e| {
-                StoreError::io(
-                    format!("rename {} to {}", temp_path.display(), final_path.display()),
-                    e,
-                )
-            })?;
-            write_record(&final_path, &rec)?;
-            sync_dir(&final_path)
-        })
-        .await
-        .map_err(join_error)??;
+        let record = tokio::task::spawn_blocking(move || commit(&temp_path, &final_path, rec))
+            .await
+            .map_err(join_error)??;
         guard.0 = None;
         tracing::info!(
             agent = %what,
@@ -444,6 +547,82 @@ enum ReadFailure {
     Store,
     /// The reader is a local file: its failure is ours.
     Local,
+}
+
+/// Moves a verified temp file into place with its record, so that no binary
+/// is ever at the final path without its record: chmod 0755, rename the
+/// binary, take its identity, write the record under a temp name, rename it;
+/// if the record cannot be committed the binary is removed again.
+fn commit(
+    temp: &Path,
+    final_path: &Path,
+    mut rec: InstallRecord,
+) -> Result<InstallRecord, StoreError> {
+    refuse_symlink_at(final_path)?;
+    fs::set_permissions(temp, fs::Permissions::from_mode(0o755))
+        .map_err(|e| StoreError::io(format!("chmod {}", temp.display()), e))?;
+    fs::rename(temp, final_path).map_err(|e| {
+        StoreError::io(
+            format!("rename {} to {}", temp.display(), final_path.display()),
+            e,
+        )
+    })?;
+    let recorded = fs::symlink_metadata(final_path)
+        .map_err(|e| StoreError::io(format!("stat {}", final_path.display()), e))
+        .and_then(|m| {
+            rec.identity = Some(FileIdentity::of(&m));
+            let temp = write_record_temp(final_path, &rec)?;
+            commit_record_temp(temp, &sibling(final_path, "", ".json"))
+        });
+    if let Err(e) = recorded {
+        if let Err(rm) = fs::remove_file(final_path) {
+            tracing::warn!(path = %final_path.display(), error = %rm, "could not roll back a binary whose record failed");
+        }
+        return Err(e);
+    }
+    sync_dir(final_path)?;
+    Ok(rec)
+}
+
+/// A binary with no record (the Go loader's, or copied by hand): hashed
+/// once and recorded with source `local`, under the artifact's lock so an
+/// install in progress is never adopted half-way (then it is reported
+/// absent, and the caller waits for that install through [`Installer::ensure`]).
+fn adopt(path: &Path) -> Result<Lookup, StoreError> {
+    let Some(lock) = lock::try_acquire(&sibling(path, "", ".lock"))? else {
+        return Ok(None);
+    };
+    let record_path = sibling(path, "", ".json");
+    if let Some((rec, _)) = open_record(&record_path)? {
+        // Installed while we looked: the install's record wins.
+        drop(lock);
+        let meta = fs::symlink_metadata(path)
+            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?;
+        return Ok(if rec.identity == Some(FileIdentity::of(&meta)) {
+            Some((path.to_path_buf(), rec))
+        } else {
+            None
+        });
+    }
+    let (digest, size, identity) = hash_file_identity(path)?;
+    let rec = InstallRecord {
+        sha256: digest.to_hex(),
+        size,
+        source: "local".to_owned(),
+        installed_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        identity: Some(identity),
+        store: Some("local".to_owned()),
+        signer: None,
+    };
+    if let Err(e) = write_record(path, &rec) {
+        tracing::warn!(path = %path.display(), error = %e, "could not record an unrecorded binary");
+    } else {
+        tracing::info!(path = %path.display(), sha256 = %rec.sha256, "recorded a binary installed without a record");
+    }
+    drop(lock);
+    Ok(Some((path.to_path_buf(), rec)))
 }
 
 /// The store's name from a `store:detail` source string.

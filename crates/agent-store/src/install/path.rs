@@ -1,9 +1,9 @@
 //! Path safety inside the home: no symlinks, private new directories,
 //! temp files beside their target, fsync of files and directories.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,8 +41,43 @@ pub(super) fn symlink_refused(path: &Path) -> StoreError {
     )
 }
 
+/// Refuses (OpenSSH StrictModes-style) a file or directory that a user other
+/// than us could change: writable by group or others, or owned by another
+/// user (root excepted). The error names the path and the command that fixes it.
+#[allow(unsafe_code)]
+pub(super) fn check_trusted(path: &Path, meta: &Metadata, what: &str) -> Result<(), StoreError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let owner = meta.uid();
+    if owner != me && owner != 0 {
+        return Err(StoreError::Untrusted {
+            path_or_artifact: path.display().to_string(),
+            reason: format!(
+                "the {what} is owned by uid {owner}, not by you (uid {me}) or root, so that user can replace what runs"
+            ),
+            fix: format!("chown {me} {}", path.display()),
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "its group and every user",
+            (true, false) => "its group",
+            _ => "every user",
+        };
+        return Err(StoreError::Untrusted {
+            path_or_artifact: path.display().to_string(),
+            reason: format!(
+                "the {what} is writable by {who} (mode {mode:04o}), so they can replace what runs"
+            ),
+            fix: format!("chmod go-w {}", path.display()),
+        });
+    }
+    Ok(())
+}
+
 /// Walks the directories from `root` down to `path`'s parent: refuses
-/// symlinks, and creates missing ones 0700 when `create`. Returns whether every
+/// symlinks and directories others can write ([`check_trusted`]), and creates missing ones 0700 when `create`. Returns whether every
 /// directory exists.
 pub(super) fn check_parents(root: &Path, path: &Path, create: bool) -> Result<bool, StoreError> {
     let Some(parent) = path.parent() else {
@@ -55,7 +90,7 @@ pub(super) fn check_parents(root: &Path, path: &Path, create: bool) -> Result<bo
         )
     })?;
     match fs::metadata(root) {
-        Ok(m) if m.is_dir() => {}
+        Ok(m) if m.is_dir() => check_trusted(root, &m, "agent home")?,
         Ok(_) => {
             return Err(StoreError::io(
                 format!("agent home {}", root.display()),
@@ -88,7 +123,10 @@ pub(super) fn check_parents(root: &Path, path: &Path, create: bool) -> Result<bo
         for _ in 0..2 {
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.file_type().is_symlink() => return Err(symlink_refused(&cur)),
-                Ok(m) if m.is_dir() => break,
+                Ok(m) if m.is_dir() => {
+                    check_trusted(&cur, &m, "cache directory")?;
+                    break;
+                }
                 Ok(_) => {
                     return Err(StoreError::io(
                         format!("cache directory {}", cur.display()),
@@ -163,11 +201,50 @@ pub(super) fn sync_dir(path: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(format!("fsync {}", dir.display()), e))
 }
 
-pub(super) fn hash_file(path: &Path) -> Result<(Sha256Digest, u64), StoreError> {
-    let mut file =
-        File::open(path).map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+/// Hashes the file at `path` (not following a symlink) and returns the
+/// identity of the file that was hashed, taken from the open descriptor
+/// after reading.
+pub(super) fn hash_file_identity(
+    path: &Path,
+) -> Result<(Sha256Digest, u64, super::record::FileIdentity), StoreError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
     let mut hasher = Sha256::new();
     let size = io::copy(&mut file, &mut hasher)
         .map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
-    Ok((Sha256Digest(hasher.finalize().into()), size))
+    let meta = file
+        .metadata()
+        .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?;
+    Ok((
+        Sha256Digest(hasher.finalize().into()),
+        size,
+        super::record::FileIdentity::of(&meta),
+    ))
+}
+
+/// Sets the modification time of `file` to now (one `futimens`): the
+/// last-used mark of an install record.
+#[allow(unsafe_code)]
+pub(super) fn touch_now(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+    ];
+    // SAFETY: the descriptor is open for the call; `times` is two valid timespecs.
+    let rc = unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

@@ -1,14 +1,70 @@
-//! The install record beside each binary.
+//! The install record beside each binary: what was installed, from where,
+//! signed by whom, and the file identity that makes the load-time check one
+//! `stat`.
 
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use super::path::{TempGuard, create_temp, sibling};
 use crate::StoreError;
 
+/// Records are small; anything bigger is not ours.
+pub(super) const MAX_RECORD_SIZE: u64 = 64 * 1024;
+
+/// The identity of a file as `stat` reports it. Any difference on load means
+/// the binary is hashed against its record before it runs: rewriting a file
+/// in place changes mtime/ctime (and `utimensat` cannot set ctime back),
+/// replacing it changes the inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileIdentity {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Status change time, nanoseconds since the Unix epoch.
+    pub ctime_ns: i64,
+}
+
+impl FileIdentity {
+    /// The identity in `meta`.
+    #[must_use]
+    pub fn of(meta: &Metadata) -> Self {
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
+        }
+    }
+}
+
+/// Who signed an installed binary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Signer {
+    /// The minisign key id, 16 upper-case hex digits (as `minisign` prints it).
+    pub key_id: String,
+    /// The signature's trusted comment
+    /// (`codefly-agent {publisher}/{name}:{version} {os}/{arch}`).
+    pub trusted_comment: String,
+}
+
 /// The record written beside each installed binary as `{name}__{version}.json`.
+///
+/// Its modification time is the artifact's last use (one `futimens` per
+/// load; see [`crate::Cache`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstallRecord {
     /// The binary's sha256, lower-case hex.
@@ -19,27 +75,95 @@ pub struct InstallRecord {
     pub source: String,
     /// When it was installed, in seconds since the Unix epoch.
     pub installed_at: u64,
+    /// The binary's file identity when it was installed or last verified;
+    /// `None` in records written before identities were recorded (then the
+    /// next load hashes once and records it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<FileIdentity>,
+    /// The store that delivered it (`oci`, `http`, …; `local` for adopted binaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Who signed it; `None` = unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
+}
+
+/// Opens the record without following a symlink and without blocking on a
+/// FIFO, and reads it only if it is a regular file under [`MAX_RECORD_SIZE`].
+/// Returns the record and the open file (for the last-used touch).
+///
+/// An unparsable record is `Ok(None)` (the binary is then hashed and
+/// re-recorded); a symlink, FIFO, device or oversized file in its place is
+/// [`StoreError::Untrusted`].
+pub(super) fn open_record(path: &Path) -> Result<Option<(InstallRecord, File)>, StoreError> {
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(not_a_record(path, "it is a symlink"));
+        }
+        Err(e) => return Err(StoreError::io(format!("open {}", path.display()), e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?;
+    if !meta.is_file() {
+        return Err(not_a_record(path, "it is not a regular file"));
+    }
+    if meta.len() > MAX_RECORD_SIZE {
+        return Err(not_a_record(
+            path,
+            &format!(
+                "it is {} bytes (a record is under {MAX_RECORD_SIZE})",
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    (&mut file)
+        .take(MAX_RECORD_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
+    match serde_json::from_slice::<InstallRecord>(&bytes) {
+        Ok(r) => Ok(Some((r, file))),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable install record");
+            Ok(None)
+        }
+    }
+}
+
+fn not_a_record(path: &Path, reason: &str) -> StoreError {
+    StoreError::Untrusted {
+        path_or_artifact: path.display().to_string(),
+        reason: format!("install record refused: {reason}"),
+        fix: format!("rm {}", path.display()),
+    }
 }
 
 pub(super) fn read_record(path: &Path) -> Result<Option<InstallRecord>, StoreError> {
-    match fs::read(path) {
-        Ok(bytes) => match serde_json::from_slice::<InstallRecord>(&bytes) {
-            Ok(r) => Ok(Some(r)),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable install record");
-                Ok(None)
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::io(format!("read {}", path.display()), e)),
-    }
+    Ok(open_record(path)?.map(|(r, _)| r))
 }
 
 /// Writes the record beside `binary` atomically (temp, fsync, rename).
 pub(super) fn write_record(binary: &Path, record: &InstallRecord) -> Result<(), StoreError> {
+    let temp = write_record_temp(binary, record)?;
     let target = sibling(binary, "", ".json");
+    commit_record_temp(temp, &target)
+}
+
+/// A written, fsynced record under a temp name beside `binary`, removed
+/// when the guard drops unless committed.
+pub(super) fn write_record_temp(
+    binary: &Path,
+    record: &InstallRecord,
+) -> Result<TempGuard, StoreError> {
     let (temp, mut file) = create_temp(binary, ".json")?;
-    let mut guard = TempGuard(Some(temp.clone()));
+    let guard = TempGuard(Some(temp.clone()));
     let mut body = serde_json::to_vec_pretty(record)
         .map_err(|e| StoreError::io("encode install record", io::Error::other(e)))?;
     body.push(b'\n');
@@ -48,12 +172,20 @@ pub(super) fn write_record(binary: &Path, record: &InstallRecord) -> Result<(), 
         .map_err(|e| StoreError::io(format!("write {}", temp.display()), e))?;
     fs::set_permissions(&temp, fs::Permissions::from_mode(0o644))
         .map_err(|e| StoreError::io(format!("chmod {}", temp.display()), e))?;
-    fs::rename(&temp, &target).map_err(|e| {
+    Ok(guard)
+}
+
+/// Renames a record written by [`write_record_temp`] to `target`.
+pub(super) fn commit_record_temp(mut temp: TempGuard, target: &Path) -> Result<(), StoreError> {
+    let Some(path) = temp.0.as_ref() else {
+        return Ok(());
+    };
+    fs::rename(path, target).map_err(|e| {
         StoreError::io(
-            format!("rename {} to {}", temp.display(), target.display()),
+            format!("rename {} to {}", path.display(), target.display()),
             e,
         )
     })?;
-    guard.0 = None;
+    temp.0 = None;
     Ok(())
 }

@@ -54,6 +54,7 @@ pub(super) async fn stream_to_file<R>(
     file: File,
     cap: u64,
     expected_size: Option<u64>,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Sha256Digest, u64), StreamError>
 where
     R: AsyncRead + Unpin + Send,
@@ -107,6 +108,7 @@ where
                 }
             }
             buf.truncate(filled);
+            progress(total);
             if filled > 0 && tx.send(buf).await.is_err() {
                 // The writer stopped: its error is reported below.
                 return Ok(());
