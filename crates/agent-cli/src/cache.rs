@@ -188,7 +188,7 @@ fn remove(home: &AgentHome, entry: &Entry) -> Result<(), Failure> {
         ) else {
             continue;
         };
-        let Ok(root) = agent_manager::nix::NixStore::gc_root(home, &agent) else {
+        let Ok(root) = agent_manager::stores::nix::NixStore::gc_root(home, &agent) else {
             continue;
         };
         if std::fs::symlink_metadata(&root).is_ok() {

@@ -40,6 +40,14 @@ pub(crate) struct Cli {
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
 
+    /// The lock file (default: $CODEFLY_AGENT_LOCKFILE, else ./agents.lock when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) lockfile: Option<PathBuf>,
+
+    /// Refuse (error[not-locked]) every agent the lock file does not list.
+    #[arg(long, global = true)]
+    pub(crate) locked: bool,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -112,12 +120,12 @@ pub(crate) enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Remove old versions, keeping the N highest (semver order) of each agent.
-    Prune {
-        /// How many versions of each agent to keep.
-        #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        keep: u32,
-    },
+    /// Remove installed versions: beyond the N highest of each agent, unused for
+    /// a while, or least recently used first until the cache fits a size.
+    ///
+    /// With no flag, keeps the highest version of each agent (`--keep 1`).
+    /// Flags combine: a version goes when any of them says so.
+    Prune(PruneArgs),
     /// Publish FILE(s) as REF (a concrete version) to an OCI registry, as `oras push` would.
     ///
     /// One file: a single-layer artifact. Several files: give one --platform
@@ -135,7 +143,85 @@ pub(crate) enum Command {
         /// The registry, `host[:port][/prefix]` (default: $AGENT_REGISTRY).
         #[arg(long, value_name = "R", env = "AGENT_REGISTRY")]
         registry: String,
+        /// Sign each binary with this minisign secret key (`agentctl keygen`
+        /// or `minisign -G -W`) and push the signature as a second layer.
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
     },
+    /// Resolve each REF and pin it in the lock file (agents.lock): version and,
+    /// per platform, sha256, size, store and signer.
+    ///
+    /// Re-running changes only what changed: a ref already locked with the
+    /// same requested version keeps its version (use --update to move it).
+    /// With no REF, re-locks every entry of the file (adding missing platforms).
+    Lock {
+        /// The agents to lock (`publisher/name[:requirement]`).
+        #[arg(value_name = "REF")]
+        references: Vec<String>,
+        /// The platforms to lock (os/arch, repeatable; default: this one).
+        #[arg(long, value_name = "OS/ARCH", value_parser = parse_platform)]
+        platform: Vec<Platform>,
+        /// Move this ref to its newest match (repeatable).
+        #[arg(long, value_name = "REF")]
+        update: Vec<String>,
+    },
+    /// Print the effective settings and where each came from (file, env, default).
+    ///
+    /// Never prints a secret: credentials show as set or unset.
+    Config,
+    /// Check the home, the configuration, each store, the lock file and the
+    /// cache; print what is wrong and how to fix it. Exit 0 only when all is well.
+    Doctor,
+    /// Everything known about one agent: the authoritative store and every
+    /// store's versions, what `latest` resolves to and why, installed versions.
+    Info {
+        /// The agent.
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
+    /// Write a minisign key pair (unencrypted secret key) for signing agents.
+    ///
+    /// Prints the public key to put in the config (`[publishers."P"] keys`).
+    Keygen {
+        /// The secret key file to write (the public key goes to FILE.pub).
+        #[arg(long, value_name = "FILE", default_value = "agent.key")]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// bash: `agentctl completions bash > ~/.local/share/bash-completion/completions/agentctl`
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page per command into DIR (used by `cargo xtask release`).
+    #[command(hide = true)]
+    Man {
+        /// The output directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// `prune` flags.
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Keep the N highest versions (semver order) of each agent.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) keep: Option<u32>,
+    /// Remove versions not loaded for this long (e.g. 30d, 12h).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub(crate) unused_for: Option<Duration>,
+    /// Remove least recently used versions until the cache is at most this big (e.g. 2GiB, 500MB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_size: Option<u64>,
+    /// Print what would be removed; remove nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +243,35 @@ pub(crate) struct LoadArgs {
     /// Keep the agent running for this long (e.g. 500ms, 3s, 2m), then close it.
     #[arg(long = "for", id = "for_", value_name = "D", value_parser = parse_duration)]
     pub(crate) for_: Option<Duration>,
+    /// Restart the agent when it exits (with --hold or --for): never, on-failure, always.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = RestartWhen::Never)]
+    pub(crate) restart: RestartWhen,
+    /// Give up after this many restarts (then exit 1 with error[agent-exited]).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_restarts: Option<u32>,
+}
+
+/// `--restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RestartWhen {
+    /// Never restart (default).
+    Never,
+    /// Restart when it exits with a failure (non-zero status or a signal).
+    OnFailure,
+    /// Restart whenever it exits.
+    Always,
+}
+
+/// `--agent-logs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AgentLogsMode {
+    /// JSON log lines (tracing, slog, zap, hclog) become host log events with
+    /// their level; other lines become info events (shown with -v).
+    Parsed,
+    /// The agent's stderr is copied to ours as is.
+    Raw,
+    /// The agent's stderr is only kept for error reports.
+    Off,
 }
 
 /// Spawn settings shared by `load` and `bench`.
@@ -174,6 +289,9 @@ pub(crate) struct SpawnArgs {
     /// Serve on a unix socket in a private directory instead of loopback TCP.
     #[arg(long)]
     pub(crate) uds: bool,
+    /// What becomes of the agent's stderr: parsed (host log events, shown with -v), raw, off.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = AgentLogsMode::Parsed)]
+    pub(crate) agent_logs: AgentLogsMode,
 }
 
 fn parse_kind(s: &str) -> Result<AgentKind, String> {
@@ -189,6 +307,42 @@ fn parse_platform(s: &str) -> Result<Platform, String> {
 /// `500ms`, `3s`, `2m`, `1h 30m` (humantime).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: 500ms, 3s, 2m)"))
+}
+
+/// `2GiB`, `500MB`, `1.5G`, `1024` (bytes). Binary units for `KiB`/`MiB`/`GiB`/`TiB`
+/// and for the bare `K`/`M`/`G`/`T`; decimal for `kB`/`MB`/`GB`/`TB`.
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 2GiB, 500MB, 1048576)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)"
+            ));
+        }
+    };
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let bytes = (n * mult as f64).round() as u64;
+    Ok(bytes)
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -277,6 +431,10 @@ mod tests {
             &["load", "x", "--env", "NOEQUALS"],
             &["bench", "x", "-n", "0"],
             &["prune", "--keep", "0"],
+            &["prune", "--max-size", "lots"],
+            &["completions", "tcsh"],
+            &["load", "x", "--restart", "sometimes"],
+            &["load", "x", "--agent-logs", "loud"],
             &["ls", "--kind", "robot"],
             &["-v", "-q", "ls"],
             &["frobnicate"],
@@ -314,6 +472,64 @@ mod tests {
         assert_eq!(files.len(), 2);
         assert_eq!(platform[1].to_string(), "darwin/arm64");
         assert_eq!(registry, "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn sizes_accept_the_documented_forms() {
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size(" 10 KiB ").unwrap(), 10 << 10);
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("2 parsecs").is_err());
+    }
+
+    #[test]
+    fn lock_and_prune_flags() {
+        let cli = parse(&[
+            "lock",
+            "acme/echo:^1",
+            "b",
+            "--platform",
+            "linux/arm64",
+            "--update",
+            "b",
+            "--lockfile",
+            "x.lock",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.lockfile.as_deref(),
+            Some(std::path::Path::new("x.lock"))
+        );
+        let Command::Lock {
+            references,
+            platform,
+            update,
+        } = cli.command
+        else {
+            panic!("not lock")
+        };
+        assert_eq!(references, ["acme/echo:^1", "b"]);
+        assert_eq!(platform[0].to_string(), "linux/arm64");
+        assert_eq!(update, ["b"]);
+        let cli = parse(&[
+            "prune",
+            "--unused-for",
+            "30d",
+            "--max-size",
+            "2GiB",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Prune(p) = cli.command else {
+            panic!("not prune")
+        };
+        assert_eq!(p.unused_for, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(p.max_size, Some(2 << 30));
+        assert!(p.dry_run && p.keep.is_none());
+        assert!(parse(&["--locked", "load", "x"]).unwrap().locked);
     }
 
     #[test]

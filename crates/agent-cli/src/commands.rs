@@ -5,37 +5,67 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agent_manager::reference::{AgentHome, AgentKind, AgentRef, AgentSource};
-use agent_manager::{AgentConn, ErrorKind, LoadOptions, Manager};
+use agent_manager::{AgentConn, ErrorKind, LoadOptions, Manager, ManagerBuilder};
 use serde_json::json;
 
 use crate::cache;
-use crate::cli::{Cli, Command, LoadArgs, SpawnArgs};
+use crate::cli::{Cli, Command, LoadArgs, PruneArgs, SpawnArgs};
 use crate::report::{Failure, Percentiles, human_size, ms};
 
 /// Global settings every command sees.
-struct Ctx {
-    home: Option<PathBuf>,
-    kind: Option<AgentKind>,
-    local: bool,
-    json: bool,
-    quiet: bool,
+pub(crate) struct Ctx {
+    pub(crate) home: Option<PathBuf>,
+    pub(crate) kind: Option<AgentKind>,
+    pub(crate) local: bool,
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
+    pub(crate) lockfile: Option<PathBuf>,
+    pub(crate) locked: bool,
+    #[allow(dead_code)]
+    pub(crate) verbose: u8,
 }
 
 impl Ctx {
     /// Progress and summaries on stderr only for a person watching.
-    fn chatty(&self) -> bool {
+    pub(crate) fn chatty(&self) -> bool {
         !self.json && !self.quiet
     }
 
-    fn home(&self) -> Result<AgentHome, Failure> {
+    pub(crate) fn home(&self) -> Result<AgentHome, Failure> {
         match &self.home {
             Some(h) => Ok(AgentHome::new(absolute(h)?)),
             None => Ok(agent_manager::EnvConfig::from_process_env()?.home),
         }
     }
 
-    fn manager(&self, refresh: bool) -> Result<Manager, Failure> {
+    /// The builder every command starts from: environment, config file,
+    /// `--home`, `--local`.
+    fn builder(&self, refresh: bool) -> Result<ManagerBuilder, Failure> {
         let mut b = Manager::builder().from_env().refresh(refresh);
+        if self.home.is_some() {
+            b = b.home(self.home()?);
+        }
+        if self.local {
+            b = b.source(AgentSource::Local);
+        }
+        Ok(b)
+    }
+
+    /// The manager, honouring the lock file (`--lockfile`, the variable, or
+    /// `./agents.lock`) and `--locked`.
+    pub(crate) fn manager(&self, refresh: bool) -> Result<Manager, Failure> {
+        let mut b = self.builder(refresh)?.locked(self.locked);
+        if let Some(p) = agent_manager::lock::discover(self.lockfile.as_deref()) {
+            b = b.lockfile(p);
+        }
+        Ok(b.build()?)
+    }
+
+    /// The manager with no lock file at all (for `agentctl lock` itself).
+    pub(crate) fn manager_without_lock(&self, refresh: bool) -> Result<Manager, Failure> {
+        let mut env = agent_manager::EnvConfig::from_process_env()?;
+        env.lockfile = None;
+        let mut b = Manager::builder().env_config(env).refresh(refresh);
         if self.home.is_some() {
             b = b.home(self.home()?);
         }
@@ -45,7 +75,22 @@ impl Ctx {
         Ok(b.build()?)
     }
 
-    fn parse_ref(&self, s: &str) -> Result<AgentRef, Failure> {
+    /// A lock-free manager fetching for `platform` into the home `home`.
+    pub(crate) fn manager_for_platform(
+        &self,
+        platform: &agent_manager::Platform,
+        home: &Path,
+    ) -> Result<Manager, Failure> {
+        let mut env = agent_manager::EnvConfig::from_process_env()?;
+        env.lockfile = None;
+        Ok(Manager::builder()
+            .env_config(env)
+            .home(AgentHome::new(home))
+            .platform(platform.clone())
+            .build()?)
+    }
+
+    pub(crate) fn parse_ref(&self, s: &str) -> Result<AgentRef, Failure> {
         let r = AgentRef::parse(s)?;
         Ok(match self.kind {
             Some(k) => r.with_kind(k),
@@ -84,6 +129,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         local: cli.local,
         json: cli.json,
         quiet: cli.quiet,
+        lockfile: cli.lockfile,
+        locked: cli.locked,
+        verbose: cli.verbose,
     };
     match cli.command {
         Command::Resolve {
@@ -104,13 +152,38 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         } => bench(&ctx, &reference, n, &spawn).await,
         Command::Ls { reference } => ls(&ctx, reference.as_deref()),
         Command::Rm { reference, all } => rm(&ctx, &reference, all),
-        Command::Prune { keep } => prune(&ctx, keep),
+        Command::Prune(args) => prune(&ctx, &args),
         Command::Push {
             reference,
             files,
             platform,
             registry,
-        } => push(&ctx, &reference, files, platform, &registry).await,
+            sign,
+        } => {
+            push(
+                &ctx,
+                &reference,
+                files,
+                platform,
+                &registry,
+                sign.as_deref(),
+            )
+            .await
+        }
+        Command::Lock {
+            references,
+            platform,
+            update,
+        } => crate::lockcmd::lock(&ctx, &references, &platform, &update).await,
+        Command::Config => config(&ctx),
+        Command::Doctor => crate::doctor::doctor(&ctx).await,
+        Command::Info { reference } => crate::info::info(&ctx, &reference).await,
+        Command::Keygen { out, force } => crate::sign::keygen(&ctx, &out, force),
+        Command::Completions { shell } => {
+            crate::docs::completions(shell);
+            Ok(())
+        }
+        Command::Man { dir } => crate::docs::man(&dir),
     }
 }
 
@@ -480,8 +553,21 @@ fn rm(ctx: &Ctx, reference: &str, all: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn prune(ctx: &Ctx, keep: u32) -> Result<(), Failure> {
+/// `agentctl config`: the effective settings and their origins.
+fn config(ctx: &Ctx) -> Result<(), Failure> {
+    let m = ctx.manager(false)?;
+    let effective = m.effective_config();
+    if ctx.json {
+        println!("{}", json!(effective));
+    } else {
+        print!("{effective}");
+    }
+    Ok(())
+}
+
+fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<(), Failure> {
     let home = ctx.home()?;
+    let keep = args.keep.unwrap_or(1);
     let (removed, kept) = cache::prune(&home, ctx.kind, keep as usize)?;
     print_removed(ctx, &removed, Some(&kept));
     Ok(())
@@ -510,6 +596,7 @@ async fn push(
     files: Vec<PathBuf>,
     platforms: Vec<agent_manager::Platform>,
     registry: &str,
+    _sign: Option<&Path>,
 ) -> Result<(), Failure> {
     let agent = ctx.parse_ref(reference)?;
     if agent.concrete_version().is_none() {
@@ -535,9 +622,9 @@ async fn push(
     for f in &files {
         std::fs::metadata(f).map_err(|e| not_found_path(f, &e))?;
     }
-    let mut config = agent_manager::oci::RegistryConfig::parse(registry)?;
+    let mut config = agent_manager::stores::oci::RegistryConfig::parse(registry)?;
     if let Ok(s) = std::env::var("AGENT_REGISTRY_SCHEME") {
-        use agent_manager::oci::Scheme;
+        use agent_manager::stores::oci::Scheme;
         match s.trim().to_ascii_lowercase().as_str() {
             "" => {}
             "http" => config = config.with_scheme(Scheme::Http),
@@ -556,7 +643,7 @@ async fn push(
         .enumerate()
         .map(|(i, f)| (f, platforms.get(i).cloned()))
         .collect();
-    let result = agent_manager::oci::push(&config, &agent, &pairs).await?;
+    let result = agent_manager::stores::oci::push(&config, &agent, &pairs).await?;
     if ctx.json {
         println!("{}", json!(result));
     } else {

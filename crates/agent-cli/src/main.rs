@@ -10,7 +10,12 @@
 mod cache;
 mod cli;
 mod commands;
+mod docs;
+mod doctor;
+mod info;
+mod lockcmd;
 mod report;
+mod sign;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
