@@ -10,10 +10,18 @@
 //!
 //! Configured by `AGENT_HTTP_STORE` ([`HttpStore::from_env`]). The body is
 //! streamed into the [`Installer`](agent_store::Installer) (never buffered),
-//! with `Content-Length` as the expected size. 404 is `artifact-missing`;
-//! connection errors, timeouts, 5xx, 429, 401 and 403 are `store-unavailable`
-//! (with `Retry-After` when given); a body that stops sending bytes for the
-//! stall timeout is `store-unavailable` too.
+//! with `Content-Length` as the expected size. Statuses map as every network
+//! store maps them ([`agent_store_transport::classify`]): 404/410 are
+//! `artifact-missing`; 401, 403 and the other 4xx are denied (kind
+//! `store-unavailable`, not retried); connection errors, timeouts, 408, 429
+//! and 5xx are `store-unavailable`, retried honouring `Retry-After` (seconds
+//! or HTTP date). A body that sends no bytes for the stall timeout is
+//! `store-unavailable` too (empty frames are no progress).
+//!
+//! Redirects: never https → http, and no hop to another host unless the
+//! builder allows it ([`HttpStoreBuilder::allow_redirect_host`]). The
+//! optional `Authorization` value ([`HttpStoreBuilder::authorization`]) is
+//! only ever sent to the base URL's origin, wherever a redirect leads.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -30,25 +38,24 @@
 //! # Ok(()) }
 //! ```
 
-mod body;
-
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use agent_ref::semver::Version;
 use agent_ref::{AgentRef, Platform, parse_version};
 use agent_store::{AgentStore, Expected, Installed, Installer, Sha256Digest, StoreError};
+use agent_store_transport::{
+    Class, ClientOptions, HttpsClient, RedirectPolicy, classify, error_chain, read_to_end,
+    same_origin, status_error,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::Empty;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-pub use body::BodyReader;
+/// A response body as an `AsyncRead` with a byte-counting stall timer.
+pub type BodyReader = agent_store_transport::BodyReader<Incoming>;
 
 /// The environment variable holding the store's base URL.
 pub const AGENT_HTTP_STORE_ENV: &str = "AGENT_HTTP_STORE";
@@ -62,17 +69,22 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default longest wait for response headers or for the next body bytes.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Redirects followed at most (`3xx` with `Location`).
-const MAX_REDIRECTS: usize = 5;
+/// Largest sidecar, signature or versions file we read.
+const SMALL_BODY_LIMIT: u64 = 1 << 20;
 
-/// Largest sidecar or versions file we read.
-const SMALL_BODY_LIMIT: usize = 1 << 20;
+/// What a denial tells the user to check.
+const DENIED_HINT: &str = "the HTTP store sends no credentials unless one is configured \
+     (HttpStoreBuilder::authorization); make the store readable, or use a pre-signed base URL \
+     in AGENT_HTTP_STORE";
 
 /// An agent store serving the layout above over HTTP or HTTPS.
 #[derive(Clone)]
 pub struct HttpStore {
     base: String,
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    base_uri: Uri,
+    client: HttpsClient<Empty<Bytes>>,
+    redirects: RedirectPolicy,
+    authorization: Option<HeaderValue>,
     connect_timeout: Duration,
     stall_timeout: Duration,
 }
@@ -83,6 +95,11 @@ impl fmt::Debug for HttpStore {
             .field("base", &self.base)
             .field("connect_timeout", &self.connect_timeout)
             .field("stall_timeout", &self.stall_timeout)
+            .field("redirects", &self.redirects)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +110,9 @@ pub struct HttpStoreBuilder {
     base: String,
     connect_timeout: Duration,
     stall_timeout: Duration,
+    redirects: RedirectPolicy,
+    authorization: Option<String>,
+    roots: Vec<Vec<u8>>,
 }
 
 impl HttpStoreBuilder {
@@ -111,10 +131,37 @@ impl HttpStoreBuilder {
         self
     }
 
+    /// Also follow redirects to `pattern` (`host`, `host:port` or
+    /// `*.suffix`), e.g. the CDN the store redirects downloads to. By default
+    /// no redirect leaves the base URL's host; https → http is never followed.
+    #[must_use]
+    pub fn allow_redirect_host(mut self, pattern: impl Into<String>) -> Self {
+        self.redirects = self.redirects.allow_host(pattern);
+        self
+    }
+
+    /// An `Authorization` header value (`Bearer …`, `Basic …`) sent with
+    /// every request to the base URL's origin (scheme, host, port) and never
+    /// to any other, wherever a redirect leads.
+    #[must_use]
+    pub fn authorization(mut self, value: impl Into<String>) -> Self {
+        self.authorization = Some(value.into());
+        self
+    }
+
+    /// Trust only these root certificates (DER) instead of the system's:
+    /// a store behind a private CA.
+    #[must_use]
+    pub fn root_certificates(mut self, roots: Vec<Vec<u8>>) -> Self {
+        self.roots = roots;
+        self
+    }
+
     /// The store.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the base is not an `http(s)://` URL.
+    /// [`StoreError::Unavailable`] when the base is not an `http(s)://` URL
+    /// or the authorization value is not a valid header value.
     pub fn build(self) -> Result<HttpStore, StoreError> {
         let base = self.base.trim().trim_end_matches('/').to_owned();
         let uri: Uri = base
@@ -129,9 +176,27 @@ impl HttpStoreBuilder {
         if uri.query().is_some() {
             return Err(config_error(&base, "a query string is not allowed"));
         }
+        let authorization = match self.authorization {
+            Some(v) => {
+                let mut v = HeaderValue::from_str(v.trim()).map_err(|_| {
+                    config_error(&base, "the authorization value is not a valid header value")
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        let client = agent_store_transport::client(&ClientOptions {
+            connect_timeout: self.connect_timeout,
+            roots: self.roots,
+            ..ClientOptions::default()
+        });
         Ok(HttpStore {
-            client: build_client(self.connect_timeout),
+            client,
             base,
+            base_uri: uri,
+            redirects: self.redirects,
+            authorization,
             connect_timeout: self.connect_timeout,
             stall_timeout: self.stall_timeout,
         })
@@ -145,34 +210,6 @@ fn config_error(base: &str, why: &str) -> StoreError {
         retry_after: None,
         source: None,
     }
-}
-
-fn build_client(connect_timeout: Duration) -> Client<HttpsConnector<HttpConnector>, Empty<Bytes>> {
-    // One TLS stack for the workspace: rustls with ring. Another crate may
-    // have installed it already; that is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let tls = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "no native root certificates; https stores will fail to verify");
-            let config = rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-        }
-    };
-    let connector = tls
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
 }
 
 impl HttpStore {
@@ -191,6 +228,9 @@ impl HttpStore {
             base: base.into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            redirects: RedirectPolicy::new(),
+            authorization: None,
+            roots: Vec::new(),
         }
     }
 
@@ -248,32 +288,40 @@ impl HttpStore {
         )
     }
 
-    /// Sends `method url`, following redirects, with the connect + stall
-    /// timeouts on the response head. Returns the final URL and response.
+    /// Sends `method url`, following redirects under the store's policy,
+    /// with the connect + stall timeouts on the response head. Returns the
+    /// final URL and response.
     async fn send(
         &self,
         method: &Method,
         url: &str,
     ) -> Result<(String, Response<Incoming>), StoreError> {
-        let mut url = url.to_owned();
-        for _ in 0..=MAX_REDIRECTS {
-            let uri: Uri = url.parse().map_err(|e| StoreError::Unavailable {
-                store: STORE.to_owned(),
-                message: format!("bad URL {url}"),
-                retry_after: None,
-                source: Some(Box::new(e)),
-            })?;
-            let req = Request::builder()
+        let mut uri: Uri = url.parse().map_err(|e| StoreError::Unavailable {
+            store: STORE.to_owned(),
+            message: format!("bad URL {url}"),
+            retry_after: None,
+            source: Some(Box::new(e)),
+        })?;
+        for _ in 0..=self.redirects.max() {
+            let shown = uri.to_string();
+            let mut req = Request::builder()
                 .method(method.clone())
                 .uri(uri.clone())
                 .header(
                     header::USER_AGENT,
                     concat!("agent-store-http/", env!("CARGO_PKG_VERSION")),
-                )
+                );
+            // Credentials only ever go to the origin they were given for.
+            if let Some(auth) = &self.authorization
+                && same_origin(&self.base_uri, &uri)
+            {
+                req = req.header(header::AUTHORIZATION, auth.clone());
+            }
+            let req = req
                 .body(Empty::new())
                 .map_err(|e| StoreError::Unavailable {
                     store: STORE.to_owned(),
-                    message: format!("cannot build a request for {url}"),
+                    message: format!("cannot build a request for {shown}"),
                     retry_after: None,
                     source: Some(Box::new(e)),
                 })?;
@@ -288,7 +336,7 @@ impl HttpStore {
                     };
                     return Err(StoreError::Unavailable {
                         store: STORE.to_owned(),
-                        message: format!("{what} {method} {url}: {}", error_chain(&e)),
+                        message: format!("{what} {method} {shown}: {}", error_chain(&e)),
                         retry_after: None,
                         source: Some(Box::new(e)),
                     });
@@ -296,48 +344,52 @@ impl HttpStore {
                 Err(_) => {
                     return Err(StoreError::Unavailable {
                         store: STORE.to_owned(),
-                        message: format!("{method} {url}: no response within {wait:?}"),
+                        message: format!("{method} {shown}: no response within {wait:?}"),
                         retry_after: None,
                         source: None,
                     });
                 }
             };
-            if resp.status().is_redirection()
+            if classify(resp.status()) == Class::Redirect
                 && let Some(loc) = resp.headers().get(header::LOCATION)
             {
-                let next = resolve_location(&uri, loc.to_str().unwrap_or_default());
-                tracing::debug!(from = %url, to = %next, "following redirect");
-                url = next;
+                let next = self
+                    .redirects
+                    .next(&uri, loc.to_str().unwrap_or_default())
+                    .map_err(|e| StoreError::Denied {
+                        store: STORE.to_owned(),
+                        status: resp.status().as_u16(),
+                        message: e.to_string(),
+                        hint: "allow the host with HttpStoreBuilder::allow_redirect_host if it is trusted"
+                            .to_owned(),
+                    })?;
+                tracing::debug!(from = %shown, to = %next, "following redirect");
+                uri = next;
                 continue;
             }
-            return Ok((url, resp));
+            return Ok((shown, resp));
         }
         Err(StoreError::Unavailable {
             store: STORE.to_owned(),
-            message: format!("{method} {url}: more than {MAX_REDIRECTS} redirects"),
+            message: format!(
+                "{method} {url}: more than {} redirects",
+                self.redirects.max()
+            ),
             retry_after: None,
             source: None,
         })
     }
 
     /// Reads a small body completely (bounded size, stall timeout).
-    async fn small_body(&self, url: &str, resp: Response<Incoming>) -> Result<Bytes, StoreError> {
-        let body = Limited::new(resp.into_body(), SMALL_BODY_LIMIT);
-        match tokio::time::timeout(self.stall_timeout, body.collect()).await {
-            Ok(Ok(c)) => Ok(c.to_bytes()),
-            Ok(Err(e)) => Err(StoreError::Unavailable {
+    async fn small_body(&self, url: &str, resp: Response<Incoming>) -> Result<Vec<u8>, StoreError> {
+        read_to_end(resp.into_body(), self.stall_timeout, SMALL_BODY_LIMIT)
+            .await
+            .map_err(|e| StoreError::Unavailable {
                 store: STORE.to_owned(),
                 message: format!("reading {url}: {e}"),
                 retry_after: None,
                 source: None,
-            }),
-            Err(_) => Err(StoreError::Unavailable {
-                store: STORE.to_owned(),
-                message: format!("reading {url}: stalled for {:?}", self.stall_timeout),
-                retry_after: None,
-                source: None,
-            }),
-        }
+            })
     }
 
     /// The digest published beside `url`.
@@ -357,10 +409,10 @@ impl HttpStore {
                             "{url} has no sha256 sidecar ({sidecar_url} is missing); refusing an unverifiable binary"
                         ),
                     }),
-                    s => Err(status_error(s, head.headers(), url, agent)),
+                    s => Err(status_err(s, head.headers(), url, agent)),
                 };
             }
-            s => return Err(status_error(s, resp.headers(), &final_url, agent)),
+            s => return Err(status_err(s, resp.headers(), &final_url, agent)),
         }
         let body = self.small_body(&final_url, resp).await?;
         let text = String::from_utf8_lossy(&body);
@@ -375,80 +427,21 @@ impl HttpStore {
     }
 }
 
-/// The full cause chain of an error, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        cur = s.source();
-    }
-    out
-}
-
-/// Resolves a `Location` header against the request URI.
-fn resolve_location(base: &Uri, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        return location.to_owned();
-    }
-    let scheme = base.scheme_str().unwrap_or("http");
-    let authority = base.authority().map_or("", http::uri::Authority::as_str);
-    if let Some(rest) = location.strip_prefix("//") {
-        return format!("{scheme}://{rest}");
-    }
-    if location.starts_with('/') {
-        return format!("{scheme}://{authority}{location}");
-    }
-    let path = base.path();
-    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-    format!("{scheme}://{authority}{dir}/{location}")
-}
-
-/// `Retry-After`: delta-seconds or an HTTP date.
-fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
 /// Maps a non-success status to the stable kinds.
-fn status_error(
+fn status_err(
     status: StatusCode,
     headers: &http::HeaderMap,
     url: &str,
     agent: &AgentRef,
 ) -> StoreError {
-    match status {
-        StatusCode::NOT_FOUND | StatusCode::GONE => StoreError::Missing {
-            store: STORE.to_owned(),
-            what: format!("{} ({url} answered {status})", agent.identifier()),
-        },
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => StoreError::Unavailable {
-            store: STORE.to_owned(),
-            message: format!(
-                "{url} answered {status}: access denied. The HTTP store sends no credentials; \
-                 make the store readable anonymously (or use a pre-signed base URL in {AGENT_HTTP_STORE_ENV})"
-            ),
-            retry_after: None,
-            source: None,
-        },
-        s => StoreError::Unavailable {
-            store: STORE.to_owned(),
-            message: format!("{url} answered {s}"),
-            retry_after: parse_retry_after(headers),
-            source: None,
-        },
-    }
+    status_error(
+        STORE,
+        status,
+        headers,
+        url,
+        &agent.identifier(),
+        DENIED_HINT,
+    )
 }
 
 #[async_trait]
@@ -463,7 +456,7 @@ impl AgentStore for HttpStore {
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND | StatusCode::GONE => Ok(false),
-            s => Err(status_error(s, resp.headers(), &final_url, agent)),
+            s => Err(status_err(s, resp.headers(), &final_url, agent)),
         }
     }
 
@@ -475,12 +468,7 @@ impl AgentStore for HttpStore {
         let url = self.versions_url(agent);
         let (final_url, resp) = self.send(&Method::GET, &url).await?;
         if !resp.status().is_success() {
-            return Err(status_error(
-                resp.status(),
-                resp.headers(),
-                &final_url,
-                agent,
-            ));
+            return Err(status_err(resp.status(), resp.headers(), &final_url, agent));
         }
         let body = self.small_body(&final_url, resp).await?;
         let text = String::from_utf8_lossy(&body);
@@ -511,12 +499,7 @@ impl AgentStore for HttpStore {
         let digest = self.sidecar(agent, &url).await?;
         let (final_url, resp) = self.send(&Method::GET, &url).await?;
         if !resp.status().is_success() {
-            return Err(status_error(
-                resp.status(),
-                resp.headers(),
-                &final_url,
-                agent,
-            ));
+            return Err(status_err(resp.status(), resp.headers(), &final_url, agent));
         }
         let size = resp
             .headers()
@@ -526,7 +509,7 @@ impl AgentStore for HttpStore {
         let expected = Expected {
             sha256: Some(digest),
             size,
-            max_size: None,
+            ..Expected::default()
         };
         tracing::debug!(url = %final_url, ?size, sha256 = %digest, "downloading");
         let reader = BodyReader::new(resp.into_body(), self.stall_timeout);
@@ -576,42 +559,12 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_forms() {
-        let mut h = http::HeaderMap::new();
-        assert_eq!(parse_retry_after(&h), None);
-        h.insert(header::RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
-        h.insert(header::RETRY_AFTER, later.parse().unwrap());
-        let d = parse_retry_after(&h).unwrap();
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
-        h.insert(
-            header::RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
-        h.insert(header::RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(parse_retry_after(&h), None);
-    }
-
-    #[test]
-    fn locations_resolve() {
-        let base: Uri = "http://h:1/a/b/file".parse().unwrap();
-        assert_eq!(resolve_location(&base, "https://x/y"), "https://x/y");
-        assert_eq!(resolve_location(&base, "/z"), "http://h:1/z");
-        assert_eq!(resolve_location(&base, "other"), "http://h:1/a/b/other");
-        assert_eq!(resolve_location(&base, "//cdn/q"), "http://cdn/q");
-    }
-
-    #[test]
     fn statuses_map_to_kinds() {
         use agent_ref::ErrorKind;
         let agent: AgentRef = "echo:1.0.0".parse().unwrap();
         let h = http::HeaderMap::new();
-        let k = |s: u16| status_error(StatusCode::from_u16(s).unwrap(), &h, "u", &agent).kind();
+        let e = |s: u16| status_err(StatusCode::from_u16(s).unwrap(), &h, "u", &agent);
+        let k = |s: u16| e(s).kind();
         assert_eq!(k(404), ErrorKind::ArtifactMissing);
         assert_eq!(k(410), ErrorKind::ArtifactMissing);
         assert_eq!(k(401), ErrorKind::StoreUnavailable);
@@ -619,7 +572,12 @@ mod tests {
         assert_eq!(k(500), ErrorKind::StoreUnavailable);
         assert_eq!(k(503), ErrorKind::StoreUnavailable);
         assert_eq!(k(429), ErrorKind::StoreUnavailable);
-        let msg = status_error(StatusCode::FORBIDDEN, &h, "u", &agent).to_string();
-        assert!(msg.contains("access denied"), "{msg}");
+        assert!(!e(401).is_retryable() && !e(403).is_retryable());
+        assert!(e(503).is_retryable() && e(429).is_retryable());
+        let msg = e(403).to_string();
+        assert!(
+            msg.contains("denied") && msg.contains("AGENT_HTTP_STORE"),
+            "{msg}"
+        );
     }
 }

@@ -308,10 +308,11 @@ async fn persistent_server_error_is_unavailable() {
 }
 
 #[tokio::test]
-async fn unauthorized_is_unavailable_with_a_clear_message() {
+async fn denied_is_not_retried_and_says_so() {
     let server = TestServer::start().await;
     let path = publish(&server, "echo", "1.0.0", b"x");
-    server.fault(&format!("{path}.sha256"), &[Fault::Status(401, None); 3]);
+    let sidecar = format!("{path}.sha256");
+    server.fault(&sidecar, &[Fault::Status(401, None); 3]);
     let e = env();
     let agent = echo("1.0.0");
     let err = fast_chain(store(&server))
@@ -319,8 +320,119 @@ async fn unauthorized_is_unavailable_with_a_clear_message() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
-    assert!(err.to_string().contains("access denied"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("denied") && msg.contains("401"), "{msg}");
+    assert!(
+        msg.contains("AGENT_HTTP_STORE"),
+        "the credential hint: {msg}"
+    );
+    assert_eq!(server.hits(&sidecar), 1, "a 401 is not retried");
     assert_nothing_installed(&e.installer, &agent);
+
+    // 403 and other 4xx alike.
+    server.clear_faults(&sidecar);
+    server.fault(
+        &sidecar,
+        &[Fault::Status(403, None), Fault::Status(400, None)],
+    );
+    for _ in 0..2 {
+        let before = server.hits(&sidecar);
+        let err = fast_chain(store(&server))
+            .pull(&agent, &Platform::current(), &e.installer)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("denied"), "{err}");
+        assert_eq!(server.hits(&sidecar), before + 1);
+    }
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let server = TestServer::start().await;
+    let path = publish(&server, "echo", "1.0.0", b"x");
+    let sidecar = format!("{path}.sha256");
+    // An hour from now, as an HTTP date: longer than the chain waits, so it
+    // gives up at once instead of hammering the store.
+    let later: &'static str = Box::leak(httpdate_in(Duration::from_secs(3600)).into_boxed_str());
+    server.fault(&sidecar, &[Fault::Status(503, Some(later)); 3]);
+    let e = env();
+    let err = fast_chain(store(&server))
+        .pull(&echo("1.0.0"), &Platform::current(), &e.installer)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
+    assert_eq!(
+        server.hits(&sidecar),
+        1,
+        "Retry-After (a date) beyond the cap: not retried"
+    );
+}
+
+fn httpdate_in(d: Duration) -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now() + d)
+}
+
+#[tokio::test]
+async fn cross_host_redirect_is_refused_by_default() {
+    let server = TestServer::start().await;
+    let other = TestServer::start().await;
+    let bytes = payload(5000);
+    let path = publish(&server, "echo", "1.0.0", &bytes);
+    other.put("/cdn/blob", bytes.clone());
+    let to: &'static str = Box::leak(format!("http://{}/cdn/blob", other.addr).into_boxed_str());
+    server.fault(&path, &[Fault::Redirect(to); 3]);
+    let e = env();
+    let agent = echo("1.0.0");
+    let err = fast_chain(store(&server))
+        .pull(&agent, &Platform::current(), &e.installer)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
+    assert!(
+        err.to_string().contains("does not allow that host"),
+        "{err}"
+    );
+    assert_eq!(
+        other.hits("/cdn/blob"),
+        0,
+        "the foreign host is never asked"
+    );
+    assert_eq!(server.hits(&path), 1, "a refused redirect is not retried");
+    assert_nothing_installed(&e.installer, &agent);
+}
+
+#[tokio::test]
+async fn credentials_go_only_to_their_origin_across_an_allowed_redirect() {
+    let server = TestServer::start().await;
+    let cdn = TestServer::start().await;
+    let bytes = payload(5000);
+    let path = publish(&server, "echo", "1.0.0", &bytes);
+    cdn.put("/cdn/blob", bytes.clone());
+    let to: &'static str = Box::leak(format!("http://{}/cdn/blob", cdn.addr).into_boxed_str());
+    server.fault(&path, &[Fault::Redirect(to)]);
+    let s = HttpStore::builder(server.base())
+        .stall_timeout(Duration::from_secs(5))
+        .authorization("Bearer s3cret")
+        .allow_redirect_host(cdn.addr.to_string())
+        .build()
+        .unwrap();
+    assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
+    let e = env();
+    let got = fast_chain(s)
+        .pull(&echo("1.0.0"), &Platform::current(), &e.installer)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(got.path).unwrap(), bytes);
+    assert_eq!(
+        server.authorizations(&format!("{path}.sha256")),
+        [Some("Bearer s3cret".to_owned())],
+        "the store's own origin gets the credential"
+    );
+    assert_eq!(
+        cdn.authorizations("/cdn/blob"),
+        [None],
+        "the other host never sees it"
+    );
 }
 
 #[tokio::test]

@@ -53,6 +53,8 @@ pub struct State {
     routes: Mutex<HashMap<String, Route>>,
     hits: Mutex<HashMap<String, usize>>,
     downloads: Mutex<HashMap<String, usize>>,
+    /// The `Authorization` header of each request, per path.
+    auth: Mutex<HashMap<String, Vec<Option<String>>>>,
     /// Pause between 64 KiB chunks of full bodies (to make downloads overlap).
     throttle: Mutex<Option<Duration>>,
     /// Notified when a `StallAfter` response has sent its bytes.
@@ -201,6 +203,17 @@ impl TestServer {
             .unwrap_or(0)
     }
 
+    /// The `Authorization` header each request of `path` carried.
+    pub fn authorizations(&self, path: &str) -> Vec<Option<String>> {
+        self.state
+            .auth
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// GET requests of `path` answered 200 with a body.
     pub fn downloads(&self, path: &str) -> usize {
         self.state
@@ -216,6 +229,16 @@ impl TestServer {
 fn handle(st: &Arc<State>, req: &Request<Incoming>) -> Response<ChanBody> {
     let path = req.uri().path().to_owned();
     *st.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap().to_owned());
+    st.auth
+        .lock()
+        .unwrap()
+        .entry(path.clone())
+        .or_default()
+        .push(auth);
     let (body, fault) = {
         let mut routes = st.routes.lock().unwrap();
         match routes.get_mut(&path) {

@@ -1,0 +1,81 @@
+//! `agent-store-transport`: the one HTTP transport the network stores share.
+//!
+//! The HTTP and GitHub stores talk HTTP through hyper; the OCI store through
+//! `oci-client`. What they have in common lives here, once:
+//!
+//! - [`client`]: the hyper client (rustls with the ring provider, native
+//!   roots, connect timeout, HTTP/1.1 and HTTP/2 by ALPN);
+//! - [`RedirectPolicy`]: never https → http; a hop to another host only to
+//!   the hosts the store allows; credentials only ever to the origin they were
+//!   given for ([`same_origin`]);
+//! - [`classify`] and [`status_error`]: one status → answer mapping with its
+//!   retry class — 404/410 are `artifact-missing`; 401, 403 and the other 4xx
+//!   are [`agent_store::StoreError::Denied`] (not retried, with the credential
+//!   hint); 408, 429 and 5xx are `store-unavailable`, retried honouring
+//!   [`retry_after`] in both its forms (seconds and HTTP date);
+//! - [`BodyReader`]: a response body as `AsyncRead` whose stall timer counts
+//!   bytes, not frames (an empty DATA frame is no progress);
+//! - [`error_chain`]: an error and its causes on one line.
+//!
+//! It is a crate of its own, not a module of `agent-store`, so that the trait
+//! crate (and the Nix store, and an app using only the Nix store) does not
+//! pull hyper and rustls.
+
+mod body;
+mod client;
+mod redirect;
+mod status;
+
+pub use body::{BodyReader, ReadError, read_to_end};
+pub use client::{ClientOptions, HttpsClient, client};
+pub use redirect::{
+    DEFAULT_MAX_REDIRECTS, RedirectError, RedirectPolicy, resolve_location, same_host, same_origin,
+};
+pub use status::{Class, classify, retry_after, retry_after_at, status_error};
+
+/// An error and its causes on one line, `a: b: c`; a cause whose text the
+/// line already holds is not repeated.
+#[must_use]
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn chains_skip_repeats() {
+        let e = E(
+            "connect failed: refused",
+            Some(Box::new(E(
+                "refused",
+                Some(Box::new(E("os error 111", None))),
+            ))),
+        );
+        assert_eq!(error_chain(&e), "connect failed: refused: os error 111");
+    }
+}
