@@ -22,12 +22,14 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 mod chain;
 mod digest;
 mod error;
 mod install;
 mod store;
 
+pub use cache::{Cache, CacheEntry, PrunePolicy, PruneReport, Removed};
 pub use chain::{Authority, Fallback, RetryPolicy, StoreChain};
 pub use digest::Sha256Digest;
 pub use error::StoreError;

@@ -79,7 +79,7 @@ pub(super) fn read_pid(file: &File) -> Option<u32> {
 }
 
 /// Tries the lock without waiting: `None` when another holds it.
-pub(super) fn try_acquire(lock_path: &Path) -> Result<Option<File>, StoreError> {
+pub(crate) fn try_acquire(lock_path: &Path) -> Result<Option<File>, StoreError> {
     let mut file = open_lock(lock_path)?;
     match file.try_lock() {
         Ok(()) if still_named(&file, lock_path) => {
@@ -120,7 +120,7 @@ fn holder_progress(binary: &Path, holder: Option<u32>) -> Option<u64> {
 /// artifact at `binary`, waiting as the module docs say. Closing the file
 /// releases the lock; the file itself stays (removing it would race with a
 /// process that just opened it), except when its holder is treated as dead.
-pub(super) fn acquire(
+pub(crate) fn acquire(
     root: &Path,
     lock_path: &Path,
     binary: &Path,

@@ -29,10 +29,13 @@ use crate::{Sha256Digest, StoreError};
 
 use flight::flight_for;
 pub use lock::LockTimeouts;
+pub(crate) use lock::{acquire as acquire_lock, try_acquire as try_lock};
+pub(crate) use path::touch_now as touch_file;
 use path::{
     TempGuard, check_parents, check_trusted, create_temp, hash_file_identity, prepare_dir,
     refuse_symlink_at, sibling, symlink_refused, sync_dir, touch_now,
 };
+pub(crate) use record::open_record as open_install_record;
 pub use record::{FileIdentity, InstallRecord, Signer};
 use record::{commit_record_temp, open_record, read_record, write_record, write_record_temp};
 use stale::clean_stale_temps;
@@ -160,6 +163,12 @@ impl Installer {
     pub fn with_lock_timeouts(mut self, timeouts: LockTimeouts) -> Self {
         self.lock = timeouts;
         self
+    }
+
+    /// The lock timeouts.
+    #[must_use]
+    pub fn lock_timeouts(&self) -> LockTimeouts {
+        self.lock
     }
 
     /// The verify mode.

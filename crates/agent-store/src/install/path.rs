@@ -27,7 +27,7 @@ impl Drop for TempGuard {
 }
 
 /// `{dir}/{prefix}{name}__{version}{suffix}` for the binary at `path`.
-pub(super) fn sibling(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
+pub(crate) fn sibling(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
     let name = path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -228,7 +228,7 @@ pub(super) fn hash_file_identity(
 /// Sets the modification time of `file` to now (one `futimens`): the
 /// last-used mark of an install record.
 #[allow(unsafe_code)]
-pub(super) fn touch_now(file: &File) -> io::Result<()> {
+pub(crate) fn touch_now(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let times = [
         libc::timespec {

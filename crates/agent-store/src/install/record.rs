@@ -95,7 +95,7 @@ pub struct InstallRecord {
 /// An unparsable record is `Ok(None)` (the binary is then hashed and
 /// re-recorded); a symlink, FIFO, device or oversized file in its place is
 /// [`StoreError::Untrusted`].
-pub(super) fn open_record(path: &Path) -> Result<Option<(InstallRecord, File)>, StoreError> {
+pub(crate) fn open_record(path: &Path) -> Result<Option<(InstallRecord, File)>, StoreError> {
     let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
