@@ -6,15 +6,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use agent_store_transport::{
+    ClientOptions, HttpsClient, ReadError, RedirectError, RedirectPolicy, error_chain, read_to_end,
+    retry_after, same_origin,
+};
 use bytes::Bytes;
-use http::header::{ACCEPT, ETAG, IF_NONE_MATCH, LOCATION, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH, LOCATION, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use octocrab::service::middleware::auth_header::AuthHeaderLayer;
 use octocrab::service::middleware::base_uri::BaseUriLayer;
 use octocrab::service::middleware::extra_headers::ExtraHeadersLayer;
 use octocrab::{AuthState, OctoBody, Octocrab, OctocrabBuilder};
@@ -25,7 +24,6 @@ use crate::cache::{AnswerCache, CachedAnswer, now_secs};
 /// A response body as octocrab hands it over.
 pub(crate) type Body = BoxBody<Bytes, octocrab::Error>;
 
-const MAX_REDIRECTS: usize = 5;
 /// API answers (JSON, checksum files) are small; anything bigger is refused.
 pub(crate) const MAX_SMALL_BODY: u64 = 16 * 1024 * 1024;
 const JSON: &str = "application/vnd.github+json";
@@ -33,7 +31,9 @@ const JSON: &str = "application/vnd.github+json";
 /// The REST client and its policy.
 #[derive(Debug)]
 pub(crate) struct Api {
-    client: Client<HttpsConnector<HttpConnector>, OctoBody>,
+    client: HttpsClient<OctoBody>,
+    /// The API host, `github.com`, `api.github.com`, `*.githubusercontent.com`.
+    redirects: RedirectPolicy,
     /// The API base without a trailing `/` (may carry a path, as on GHES).
     base: String,
     base_uri: Uri,
@@ -76,9 +76,22 @@ impl Api {
             }
             None => None,
         };
+        let api_host = host.to_ascii_lowercase();
+        let api_authority = base_uri
+            .authority()
+            .map_or_else(|| api_host.clone(), |a| a.as_str().to_ascii_lowercase());
         Ok(Api {
-            client: http_client(timeout),
-            api_host: host.to_ascii_lowercase(),
+            client: agent_store_transport::client(&ClientOptions {
+                connect_timeout: timeout,
+                http2: false,
+                ..ClientOptions::default()
+            }),
+            redirects: RedirectPolicy::new()
+                .allow_host(api_authority)
+                .allow_host("github.com")
+                .allow_host("api.github.com")
+                .allow_host("*.githubusercontent.com"),
+            api_host,
             base_is_https: scheme == "https",
             base,
             base_uri,
@@ -114,17 +127,11 @@ impl Api {
                 " (agent-store-github)"
             )),
         )];
-        // Authorization only ever goes to the API host (octocrab's AuthHeader
-        // layer compares the request's authority with the base URI's).
+        // Authorization is added per request in `get`, only to the API origin.
         let crab = OctocrabBuilder::new_empty()
             .with_service(self.client.clone())
             .with_layer(&BaseUriLayer::new(self.base_uri.clone()))
             .with_layer(&ExtraHeadersLayer::new(Arc::new(headers)))
-            .with_layer(&AuthHeaderLayer::new(
-                self.auth.clone(),
-                self.base_uri.clone(),
-                self.base_uri.clone(),
-            ))
             .with_auth(AuthState::None)
             .build();
         match crab {
@@ -146,10 +153,7 @@ impl Api {
             Some("http") if is_api && !self.base_is_https => {}
             _ => return false,
         }
-        is_api
-            || host == "github.com"
-            || host == "api.github.com"
-            || host.ends_with(".githubusercontent.com")
+        is_api || self.redirects.allows_host(uri)
     }
 
     /// GET `url`, following up to 5 redirects to trusted hosts. Returns the
@@ -169,7 +173,7 @@ impl Api {
             url: url.to_owned(),
             message: format!("not a URL: {e}"),
         })?;
-        for _ in 0..=MAX_REDIRECTS {
+        for _ in 0..=self.redirects.max() {
             if !self.host_allowed(&uri) {
                 return Err(GithubError::ForeignHost {
                     url: uri.to_string(),
@@ -177,6 +181,12 @@ impl Api {
             }
             let mut headers = extra.clone();
             headers.insert(ACCEPT, HeaderValue::from_static(accept));
+            // The token only ever goes to the API's origin (scheme, host, port).
+            if let Some(auth) = &self.auth
+                && same_origin(&self.base_uri, &uri)
+            {
+                headers.insert(AUTHORIZATION, auth.clone());
+            }
             let shown = uri.to_string();
             let resp = tokio::time::timeout(
                 self.timeout,
@@ -207,15 +217,29 @@ impl Api {
             let Some(location) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()) else {
                 return Ok(resp);
             };
-            uri = resolve_location(&uri, location).ok_or_else(|| GithubError::BadResponse {
-                url: shown.clone(),
-                message: format!("unusable redirect location {location:?}"),
-            })?;
+            uri = match self.redirects.next(&uri, location) {
+                Ok(next) => next,
+                Err(RedirectError::BadLocation { .. }) => {
+                    return Err(GithubError::BadResponse {
+                        url: shown.clone(),
+                        message: format!("unusable redirect location {location:?}"),
+                    });
+                }
+                Err(
+                    RedirectError::Downgrade { to, .. } | RedirectError::ForeignHost { to, .. },
+                ) => return Err(GithubError::ForeignHost { url: to }),
+                Err(e) => {
+                    return Err(GithubError::BadResponse {
+                        url: shown.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            };
             tracing::debug!(from = %shown, to = %uri, "following redirect");
         }
         Err(GithubError::BadResponse {
             url: url.to_owned(),
-            message: format!("more than {MAX_REDIRECTS} redirects"),
+            message: format!("more than {} redirects", self.redirects.max()),
         })
     }
 
@@ -385,7 +409,8 @@ fn rate_limit_reset(resp: &Response<Body>) -> Option<SystemTime> {
     let h = resp.headers();
     let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let exhausted = get("x-ratelimit-remaining") == Some("0");
-    let retry_after = get("retry-after").and_then(|v| v.parse::<u64>().ok());
+    // Seconds or an HTTP date, as every store reads it.
+    let retry_after = retry_after(h);
     if !exhausted && retry_after.is_none() {
         return None;
     }
@@ -394,7 +419,7 @@ fn rate_limit_reset(resp: &Response<Body>) -> Option<SystemTime> {
         .map(|s| UNIX_EPOCH + Duration::from_secs(s));
     match (retry_after, reset) {
         // Retry-After (secondary limits) is the more precise instruction.
-        (Some(s), _) => Some(SystemTime::now() + Duration::from_secs(s)),
+        (Some(wait), _) => Some(SystemTime::now() + wait),
         (None, Some(r)) => Some(r),
         (None, None) => Some(SystemTime::now() + Duration::from_secs(60)),
     }
@@ -422,104 +447,19 @@ pub(crate) async fn read_small(
     stall: Duration,
     max: u64,
 ) -> Result<Vec<u8>, GithubError> {
-    let mut body = resp.into_body();
-    let mut out = Vec::new();
-    loop {
-        let frame = tokio::time::timeout(stall, body.frame())
-            .await
-            .map_err(|_| GithubError::Unreachable {
+    read_to_end(resp.into_body(), stall, max)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge(max) => GithubError::BadResponse {
                 url: url.to_owned(),
-                message: format!("body stalled for {stall:?}"),
+                message: format!("answer larger than {max} bytes"),
+            },
+            other => GithubError::Unreachable {
+                url: url.to_owned(),
+                message: format!("body {other}"),
                 source: None,
-            })?;
-        let Some(frame) = frame else { break };
-        let frame = frame.map_err(|e| GithubError::Unreachable {
-            url: url.to_owned(),
-            message: error_chain(&e),
-            source: Some(Box::new(e)),
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() as u64 + data.len() as u64 > max {
-                return Err(GithubError::BadResponse {
-                    url: url.to_owned(),
-                    message: format!("answer larger than {max} bytes"),
-                });
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out)
-}
-
-/// An absolute `Location`, or one relative to the current origin.
-fn resolve_location(current: &Uri, location: &str) -> Option<Uri> {
-    let loc: Uri = location.parse().ok()?;
-    if loc.scheme().is_some() && loc.authority().is_some() {
-        return Some(loc);
-    }
-    if location.starts_with('/') && !location.starts_with("//") {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = current.scheme().cloned();
-        parts.authority = current.authority().cloned();
-        parts.path_and_query = loc.path_and_query().cloned();
-        return Uri::from_parts(parts).ok();
-    }
-    None
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-fn http_client(timeout: Duration) -> Client<HttpsConnector<HttpConnector>, OctoBody> {
-    // One TLS stack for the workspace: rustls with ring. Installing the
-    // process default is harmless when another crate already did.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(timeout));
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(Arc::clone(&provider))
-    {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "no system CA certificates; https to GitHub will fail");
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                });
-            match config {
-                Ok(c) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c),
-                // ring supports the default versions; this cannot fail, but
-                // stay total rather than panic.
-                Err(_) => {
-                    hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(empty_config())
-                }
-            }
-        }
-    };
-    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-    Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
-}
-
-fn empty_config() -> rustls::ClientConfig {
-    rustls::ClientConfig::builder()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth()
+            },
+        })
 }
 
 #[cfg(test)]
@@ -549,23 +489,5 @@ mod tests {
         let local = Api::new("http://127.0.0.1:9", None, Duration::from_secs(5)).unwrap();
         assert!(local.host_allowed(&"http://127.0.0.1:1234/x".parse().unwrap()));
         assert!(!local.host_allowed(&"http://localhost:1234/x".parse().unwrap()));
-    }
-
-    #[test]
-    fn locations() {
-        let cur: Uri = "http://127.0.0.1:8/repos/a/b/releases/assets/1"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            resolve_location(&cur, "/download/x").unwrap().to_string(),
-            "http://127.0.0.1:8/download/x"
-        );
-        assert_eq!(
-            resolve_location(&cur, "https://objects.githubusercontent.com/y?z=1")
-                .unwrap()
-                .to_string(),
-            "https://objects.githubusercontent.com/y?z=1"
-        );
-        assert!(resolve_location(&cur, "relative").is_none());
     }
 }

@@ -164,14 +164,36 @@ impl From<GithubError> for StoreError {
                 retry_after: None,
                 source,
             },
-            other @ (GithubError::Status { .. }
-            | GithubError::BadResponse { .. }
-            | GithubError::Config(_)) => StoreError::Unavailable {
-                store,
-                message: other.to_string(),
-                retry_after: None,
-                source: None,
+            GithubError::Status {
+                url,
+                status,
+                message,
+            } => match http::StatusCode::from_u16(status).map(agent_store_transport::classify) {
+                Ok(agent_store_transport::Class::Denied) => StoreError::Denied {
+                    store,
+                    status,
+                    message: format!("{url} answered {status}: {message}"),
+                    hint: "check GITHUB_TOKEN/GH_TOKEN and its access to the repository".to_owned(),
+                },
+                Ok(agent_store_transport::Class::Missing) => StoreError::Missing {
+                    store,
+                    what: format!("{url} ({status}: {message})"),
+                },
+                _ => StoreError::Unavailable {
+                    store,
+                    message: format!("{url} answered {status}: {message}"),
+                    retry_after: None,
+                    source: None,
+                },
             },
+            other @ (GithubError::BadResponse { .. } | GithubError::Config(_)) => {
+                StoreError::Unavailable {
+                    store,
+                    message: other.to_string(),
+                    retry_after: None,
+                    source: None,
+                }
+            }
         }
     }
 }

@@ -5,15 +5,15 @@ use std::time::Duration;
 use agent_ref::semver::Version;
 use agent_ref::{AgentHome, AgentRef, Platform, RefError, VersionSpec};
 use agent_store::{AgentStore, Expected, Installed, Installer, Sha256Digest, StoreError};
+use agent_store_transport::BodyReader;
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
-use http_body_util::BodyExt;
 use octocrab::models::repos::{Asset, Release};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
 
-use crate::api::{Api, MAX_SMALL_BODY, error_chain, read_small};
+use crate::api::{Api, MAX_SMALL_BODY, read_small};
 use crate::archive::{Limits, extract_binary};
 use crate::cache::{AnswerCache, create_private_dir_all};
 use crate::checksum::{find_in_sums, is_checksums_file, parse_asset_digest};
@@ -467,33 +467,35 @@ impl Inner {
             .map_err(|e| GithubError::io(format!("create {}", dest.display()), e))?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
-        let mut body = resp.into_body();
+        // The stall timer counts bytes, not frames (transport::BodyReader).
+        let mut body = BodyReader::new(resp.into_body(), self.api.timeout);
+        let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let frame = tokio::time::timeout(self.api.timeout, body.frame())
+            let n = body
+                .read(&mut buf)
                 .await
-                .map_err(|_| GithubError::Unreachable {
+                .map_err(|e| GithubError::Unreachable {
                     url: url.clone(),
-                    message: format!("download stalled for {:?}", self.api.timeout),
-                    source: None,
+                    message: if e.kind() == std::io::ErrorKind::TimedOut {
+                        format!("download stalled for {:?}", self.api.timeout)
+                    } else {
+                        format!("download interrupted: {e}")
+                    },
+                    source: Some(Box::new(e)),
                 })?;
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| GithubError::Unreachable {
-                url: url.clone(),
-                message: format!("download interrupted: {}", error_chain(&e)),
-                source: Some(Box::new(e)),
-            })?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            size += data.len() as u64;
+            if n == 0 {
+                break;
+            }
+            let data = &buf[..n];
+            size += n as u64;
             if size > self.max_download {
                 return Err(GithubError::Checksum {
                     what: asset.name.clone(),
                     message: format!("download exceeds the {} byte cap", self.max_download),
                 });
             }
-            hasher.update(&data);
-            file.write_all(&data)
+            hasher.update(data);
+            file.write_all(data)
                 .await
                 .map_err(|e| GithubError::io(format!("write {}", dest.display()), e))?;
         }

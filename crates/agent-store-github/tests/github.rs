@@ -375,6 +375,35 @@ async fn rate_limit_is_store_unavailable_saying_when_it_resets_and_is_not_retrie
 }
 
 #[tokio::test]
+async fn secondary_limit_with_retry_after_as_an_http_date_is_honoured() {
+    let env = Env::new().await;
+    env.gh.release(OWNER, REPO, "v1.0.0", false, vec![]);
+    let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(20 * 60));
+    env.gh.secondary_limit(&later);
+    let store = env.store();
+    let e = store
+        .versions(&agent("latest"), &linux_amd64())
+        .await
+        .unwrap_err();
+    assert_kind(&e, ErrorKind::StoreUnavailable);
+    match &e {
+        StoreError::Unavailable {
+            retry_after: Some(ra),
+            ..
+        } => assert!(
+            *ra > Duration::from_secs(18 * 60) && *ra <= Duration::from_secs(20 * 60),
+            "{ra:?}"
+        ),
+        other => panic!("expected Unavailable with the date's retry_after, got {other:?}"),
+    }
+    assert!(e.to_string().contains("in 20 minutes"), "{e}");
+    assert_eq!(env.gh.count("/repos/"), 1, "one request, no retry loop");
+    // Until then the store does not even ask.
+    let _ = env.pull(&store, "1.0.0").await.unwrap_err();
+    assert_eq!(env.gh.count("/repos/"), 1);
+}
+
+#[tokio::test]
 async fn rate_limited_but_cached_answers_still_resolve() {
     let env = Env::new().await;
     env.gh.release(OWNER, REPO, "v1.0.0", false, vec![]);

@@ -90,6 +90,7 @@ struct State {
     next_id: u64,
     no_latest: bool,
     rate_limit_reset: Option<u64>,
+    secondary_limit: Option<String>,
     redirect_assets_to: Option<String>,
     seen: Vec<Seen>,
 }
@@ -196,6 +197,12 @@ impl FakeGitHub {
         self.state.lock().unwrap().rate_limit_reset = Some(reset);
     }
 
+    /// Every API request answers 429 with `Retry-After: {value}` (a secondary
+    /// limit: seconds or an HTTP date), without `x-ratelimit-remaining: 0`.
+    pub fn secondary_limit(&self, value: &str) {
+        self.state.lock().unwrap().secondary_limit = Some(value.to_owned());
+    }
+
     /// Asset downloads redirect to `base` + `/download/…` instead of this server.
     pub fn redirect_assets_to(&self, base: &str) {
         self.state.lock().unwrap().redirect_assets_to = Some(base.to_owned());
@@ -268,6 +275,17 @@ fn route(s: &State, addr: SocketAddr, req: &Request<Incoming>, pq: &str) -> Resp
         h.insert("x-ratelimit-reset", reset.to_string().parse().unwrap());
         h.insert("x-ratelimit-used", "60".parse().unwrap());
         h.insert("x-ratelimit-resource", "core".parse().unwrap());
+        return r;
+    }
+
+    if let Some(value) = &s.secondary_limit {
+        let body = json!({
+            "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+        });
+        let mut r = json_response(429, &body);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, value.parse().unwrap());
         return r;
     }
 
