@@ -27,6 +27,7 @@
 
 mod conn;
 mod error;
+pub mod logs;
 mod process;
 mod ring;
 mod spawn;
@@ -38,6 +39,7 @@ pub use agent_protocol::{
 };
 pub use conn::{AgentChannel, AgentConn, ExitInfo};
 pub use error::{SpawnError, SpawnFailure};
+pub use logs::AgentLogs;
 pub use ring::{STDERR_RING_CAPACITY, StderrRing};
 pub use spawn::{SpawnOptions, spawn};
 pub use token::TokenInterceptor;
