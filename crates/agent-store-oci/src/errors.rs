@@ -1,6 +1,7 @@
 //! Mapping `oci-client` errors onto the stable kinds.
 
 use agent_store::StoreError;
+use agent_store_transport::{Class, classify, error_chain};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 
 use crate::config::{Credentials, STORE};
@@ -37,16 +38,24 @@ pub(crate) fn from_select(e: &SelectError, what: &str) -> StoreError {
     }
 }
 
-fn auth_failure(what: &str, host: &str, creds: &Credentials, detail: &str) -> StoreError {
-    StoreError::Unavailable {
+/// A refusal: not retried (asking again with the same credentials cannot help).
+fn auth_failure(
+    what: &str,
+    host: &str,
+    creds: &Credentials,
+    status: u16,
+    detail: &str,
+) -> StoreError {
+    StoreError::Denied {
         store: STORE.to_owned(),
+        status,
         message: format!(
-            "{host} refused access to {what} ({detail}); tried {}. Log in with `docker login {host}` \
-             or set AGENT_REGISTRY_USERNAME/AGENT_REGISTRY_PASSWORD",
+            "{host} refused access to {what} ({detail}); tried {}",
             creds.describe()
         ),
-        retry_after: None,
-        source: None,
+        hint: format!(
+            "log in with `docker login {host}` or set AGENT_REGISTRY_USERNAME/AGENT_REGISTRY_PASSWORD"
+        ),
     }
 }
 
@@ -77,21 +86,28 @@ pub(crate) fn map(
     match &e {
         OciDistributionError::RegistryError { envelope, .. } => {
             if envelope.errors.iter().any(|x| is_auth_code(&x.code)) {
-                return auth_failure(what, host, creds, &e.to_string());
+                return auth_failure(what, host, creds, 0, &e.to_string());
             }
             if envelope.errors.iter().any(|x| is_missing_code(&x.code)) {
                 return missing(what.to_owned());
             }
             unavailable(format!("{host} answered an error for {what}: {e}"), Some(e))
         }
-        OciDistributionError::ServerError { code, .. } => match code {
-            404 => missing(what.to_owned()),
-            401 | 403 => auth_failure(what, host, creds, &format!("HTTP {code}")),
-            _ => unavailable(format!("{host} failed for {what}: {e}"), Some(e)),
-        },
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => {
-            auth_failure(what, host, creds, &e.to_string())
+        // The one status mapping every network store uses.
+        OciDistributionError::ServerError { code, .. } => {
+            match http::StatusCode::from_u16(*code).map(classify) {
+                Ok(Class::Missing) => missing(what.to_owned()),
+                Ok(Class::Denied) => {
+                    auth_failure(what, host, creds, *code, &format!("HTTP {code}"))
+                }
+                _ => unavailable(format!("{host} failed for {what}: {e}"), Some(e)),
+            }
+        }
+        OciDistributionError::UnauthorizedError { .. } => {
+            auth_failure(what, host, creds, 401, &e.to_string())
+        }
+        OciDistributionError::AuthenticationFailure(_) => {
+            auth_failure(what, host, creds, 0, &e.to_string())
         }
         OciDistributionError::ImageManifestNotFoundError(_) => missing(what.to_owned()),
         OciDistributionError::DigestError(d) => integrity(what.to_owned(), d.to_string()),
@@ -104,27 +120,12 @@ pub(crate) fn map(
                 "request failed"
             };
             unavailable(
-                format!("{host}: {why} while fetching {what}: {}", chain(&e)),
+                format!("{host}: {why} while fetching {what}: {}", error_chain(&e)),
                 Some(e),
             )
         }
-        _ => unavailable(format!("{host}: {what}: {}", chain(&e)), Some(e)),
+        _ => unavailable(format!("{host}: {what}: {}", error_chain(&e)), Some(e)),
     }
-}
-
-/// An error and its causes, `a: b: c`.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -148,6 +149,7 @@ mod tests {
             &creds,
         );
         assert_eq!(e.kind(), ErrorKind::StoreUnavailable);
+        assert!(!e.is_retryable(), "a refusal is not retried");
         let msg = e.to_string();
         assert!(
             msg.contains("bob") && msg.contains(".docker/config.json"),

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use agent_ref::semver::Version;
@@ -288,46 +287,30 @@ impl OciStore {
                 ),
             ));
         }
-        let failure = Arc::new(Mutex::new(None));
         let stream = Observed {
             inner: sized.stream,
-            failure: Arc::clone(&failure),
             done: false,
         };
         let reader = tokio_util::io::StreamReader::new(stream);
         let expected = Expected {
             sha256: Some(resolved.layer.digest),
             size: Some(resolved.layer.size),
-            max_size: None,
+            ..Expected::default()
         };
         let source = format!("oci:{what}");
-        let result = installer
+        // A read error of the stream is the installer's `store-unavailable`
+        // (retryable) carrying the cause; nothing to translate here.
+        installer
             .install_reader(agent, &source, &expected, reader)
-            .await;
-        match result {
-            Ok(installed) => Ok(installed),
-            Err(e) => {
-                let transport = failure.lock().ok().and_then(|mut f| f.take());
-                match (transport, &e) {
-                    // The installer saw our read error; say what it was.
-                    (Some(t), StoreError::Io { .. }) => Err(errors::unavailable(
-                        format!("{}: download of {what} failed: {t}", self.config.host()),
-                        None,
-                    )),
-                    _ => Err(e),
-                }
-            }
-        }
+            .await
     }
 }
 
-/// Passes the blob through, remembering transport errors, and ending the
-/// stream where oci-client's own digest check fails so that the installer —
-/// which checks the same digest and size — reports it as `integrity` and
-/// cleans up, instead of an I/O error.
+/// Passes the blob through, ending the stream where oci-client's own digest
+/// check fails so that the installer — which checks the same digest and
+/// size — reports it as `integrity` and cleans up, instead of a read error.
 struct Observed {
     inner: BoxStream<'static, Result<Bytes, std::io::Error>>,
-    failure: Arc<Mutex<Option<String>>>,
     done: bool,
 }
 
@@ -346,10 +329,6 @@ impl Stream for Observed {
                 if is_digest {
                     tracing::debug!(error = %e, "oci-client digest check failed; the installer will report it");
                     return Poll::Ready(None);
-                }
-                let msg = errors::chain(&e);
-                if let Ok(mut f) = self.failure.lock() {
-                    *f = Some(msg);
                 }
                 Poll::Ready(Some(Err(e)))
             }
