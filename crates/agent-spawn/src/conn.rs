@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::{OnceCell, watch};
@@ -12,7 +12,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::Instrument;
 
-use crate::process::kill_group;
+use agent_process::{AgentProcess, Exit};
+
 use crate::{Endpoint, Handshake, StderrRing, TokenInterceptor};
 
 /// A channel that adds the agent's token to every request.
@@ -51,6 +52,15 @@ impl From<ExitStatus> for ExitInfo {
     }
 }
 
+impl From<Exit> for ExitInfo {
+    fn from(exit: Exit) -> Self {
+        ExitInfo {
+            code: exit.code,
+            signal: exit.signal,
+        }
+    }
+}
+
 impl fmt::Display for ExitInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.code, self.signal) {
@@ -82,7 +92,7 @@ pub(crate) async fn wait_exit(mut rx: watch::Receiver<Option<ExitInfo>>) -> Exit
 }
 
 pub(crate) struct Parts {
-    pub(crate) pid: u32,
+    pub(crate) process: Arc<AgentProcess>,
     pub(crate) handshake: Handshake,
     pub(crate) channel: Channel,
     pub(crate) token: String,
@@ -135,7 +145,16 @@ impl AgentConn {
     /// The agent's pid, which is also its process-group id.
     #[must_use]
     pub fn pid(&self) -> u32 {
-        self.inner.parts.pid
+        self.inner.parts.process.pid()
+    }
+
+    /// A handle that does not keep the agent alive (see [`WeakAgentConn`]).
+    #[must_use]
+    pub fn downgrade(&self) -> WeakAgentConn {
+        WeakAgentConn {
+            inner: Arc::downgrade(&self.inner),
+            pid: self.pid(),
+        }
     }
 
     /// Where the agent listens.
@@ -210,20 +229,12 @@ impl AgentConn {
 
     async fn shutdown(&self) -> ExitInfo {
         let parts = &self.inner.parts;
-        let info = if self.has_exited() {
-            wait_exit(parts.exit_rx.clone()).await
-        } else {
-            kill_group(parts.pid, libc::SIGTERM);
-            let exited = wait_exit(parts.exit_rx.clone());
-            if let Ok(info) = tokio::time::timeout(parts.grace, exited).await {
-                info
-            } else {
-                tracing::debug!(grace = ?parts.grace, "agent ignored SIGTERM; killing its group");
-                kill_group(parts.pid, libc::SIGKILL);
-                wait_exit(parts.exit_rx.clone()).await
-            }
-        };
-        // The reaper SIGKILLs the rest of the group once the leader is reaped.
+        // SIGTERM to the group now; the reaper thread SIGKILLs it when the
+        // grace period is over (no timer of ours: it holds even when this
+        // future is dropped or its runtime shut down).
+        parts.process.terminate(parts.grace);
+        let info = wait_exit(parts.exit_rx.clone()).await;
+        // The reaper SIGKILLs the rest of the group once the leader exits.
         drop(
             self.inner
                 .socket_dir
@@ -237,12 +248,43 @@ impl AgentConn {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.closed.get().is_none() && self.parts.exit_rx.borrow().is_none() {
+        // A no-op once reaped: the group id may belong to someone else by then.
+        if self.closed.get().is_none() && self.parts.process.kill() {
             tracing::debug!(
-                pid = self.parts.pid,
-                "agent dropped without close; killing its group"
+                pid = self.parts.process.pid(),
+                "agent dropped without close; killed its group"
             );
-            kill_group(self.parts.pid, libc::SIGKILL);
         }
+    }
+}
+
+/// A handle to an agent that does not keep it alive: when the last
+/// [`AgentConn`] is dropped the agent is killed, whatever weak handles remain.
+#[derive(Clone)]
+pub struct WeakAgentConn {
+    inner: Weak<Inner>,
+    pid: u32,
+}
+
+impl WeakAgentConn {
+    /// The connection, while some [`AgentConn`] still holds it.
+    #[must_use]
+    pub fn upgrade(&self) -> Option<AgentConn> {
+        self.inner.upgrade().map(|inner| AgentConn { inner })
+    }
+
+    /// The agent's pid (which may be gone, or reused, once no strong handle remains).
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl fmt::Debug for WeakAgentConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakAgentConn")
+            .field("pid", &self.pid)
+            .field("alive", &(self.inner.strong_count() > 0))
+            .finish()
     }
 }

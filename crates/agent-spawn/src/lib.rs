@@ -31,15 +31,20 @@ pub mod logs;
 mod process;
 mod ring;
 mod spawn;
+mod supervise;
 mod token;
 
 pub use agent_protocol::{
     Endpoint, Handshake, HandshakeError, LIFELINE_ENV, MAX_HANDSHAKE_LEN, PROTOCOL_VERSIONS,
     TOKEN_ENV, TOKEN_METADATA_KEY, UDS_PATH_ENV, WORKDIR_ENV,
 };
-pub use conn::{AgentChannel, AgentConn, ExitInfo};
+pub use conn::{AgentChannel, AgentConn, ExitInfo, WeakAgentConn};
 pub use error::{SpawnError, SpawnFailure};
 pub use logs::AgentLogs;
 pub use ring::{STDERR_RING_CAPACITY, StderrRing};
-pub use spawn::{SpawnOptions, spawn};
+pub use spawn::{SpawnOptions, StderrSink, spawn};
+pub use supervise::{
+    AgentEvent, GaveUp, ParseRestartError, RestartMode, RestartPolicy, SupervisedChannel,
+    SupervisedConn, supervise,
+};
 pub use token::TokenInterceptor;

@@ -1,16 +1,17 @@
 //! The pipeline of one spawn: start, handshake, connect, health, hand over.
 
-use std::ffi::OsString;
-use std::io::{self, Write};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use agent_process::AgentProcess;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
-use tokio::process::{ChildStderr, ChildStdout, Command};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
@@ -22,18 +23,31 @@ use tracing::Instrument;
 
 use crate::conn::{Parts, wait_exit};
 use crate::error::{SpawnError, SpawnFailure};
-use crate::process::{kill_group, spawn_in_group};
+use crate::process::{Spawned, lifeline_read_end, spawn_in_group};
 use crate::token::fresh_token;
 use crate::{
     AgentConn, Endpoint, ExitInfo, Handshake, HandshakeError, MAX_HANDSHAKE_LEN, StderrRing,
-    TOKEN_ENV, TokenInterceptor, UDS_PATH_ENV, WORKDIR_ENV,
+    TokenInterceptor,
+};
+use agent_protocol::{
+    HOST_SECRET_ENV, INSECURE_ENV, LIFELINE_ENV, TOKEN_ENV, UDS_PATH_ENV, WORKDIR_ENV, env_allowed,
 };
 
 /// How long a failed spawn waits for the agent's stderr to reach EOF after
 /// killing it, so the error carries everything the agent said.
 const STDERR_SETTLE: Duration = Duration::from_secs(2);
 
+/// How long the I/O thread keeps draining after the agent exited, for output
+/// still buffered or held by a process outside its group.
+const DRAIN_LINGER: Duration = Duration::from_secs(2);
+
+/// Receives a live copy of the agent's stderr, chunk by chunk. Called from the
+/// agent's own I/O thread (a plain OS thread), never on an async worker; keep
+/// it quick all the same (it delays the agent's next stderr read).
+pub type StderrSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// How to start an agent. `SpawnOptions::default()` gives the documented defaults.
+#[derive(Clone)]
 pub struct SpawnOptions {
     /// Time allowed for the handshake line (default 30 s).
     pub startup_timeout: Duration,
@@ -43,13 +57,26 @@ pub struct SpawnOptions {
     pub grace: Duration,
     /// Work directory: the agent's current directory and `CODEFLY_AGENT_WORKDIR`.
     pub workdir: Option<PathBuf>,
-    /// Extra environment (the `CODEFLY_AGENT_*` variables above always win).
+    /// Extra environment. It wins over the inherited environment (a host secret
+    /// given here explicitly is passed); the `CODEFLY_AGENT_*` variables the
+    /// host sets always win over it.
     pub env: Vec<(OsString, OsString)>,
+    /// Variables removed from the inherited environment, on top of
+    /// [`HOST_SECRET_ENV`](agent_protocol::HOST_SECRET_ENV), which is always removed.
+    pub env_remove: Vec<OsString>,
+    /// `None` (default): inherit the host's environment minus the secrets.
+    /// `Some(extra)`: start from an empty environment and keep only
+    /// [`DEFAULT_ENV_ALLOWLIST`](agent_protocol::DEFAULT_ENV_ALLOWLIST) plus
+    /// `extra` (patterns: exact names, or a prefix and `*`).
+    pub env_allowlist: Option<Vec<String>>,
+    /// Give the agent the host's lifeline (`CODEFLY_AGENT_LIFELINE=FD`, default true).
+    pub lifeline: bool,
     /// Arguments.
     pub args: Vec<OsString>,
-    /// Receives a live copy of the agent's stderr; owned and dropped by the connection.
-    pub stderr_sink: Option<Box<dyn Write + Send>>,
+    /// Receives a live copy of the agent's stderr (see [`StderrSink`]).
+    pub stderr_sink: Option<StderrSink>,
     /// Ask the agent to listen on a unix socket in a private 0700 directory.
+    /// A handshake naming any other socket path is then refused.
     pub unix_socket: bool,
     /// Protocol versions this host accepts (default 1 and 2).
     pub accepted_versions: Vec<u32>,
@@ -63,28 +90,13 @@ impl Default for SpawnOptions {
             grace: Duration::from_secs(30),
             workdir: None,
             env: Vec::new(),
+            env_remove: Vec::new(),
+            env_allowlist: None,
+            lifeline: true,
             args: Vec::new(),
             stderr_sink: None,
             unix_socket: false,
             accepted_versions: vec![1, 2],
-        }
-    }
-}
-
-impl SpawnOptions {
-    /// A copy of these options without the stderr sink (which cannot be cloned).
-    #[must_use]
-    pub fn clone_without_sink(&self) -> SpawnOptions {
-        SpawnOptions {
-            startup_timeout: self.startup_timeout,
-            dial_timeout: self.dial_timeout,
-            grace: self.grace,
-            workdir: self.workdir.clone(),
-            env: self.env.clone(),
-            args: self.args.clone(),
-            stderr_sink: None,
-            unix_socket: self.unix_socket,
-            accepted_versions: self.accepted_versions.clone(),
         }
     }
 }
@@ -97,6 +109,9 @@ impl std::fmt::Debug for SpawnOptions {
             .field("grace", &self.grace)
             .field("workdir", &self.workdir)
             .field("env", &self.env)
+            .field("env_remove", &self.env_remove)
+            .field("env_allowlist", &self.env_allowlist)
+            .field("lifeline", &self.lifeline)
             .field("args", &self.args)
             .field("stderr_sink", &self.stderr_sink.is_some())
             .field("unix_socket", &self.unix_socket)
@@ -107,6 +122,9 @@ impl std::fmt::Debug for SpawnOptions {
 
 /// Starts `program` and returns once it is ready: handshake read, gRPC
 /// connected, health SERVING (or no health service at all).
+///
+/// `program` must be an absolute path (the path that was checked is the path
+/// that runs; no `PATH` search, no working-directory surprise).
 ///
 /// On every failure after the process started, its group is killed and
 /// reaped before the error returns; the error carries the stderr tail.
@@ -126,40 +144,82 @@ pub async fn spawn(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Spaw
 
 /// Kills the group on drop unless disarmed: covers cancellation and early returns.
 struct GroupGuard {
-    pgid: u32,
+    process: Arc<AgentProcess>,
     armed: bool,
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if self.armed {
-            kill_group(self.pgid, libc::SIGKILL);
+            self.process.kill();
+        }
+    }
+}
+
+/// The variables the host controls: never inherited, never taken from `env`.
+const HOST_SET: &[&str] = &[
+    TOKEN_ENV,
+    WORKDIR_ENV,
+    UDS_PATH_ENV,
+    LIFELINE_ENV,
+    INSECURE_ENV,
+];
+
+/// Applies the environment rules of [`SpawnOptions`] to `command`.
+fn apply_env(command: &mut Command, opts: &SpawnOptions) {
+    match &opts.env_allowlist {
+        Some(extra) => {
+            command.env_clear();
+            for (name, value) in std::env::vars_os() {
+                if name.to_str().is_some_and(|n| env_allowed(n, extra)) {
+                    command.env(name, value);
+                }
+            }
+        }
+        None => {
+            for name in HOST_SECRET_ENV {
+                command.env_remove(name);
+            }
+            for name in &opts.env_remove {
+                command.env_remove(name);
+            }
+        }
+    }
+    for name in HOST_SET {
+        command.env_remove(name);
+    }
+    for (name, value) in &opts.env {
+        if !HOST_SET.iter().any(|h| OsStr::new(h) == name) {
+            command.env(name, value);
         }
     }
 }
 
 async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, SpawnError> {
-    // Destructured so no borrow of the (non-`Sync`) sink lives across an await.
-    let SpawnOptions {
-        startup_timeout,
-        dial_timeout,
-        grace,
-        workdir,
-        env,
-        args,
-        stderr_sink,
-        unix_socket,
-        accepted_versions,
-    } = opts;
+    let started = std::time::Instant::now();
+    let phase = |name: &'static str| {
+        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::debug!(phase = name, elapsed_us, "spawn phase");
+    };
     let io_err = |context: &str| {
         let context = context.to_owned();
         move |source| SpawnError::from(SpawnFailure::Io { context, source })
     };
+    if !program.is_absolute() {
+        return Err(SpawnFailure::Spawn {
+            program: program.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the program path must be absolute (the checked path is the path that runs)",
+            ),
+        }
+        .into());
+    }
     let token = fresh_token().map_err(io_err("cannot draw a token"))?;
     let interceptor = TokenInterceptor::new(&token)
         .map_err(|e| io_err("invalid token")(io::Error::other(e.to_string())))?;
 
-    let socket_dir = if unix_socket {
+    let socket_dir = if opts.unix_socket {
         let dir = tempfile::Builder::new()
             .prefix("agent-")
             .tempdir()
@@ -170,71 +230,88 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
     } else {
         None
     };
+    let socket_path = socket_dir.as_ref().map(|d| d.path().join("agent.sock"));
 
     let mut command = Command::new(program);
     command
-        .args(&args)
-        .env_remove(TOKEN_ENV)
-        .env_remove(WORKDIR_ENV)
-        .env_remove(UDS_PATH_ENV)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env(TOKEN_ENV, &token)
+        .args(&opts.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
-    if let Some(dir) = &workdir {
+        .stderr(Stdio::piped());
+    apply_env(&mut command, &opts);
+    command.env(TOKEN_ENV, &token);
+    if let Some(dir) = &opts.workdir {
         command.current_dir(dir).env(WORKDIR_ENV, dir);
     }
-    if let Some(dir) = &socket_dir {
-        command.env(UDS_PATH_ENV, dir.path().join("agent.sock"));
+    if let Some(path) = &socket_path {
+        command.env(UDS_PATH_ENV, path);
     }
+    let lifeline = if opts.lifeline {
+        let fd = lifeline_read_end().map_err(io_err("cannot create the lifeline pipe"))?;
+        command.env(LIFELINE_ENV, fd.to_string());
+        Some(fd)
+    } else {
+        None
+    };
 
-    let mut child = spawn_in_group(command)
+    let Spawned {
+        process,
+        stdout,
+        stderr,
+    } = spawn_in_group(command, lifeline)
         .await
         .map_err(|source| SpawnFailure::Spawn {
             program: program.to_owned(),
             source,
         })?;
-    let Some(pid) = child.id() else {
-        return Err(io_err("the agent has no pid")(io::Error::other(
-            "reaped early",
-        )));
-    };
+    let pid = process.pid();
     let mut guard = GroupGuard {
-        pgid: pid,
+        process: Arc::clone(&process),
         armed: true,
     };
     tracing::Span::current().record("pid", pid);
+    phase("spawned");
 
-    // The reaper owns `wait`; everyone else watches `exit_rx`.
+    // The reaper thread (agent-process) owns reaping; everyone else watches `exit_rx`.
     let (exit_tx, exit_rx) = watch::channel(None::<ExitInfo>);
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    tokio::spawn(async move {
-        let status = child.wait().await;
-        // Whatever the leader left in its group (grandchildren) goes with it.
-        kill_group(pid, libc::SIGKILL);
-        let info = status.map(ExitInfo::from).unwrap_or_default();
-        tracing::debug!(pid, %info, "agent reaped");
-        let _ = exit_tx.send(Some(info));
+    process.on_exit(move |exit| {
+        tracing::debug!(pid, %exit, "agent reaped");
+        let _ = exit_tx.send(Some(ExitInfo::from(exit)));
     });
 
     let ring = StderrRing::default();
     let (eof_tx, eof_rx) = watch::channel(false);
-    if let Some(stderr) = stderr {
-        tokio::spawn(drain_stderr(stderr, ring.clone(), stderr_sink, eof_tx));
-    }
+    let (line_tx, line_rx) = oneshot::channel();
+    let io = AgentIo {
+        stdout,
+        stderr,
+        ring: ring.clone(),
+        sink: opts.stderr_sink.clone(),
+        line: Some(line_tx),
+        exit: exit_rx.clone(),
+        eof: eof_tx,
+    };
+    std::thread::Builder::new()
+        .name(format!("agent-io-{pid}"))
+        .stack_size(256 * 1024)
+        .spawn(move || io.run())
+        .map_err(io_err("cannot start the agent's I/O thread"))?;
 
+    let accepted = &opts.accepted_versions;
     let start = async {
-        let stdout = stdout.ok_or_else(|| io_err("no stdout pipe")(io::Error::other("missing")))?;
-        let (handshake, stdout) = handshake(stdout, startup_timeout, &accepted_versions)
-            .instrument(tracing::debug_span!("handshake"))
-            .await?;
-        tokio::spawn(drain_stdout(stdout));
-        let channel = ready(&handshake.endpoint, interceptor.clone(), dial_timeout)
+        let handshake = handshake(
+            line_rx,
+            opts.startup_timeout,
+            accepted,
+            socket_path.as_deref(),
+        )
+        .instrument(tracing::debug_span!("handshake"))
+        .await?;
+        phase("handshake");
+        let channel = ready(&handshake.endpoint, interceptor.clone(), opts.dial_timeout)
             .instrument(tracing::debug_span!("ready", endpoint = %handshake.endpoint))
             .await?;
+        phase("serving");
         Ok::<_, SpawnError>((handshake, channel))
     };
     let outcome = tokio::select! {
@@ -248,19 +325,19 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
             guard.armed = false;
             tracing::debug!(endpoint = %handshake.endpoint, "agent ready");
             Ok(AgentConn::new(Parts {
-                pid,
+                process,
                 handshake,
                 channel,
                 token,
                 interceptor,
                 stderr: ring,
                 exit_rx,
-                grace,
+                grace: opts.grace,
                 socket_dir,
             }))
         }
         Err(err) => {
-            kill_group(pid, libc::SIGKILL);
+            process.kill();
             let status = wait_exit(exit_rx).await;
             guard.armed = false;
             let mut eof = eof_rx;
@@ -271,62 +348,64 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
     }
 }
 
-/// Reads the first stdout line (at most 4 KiB) and parses it. On EOF without
-/// a line it never returns: the agent's exit is reported by the caller.
+/// What the I/O thread read as the first stdout line: the bytes, or "too long".
+type FirstLine = Result<Vec<u8>, Vec<u8>>;
+
+/// Waits for the first stdout line (read by the I/O thread) and parses it.
+/// When stdout ends without a line it never returns: the agent's exit is
+/// reported by the caller.
 async fn handshake(
-    mut stdout: ChildStdout,
+    line: oneshot::Receiver<FirstLine>,
     startup_timeout: Duration,
     accepted_versions: &[u32],
-) -> Result<(Handshake, ChildStdout), SpawnError> {
+    assigned_socket: Option<&Path>,
+) -> Result<Handshake, SpawnError> {
     let read = async {
-        let mut line = Vec::with_capacity(128);
-        let mut chunk = [0u8; 1024];
-        loop {
-            let n = match stdout.read(&mut chunk).await {
-                Ok(0) => std::future::pending().await,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(SpawnError::from(SpawnFailure::Io {
-                        context: "cannot read the agent's stdout".into(),
-                        source,
-                    }));
-                }
-            };
-            let data = &chunk[..n];
-            let newline = data.iter().position(|&b| b == b'\n');
-            line.extend_from_slice(&data[..newline.unwrap_or(n)]);
-            if line.len() > MAX_HANDSHAKE_LEN + 1 {
-                let text = String::from_utf8_lossy(&line);
-                return Err(
-                    HandshakeError::malformed(&text, "no newline within 4096 bytes").into(),
-                );
-            }
-            if newline.is_some() {
-                return Ok(line);
-            }
+        match line.await {
+            Ok(line) => line,
+            Err(_) => std::future::pending().await,
         }
     };
     let line = tokio::time::timeout(startup_timeout, read)
         .await
         .map_err(|_| SpawnFailure::HandshakeTimeout {
             timeout: startup_timeout,
-        })??;
+        })?
+        .map_err(|long| {
+            HandshakeError::malformed(
+                &String::from_utf8_lossy(&long),
+                "no newline within 4096 bytes",
+            )
+        })?;
     let text = std::str::from_utf8(&line)
         .map_err(|_| HandshakeError::malformed(&String::from_utf8_lossy(&line), "not UTF-8"))?;
     let handshake = Handshake::parse(text, accepted_versions)?;
+    if let (Some(assigned), Endpoint::Unix(announced)) = (assigned_socket, &handshake.endpoint)
+        && announced != assigned
+    {
+        return Err(HandshakeError::malformed(
+            text,
+            &format!(
+                "the agent announced the socket {}, but the host assigned {}",
+                announced.display(),
+                assigned.display()
+            ),
+        )
+        .into());
+    }
     tracing::debug!(line = text, "handshake");
-    Ok((handshake, stdout))
+    Ok(handshake)
 }
 
 /// Connects, then asks `grpc.health.v1.Health/Check("")` until SERVING.
-async fn ready(
+pub(crate) async fn ready(
     endpoint: &Endpoint,
     interceptor: TokenInterceptor,
     dial_timeout: Duration,
 ) -> Result<Channel, SpawnError> {
     let deadline = Instant::now() + dial_timeout;
     let channel = connect(endpoint, deadline, dial_timeout).await?;
+    tracing::debug!(phase = "connected", "spawn phase");
 
     let mut health = HealthClient::new(InterceptedService::new(channel.clone(), interceptor));
     let mut backoff = Duration::from_micros(500);
@@ -421,46 +500,126 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Discards stdout after the handshake so a chatty agent never blocks on a full pipe.
-async fn drain_stdout(mut stdout: ChildStdout) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match stdout.read(&mut buf).await {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
+/// The agent's stdio, drained by one plain OS thread: the handshake line
+/// from stdout (then stdout is discarded, so a chatty agent never blocks on a
+/// full pipe), stderr into the ring and the sink.
+struct AgentIo {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    ring: StderrRing,
+    sink: Option<StderrSink>,
+    line: Option<oneshot::Sender<FirstLine>>,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    eof: watch::Sender<bool>,
+}
+
+impl AgentIo {
+    #[allow(unsafe_code)]
+    fn run(mut self) {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut first = Vec::with_capacity(128);
+        let (mut out_open, mut err_open) = (true, true);
+        let mut exited_at: Option<std::time::Instant> = None;
+        while out_open || err_open {
+            if exited_at.is_none() && self.exit.borrow().is_some() {
+                exited_at = Some(std::time::Instant::now());
+            }
+            if exited_at.is_some_and(|t| t.elapsed() > DRAIN_LINGER) {
+                break; // something outside the group holds the pipes
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: if out_open {
+                        self.stdout.as_raw_fd()
+                    } else {
+                        -1
+                    },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: if err_open {
+                        self.stderr.as_raw_fd()
+                    } else {
+                        -1
+                    },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: a valid array of two pollfd.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, 200) };
+            if rc < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            if fds[0].revents != 0 {
+                match read(&self.stdout, &mut buf) {
+                    Read::Closed => out_open = false,
+                    Read::Again => {}
+                    Read::Data(n) => self.stdout_chunk(&buf[..n], &mut first),
+                }
+            }
+            if fds[1].revents != 0 {
+                match read(&self.stderr, &mut buf) {
+                    Read::Closed => err_open = false,
+                    Read::Again => {}
+                    Read::Data(n) => {
+                        let chunk = &buf[..n];
+                        self.ring.push(chunk);
+                        if let Some(sink) = &self.sink {
+                            sink(chunk);
+                        }
+                    }
+                }
+            }
+        }
+        let _ = self.eof.send(true);
+    }
+
+    fn stdout_chunk(&mut self, data: &[u8], first: &mut Vec<u8>) {
+        if self.line.is_none() {
+            return; // after the handshake: discarded
+        }
+        let newline = data.iter().position(|&b| b == b'\n');
+        first.extend_from_slice(&data[..newline.unwrap_or(data.len())]);
+        let answer = if first.len() > MAX_HANDSHAKE_LEN + 1 {
+            Err(std::mem::take(first))
+        } else if newline.is_some() {
+            Ok(std::mem::take(first))
+        } else {
+            return;
+        };
+        if let Some(tx) = self.line.take() {
+            let _ = tx.send(answer);
         }
     }
 }
 
-/// Copies stderr into the ring (and the sink) until EOF, then drops the sink.
-async fn drain_stderr(
-    mut stderr: ChildStderr,
-    ring: StderrRing,
-    mut sink: Option<Box<dyn Write + Send>>,
-    eof: watch::Sender<bool>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
+enum Read {
+    Data(usize),
+    Closed,
+    Again,
+}
+
+/// One `read`, retried on EINTR.
+#[allow(unsafe_code)]
+fn read(fd: &OwnedFd, buf: &mut [u8]) -> Read {
     loop {
-        let n = match stderr.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        ring.push(&buf[..n]);
-        if let Some(w) = sink.as_mut()
-            && let Err(e) = w.write_all(&buf[..n])
-        {
-            tracing::warn!(error = %e, "stderr sink failed; no longer copying the agent's stderr");
-            sink = None;
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match usize::try_from(n) {
+            Ok(0) => return Read::Closed,
+            Ok(n) => return Read::Data(n),
+            Err(_) => match io::Error::last_os_error().kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => return Read::Again,
+                _ => return Read::Closed,
+            },
         }
     }
-    if let Some(mut w) = sink {
-        let _ = w.flush();
-    }
-    let _ = eof.send(true);
 }
 
 #[cfg(test)]
@@ -483,5 +642,6 @@ mod tests {
         assert_eq!(o.grace, Duration::from_secs(30));
         assert_eq!(o.accepted_versions, [1, 2]);
         assert!(!o.unix_socket && o.stderr_sink.is_none() && o.workdir.is_none());
+        assert!(o.lifeline && o.env_allowlist.is_none() && o.env_remove.is_empty());
     }
 }

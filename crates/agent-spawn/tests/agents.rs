@@ -367,23 +367,17 @@ async fn agent_echo_loads_with_both_protocols_and_a_workdir() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stderr_sink_receives_a_copy() {
-    #[derive(Clone, Default)]
-    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let sink = Sink::default();
+    let copy = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = copy.clone();
     let o = SpawnOptions {
-        stderr_sink: Some(Box::new(sink.clone())),
+        stderr_sink: Some(std::sync::Arc::new(move |b: &[u8]| {
+            // Never called on an async worker thread.
+            assert!(tokio::runtime::Handle::try_current().is_err());
+            into.lock().unwrap().extend_from_slice(b);
+        })),
         ..opts("exit-early")
     };
     let e = fail("exit-early", o).await;
-    let copied = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let copied = String::from_utf8(copy.lock().unwrap().clone()).unwrap();
     assert_eq!(Some(copied.as_str()), e.stderr_tail());
 }

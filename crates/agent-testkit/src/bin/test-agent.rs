@@ -19,6 +19,11 @@
 //! test-agent die-after-load      serves, exits 1 one second after the handshake
 //! test-agent token               agent-serve + Echo: the token is required on Echo
 //! test-agent sleeper             (internal) ignores SIGTERM, sleeps forever
+//! test-agent report FILE         writes its environment and open fds to FILE, then serves
+//! test-agent foreign-socket      serves on a unix socket of its own choosing and announces it
+//! test-agent fork-tree FILE      serves; 2 children ignoring SIGTERM, each with a grandchild,
+//!                                all in its group; every pid appended to FILE before the handshake
+//! test-agent tree-node FILE [N]  (internal) appends its pid to FILE, starts N grandchildren, sleeps
 //! ```
 //!
 //! Every mode that prints nothing valid stays alive afterwards, so the host
@@ -60,8 +65,28 @@ fn main() -> ExitCode {
             ignore_sigterm();
             sleep_forever()
         }
+        "tree-node" => {
+            ignore_sigterm();
+            let file = args.get(1).expect("tree-node FILE [N]");
+            let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+            spawn_tree(file, n);
+            append_pid(file, std::process::id());
+            sleep_forever()
+        }
+        "report" => {
+            let file = args.get(1).expect("report FILE");
+            std::fs::write(file, report()).expect("write the report");
+            serve_mode("serve", &args)
+        }
         "serve" | "not-serving" | "no-health" | "stdout-flood" | "stderr-flood"
-        | "ignore-sigterm" | "fork-grandchildren" | "die-after-load" => serve_mode(mode, &args),
+        | "ignore-sigterm" | "fork-grandchildren" | "die-after-load" | "foreign-socket" => {
+            serve_mode(mode, &args)
+        }
+        "fork-tree" => {
+            let file = args.get(1).expect("fork-tree FILE");
+            spawn_tree(file, 2);
+            serve_mode("serve", &args)
+        }
         "token" => runtime().block_on(async {
             match agent_serve::serve(agent_echo::router()).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -76,6 +101,71 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Starts `n` `tree-node` children (each with one grandchild when `n` is 2,
+/// i.e. at the top) in our process group; their pids go to `file`.
+fn spawn_tree(file: &str, n: usize) {
+    let exe = std::env::current_exe().expect("own path");
+    let below = if n == 2 { "1" } else { "0" };
+    for _ in 0..n {
+        // Never waited for on purpose: the host (or its watchdog) must clean them up.
+        #[allow(clippy::zombie_processes)]
+        let child = std::process::Command::new(&exe)
+            .args(["tree-node", file, below])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn a tree node");
+        let _ = child.id();
+    }
+    // Wait until every node has written its pid (2 children + 2 grandchildren
+    // at the top), so the host sees the whole tree once the handshake is out.
+    if n == 2 {
+        for _ in 0..2000 {
+            let lines = std::fs::read_to_string(file).map_or(0, |t| t.lines().count());
+            if lines >= 4 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn append_pid(file: &str, pid: u32) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .expect("open the pid file");
+    writeln!(f, "{pid}").expect("write the pid file");
+}
+
+/// `env NAME=VALUE` lines, then `fd N TARGET` lines (from /proc/self/fd).
+fn report() -> String {
+    let mut text = String::new();
+    for (name, value) in std::env::vars_os() {
+        text.push_str(&format!(
+            "env {}={}\n",
+            name.to_string_lossy(),
+            value.to_string_lossy()
+        ));
+    }
+    let mut fds: Vec<(u32, String)> = std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((n, target.display().to_string()))
+        })
+        .collect();
+    fds.sort();
+    for (n, target) in fds {
+        text.push_str(&format!("fd {n} {target}\n"));
+    }
+    text
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -145,7 +235,12 @@ fn serve_mode(mode: &str, args: &[String]) -> ExitCode {
             Routes::new(health).add_service(echo)
         };
 
-        let (listener, line) = match std::env::var_os(UDS_PATH_ENV) {
+        let foreign = (mode == "foreign-socket").then(|| {
+            let dir = std::env::temp_dir().join(format!("foreign-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            dir.join("s.sock").into_os_string()
+        });
+        let (listener, line) = match foreign.or_else(|| std::env::var_os(UDS_PATH_ENV)) {
             Some(path) => {
                 let l = tokio::net::UnixListener::bind(&path).expect("bind unix");
                 let line = format!("2|unix:{}\n", std::path::Path::new(&path).display());
