@@ -163,7 +163,9 @@ impl Cache {
                     e.agent.name().to_owned(),
                 )
             };
-            key(a).cmp(&key(b)).then_with(|| version(b).cmp(&version(a)))
+            key(a)
+                .cmp(&key(b))
+                .then_with(|| version(b).cmp(&version(a)))
         });
         Ok(out)
     }

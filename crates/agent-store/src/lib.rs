@@ -28,6 +28,7 @@ mod digest;
 mod error;
 mod install;
 mod store;
+pub mod trust;
 
 pub use cache::{Cache, CacheEntry, PrunePolicy, PruneReport, Removed};
 pub use chain::{Authority, Fallback, RetryPolicy, StoreChain};
@@ -38,5 +39,9 @@ pub use install::{
     Progress, ProgressFn, Signer, VerifyMode,
 };
 pub use store::AgentStore;
+pub use trust::{
+    KeyPair, PublisherTrust, TrustError, TrustPolicy, TrustedKey, keygen, sign_file,
+    trusted_comment,
+};
 
 pub use agent_ref::{AgentHome, AgentRef, ErrorKind, Platform};

@@ -67,6 +67,7 @@ async fn happy_path_installs_exact_bytes_mode_and_record() {
         sha256: Some(digest(&bytes)),
         size: Some(bytes.len() as u64),
         max_size: None,
+        ..Expected::default()
     };
     let got = installer
         .install_reader(&agent, "test:mem", &expected, &bytes[..])

@@ -23,8 +23,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncRead;
 
-use agent_ref::{AgentHome, AgentRef};
+use agent_ref::{AgentHome, AgentRef, Platform};
 
+use crate::trust::{SigCheck, TrustPolicy};
 use crate::{Sha256Digest, StoreError};
 
 use flight::flight_for;
@@ -53,6 +54,12 @@ pub struct Expected {
     pub size: Option<u64>,
     /// A hard cap on bytes written, whatever the store claims (default: 4 GiB).
     pub max_size: Option<u64>,
+    /// The text of the artifact's `.minisig`, fetched by the store (`None`:
+    /// the store has none). Checked against [`Installer::with_trust`].
+    pub signature: Option<String>,
+    /// The platform the artifact is for (its signature's trusted comment
+    /// names it); `None` = [`Platform::current`].
+    pub platform: Option<Platform>,
 }
 
 /// An artifact in the cache.
@@ -116,6 +123,7 @@ pub struct Installer {
     verify: VerifyMode,
     progress: Option<ProgressFn>,
     lock: LockTimeouts,
+    trust: Arc<TrustPolicy>,
 }
 
 impl std::fmt::Debug for Installer {
@@ -125,6 +133,7 @@ impl std::fmt::Debug for Installer {
             .field("verify", &self.verify)
             .field("progress", &self.progress.is_some())
             .field("lock", &self.lock)
+            .field("trust", &self.trust)
             .finish_non_exhaustive()
     }
 }
@@ -138,7 +147,24 @@ impl Installer {
             verify: VerifyMode::default(),
             progress: None,
             lock: LockTimeouts::default(),
+            trust: Arc::new(TrustPolicy::default()),
         }
+    }
+
+    /// Which signatures are required and accepted, per publisher (default:
+    /// none required). Applies to installs and to every cached binary on
+    /// load (a binary whose recorded signer the policy no longer admits is
+    /// treated as not installed, and fetched and verified again).
+    #[must_use]
+    pub fn with_trust(mut self, trust: TrustPolicy) -> Self {
+        self.trust = Arc::new(trust);
+        self
+    }
+
+    /// The trust policy.
+    #[must_use]
+    pub fn trust(&self) -> &TrustPolicy {
+        &self.trust
     }
 
     /// How cached binaries are checked before they are returned (default
@@ -259,7 +285,7 @@ impl Installer {
         }
         check_trusted(&path, &meta, "cached binary")?;
         let Some((mut rec, file)) = open_record(&sibling(&path, "", ".json"))? else {
-            return adopt(&path);
+            return Ok(adopt(&path)?.filter(|(p, rec)| self.admitted(agent, p, rec)));
         };
         let seen = FileIdentity::of(&meta);
         if self.verify == VerifyMode::Always || rec.identity != Some(seen) {
@@ -285,13 +311,39 @@ impl Installer {
                 if let Err(e) = write_record(&path, &rec) {
                     tracing::warn!(path = %path.display(), error = %e, "could not update the install record");
                 }
+                if !self.admitted(agent, &path, &rec) {
+                    return Ok(None);
+                }
                 return Ok(Some((path, rec)));
             }
+        }
+        if !self.admitted(agent, &path, &rec) {
+            return Ok(None);
         }
         if touch && let Err(e) = touch_now(&file) {
             tracing::debug!(path = %path.display(), error = %e, "could not mark the install record used");
         }
         Ok(Some((path, rec)))
+    }
+
+    /// Whether the current trust policy admits a cached binary's recorded signer.
+    fn admitted(&self, agent: &AgentRef, path: &Path, rec: &InstallRecord) -> bool {
+        match self
+            .trust
+            .for_publisher(agent.publisher())
+            .admits(rec.signer.as_ref())
+        {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::warn!(
+                    agent = %agent,
+                    path = %path.display(),
+                    reason,
+                    "the trust policy no longer admits the cached binary; treating it as not installed"
+                );
+                false
+            }
+        }
     }
 
     /// Streams `reader` into the cache path of `agent`, verifying `expected`.
@@ -442,6 +494,13 @@ impl Installer {
         R: AsyncRead + Unpin + Send,
     {
         let path = self.home.binary_path(agent)?;
+        let platform = expected.platform.clone().unwrap_or_else(Platform::current);
+        let check = SigCheck::prepare(
+            self.trust.for_publisher(agent.publisher()),
+            agent,
+            &platform,
+            expected.signature.as_deref(),
+        )?;
         let root = self.home.root().to_path_buf();
         let target = path.clone();
         let (temp_path, file) = tokio::task::spawn_blocking(move || {
@@ -473,14 +532,26 @@ impl Installer {
                 });
             }
         };
-        let streamed =
-            stream_to_file(reader, file, cap, expected.size, &|n| report(n, false)).await;
-        if let Ok((_, n)) = &streamed {
-            report(*n, true);
+        let streamed = stream_to_file(
+            reader,
+            file,
+            cap,
+            expected.size,
+            &|n| report(n, false),
+            check,
+        )
+        .await;
+        if let Ok(s) = &streamed {
+            report(s.size, true);
         } else {
             report(0, true);
         }
-        let (digest, size) = match streamed {
+        let stream::Streamed {
+            digest,
+            size,
+            check,
+            verdict,
+        } = match streamed {
             Ok(v) => v,
             Err(StreamError::Read(e)) => {
                 return Err(match on_read_error {
@@ -516,6 +587,36 @@ impl Installer {
             )));
         }
 
+        let signer = match &check {
+            None => None,
+            Some(c) => {
+                let verdict = match verdict {
+                    Some(v) => v,
+                    None => {
+                        // Legacy (whole-message) signature: re-read the temp file.
+                        let t = temp_path.clone();
+                        let bytes = tokio::task::spawn_blocking(move || fs::read(&t))
+                            .await
+                            .map_err(join_error)?
+                            .map_err(|e| {
+                                StoreError::io(format!("read {}", temp_path.display()), e)
+                            })?;
+                        c.verify_legacy(&bytes).map_err(|e| e.to_string())
+                    }
+                };
+                if let Err(e) = verdict {
+                    return Err(StoreError::Untrusted {
+                        path_or_artifact: what.clone(),
+                        reason: format!(
+                            "its signature by key {} does not verify over the bytes from {source} ({e}): tampered or re-signed",
+                            c.signer().key_id
+                        ),
+                        fix: "fetch it from a store you trust; the publisher must re-sign it if the binary changed".to_owned(),
+                    });
+                }
+                Some(c.signer())
+            }
+        };
         let record = InstallRecord {
             sha256: digest.to_hex(),
             size,
@@ -525,7 +626,7 @@ impl Installer {
                 .map_or(0, |d| d.as_secs()),
             identity: None,
             store: Some(store.to_owned()),
-            signer: None,
+            signer,
         };
         let final_path = path.clone();
         let rec = record.clone();

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::Sha256Digest;
+use crate::trust::SigCheck;
 
 /// Bytes per chunk handed from the reading task to the hashing/writing thread.
 const CHUNK: usize = 256 * 1024;
@@ -18,6 +19,16 @@ pub(super) enum StreamError {
     Read(io::Error),
     Write(io::Error),
     TooLarge { limit: u64, expected: bool },
+}
+
+/// What a stream produced.
+pub(super) struct Streamed {
+    pub(super) digest: Sha256Digest,
+    pub(super) size: u64,
+    /// The signature check, handed back.
+    pub(super) check: Option<SigCheck>,
+    /// The streaming verification's outcome (prehashed signatures only).
+    pub(super) verdict: Option<Result<(), String>>,
 }
 
 /// How many written bytes may wait in the page cache before their writeback
@@ -55,19 +66,24 @@ pub(super) async fn stream_to_file<R>(
     cap: u64,
     expected_size: Option<u64>,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(Sha256Digest, u64), StreamError>
+    check: Option<SigCheck>,
+) -> Result<Streamed, StreamError>
 where
     R: AsyncRead + Unpin + Send,
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
     let (back_tx, mut back_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-    let writer = tokio::task::spawn_blocking(move || -> io::Result<Sha256Digest> {
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<_> {
         let mut file = file;
         let mut hasher = Sha256::new();
         let mut written: u64 = 0;
         let mut flushed: u64 = 0;
+        let mut verifier = check.as_ref().and_then(SigCheck::stream);
         while let Some(buf) = rx.blocking_recv() {
             hasher.update(&buf);
+            if let Some(v) = verifier.as_mut() {
+                v.update(&buf);
+            }
             file.write_all(&buf)?;
             written += buf.len() as u64;
             if written - flushed >= WRITEBACK_EVERY {
@@ -78,7 +94,8 @@ where
             let _ = back_tx.send(buf);
         }
         file.sync_all()?;
-        Ok(Sha256Digest(hasher.finalize().into()))
+        let verdict = verifier.map(|mut v| v.finalize().map_err(|e| e.to_string()));
+        Ok((Sha256Digest(hasher.finalize().into()), verdict, check))
     });
 
     let limit = expected_size.map_or(cap, |s| s.min(cap));
@@ -124,6 +141,11 @@ where
         .await
         .map_err(|e| StreamError::Write(io::Error::other(e)))?;
     read_result?;
-    let digest = written.map_err(StreamError::Write)?;
-    Ok((digest, total))
+    let (digest, verdict, check) = written.map_err(StreamError::Write)?;
+    Ok(Streamed {
+        digest,
+        size: total,
+        check,
+        verdict,
+    })
 }

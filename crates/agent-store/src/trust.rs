@@ -1,0 +1,477 @@
+//! Signatures: who may publish what runs.
+//!
+//! Agents are signed with minisign (Ed25519). The signature's trusted comment
+//! names the artifact, [`trusted_comment`] =
+//! `codefly-agent {publisher}/{name}:{version} {os}/{arch}`, so a valid
+//! signature of another agent, version or platform is refused. A
+//! [`TrustPolicy`] says, per publisher, which keys are trusted and whether a
+//! signature is required. The [`crate::Installer`] verifies while the bytes
+//! stream (prehashed form; the legacy form is checked by re-reading the temp
+//! file), before anything reaches the cache; a refusal is
+//! [`StoreError::Untrusted`] and nothing is cached. A cached binary is
+//! re-checked against the current policy on every load (its record keeps the
+//! signer), so removing a key stops its binaries from loading.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use agent_ref::{AgentRef, ErrorKind, Platform};
+use base64::Engine as _;
+
+use crate::{Signer, StoreError};
+
+/// The trusted comment a signature of `agent` for `platform` must carry.
+#[must_use]
+pub fn trusted_comment(agent: &AgentRef, platform: &Platform) -> String {
+    let version = agent
+        .concrete_version()
+        .map_or_else(|| agent.version_spec().to_string(), ToString::to_string);
+    format!(
+        "codefly-agent {}/{}:{version} {platform}",
+        agent.publisher(),
+        agent.name()
+    )
+}
+
+/// A bad key, signature or secret key (the text is never echoed in full).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct TrustError {
+    /// What was being read (`public key`, `signature`, `secret key`…).
+    pub what: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl TrustError {
+    fn new(what: &str, reason: impl Into<String>) -> Self {
+        TrustError {
+            what: what.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// `config` (a bad key in the configuration is a configuration error).
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Config
+    }
+}
+
+/// minisign's algorithm ids: `Ed` (legacy, whole message) and `ED` (prehashed).
+const ALG_LEGACY: [u8; 2] = *b"Ed";
+const ALG_PREHASHED: [u8; 2] = *b"ED";
+
+fn key_id_hex(id: &[u8]) -> String {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id[..8]);
+    format!("{:016X}", u64::from_le_bytes(b))
+}
+
+fn b64(what: &str, s: &str) -> Result<Vec<u8>, TrustError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| TrustError::new(what, format!("not base64 ({e})")))
+}
+
+/// A trusted minisign public key.
+#[derive(Clone)]
+pub struct TrustedKey {
+    key_id: String,
+    base64: String,
+    key: minisign_verify::PublicKey,
+}
+
+impl fmt::Debug for TrustedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TrustedKey({})", self.key_id)
+    }
+}
+
+impl PartialEq for TrustedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.base64 == other.base64
+    }
+}
+
+impl TrustedKey {
+    /// Parses a public key: the base64 line (`RWS…`, as in the config's
+    /// `keys = [...]`) or a whole `minisign.pub` file (comment line + key).
+    ///
+    /// # Errors
+    /// [`TrustError`] for bad base64, a wrong length or an algorithm id other
+    /// than Ed25519 (`Ed`).
+    pub fn parse(text: &str) -> Result<Self, TrustError> {
+        const WHAT: &str = "minisign public key";
+        let line = text
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+            .ok_or_else(|| TrustError::new(WHAT, "empty"))?;
+        let bin = b64(WHAT, line)?;
+        if bin.len() != 42 {
+            return Err(TrustError::new(
+                WHAT,
+                format!("{} bytes, a minisign public key is 42", bin.len()),
+            ));
+        }
+        if bin[0..2] != ALG_LEGACY {
+            return Err(TrustError::new(
+                WHAT,
+                format!(
+                    "algorithm id {:?}, not Ed25519 (\"Ed\")",
+                    String::from_utf8_lossy(&bin[0..2])
+                ),
+            ));
+        }
+        let key = minisign_verify::PublicKey::from_base64(line)
+            .map_err(|e| TrustError::new(WHAT, e.to_string()))?;
+        Ok(TrustedKey {
+            key_id: key_id_hex(&bin[2..10]),
+            base64: line.to_owned(),
+            key,
+        })
+    }
+
+    /// The key id, 16 upper-case hex digits (as `minisign` prints it).
+    #[must_use]
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The base64 form.
+    #[must_use]
+    pub fn to_base64(&self) -> &str {
+        &self.base64
+    }
+}
+
+/// What one publisher's binaries must satisfy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PublisherTrust {
+    /// The keys whose signatures are accepted.
+    pub keys: Vec<TrustedKey>,
+    /// Whether an unsigned binary is refused (the config's default is true
+    /// when keys are listed).
+    pub require_signature: bool,
+}
+
+impl PublisherTrust {
+    /// Signatures by one of `keys` required.
+    #[must_use]
+    pub fn keys(keys: Vec<TrustedKey>) -> Self {
+        PublisherTrust {
+            keys,
+            require_signature: true,
+        }
+    }
+
+    /// Whether a binary recorded as signed by `signer` may run under this trust.
+    ///
+    /// # Errors
+    /// The reason it may not.
+    pub fn admits(&self, signer: Option<&Signer>) -> Result<(), String> {
+        if !self.require_signature {
+            return Ok(());
+        }
+        match signer {
+            None => Err("it is unsigned and a signature is required".to_owned()),
+            Some(s) if !self.keys.iter().any(|k| k.key_id == s.key_id) => {
+                Err(format!("its signing key {} is no longer trusted", s.key_id))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Per-publisher trust, with a default for every publisher not listed (`"*"`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrustPolicy {
+    publishers: BTreeMap<String, PublisherTrust>,
+    default: PublisherTrust,
+}
+
+impl TrustPolicy {
+    /// Nothing required of anyone (the default).
+    #[must_use]
+    pub fn new() -> Self {
+        TrustPolicy::default()
+    }
+
+    /// Sets the trust of `publisher`; `"*"` sets the default for the others.
+    #[must_use]
+    pub fn publisher(mut self, publisher: &str, trust: PublisherTrust) -> Self {
+        if publisher == "*" {
+            self.default = trust;
+        } else {
+            self.publishers.insert(publisher.to_owned(), trust);
+        }
+        self
+    }
+
+    /// The trust that applies to `publisher`.
+    #[must_use]
+    pub fn for_publisher(&self, publisher: &str) -> &PublisherTrust {
+        self.publishers.get(publisher).unwrap_or(&self.default)
+    }
+}
+
+/// A parsed `.minisig`.
+pub(crate) struct ParsedSignature {
+    pub(crate) key_id: String,
+    pub(crate) prehashed: bool,
+    pub(crate) sig: minisign_verify::Signature,
+}
+
+impl ParsedSignature {
+    /// Parses the text of a `.minisig` file.
+    pub(crate) fn parse(text: &str) -> Result<Self, TrustError> {
+        const WHAT: &str = "minisign signature";
+        if text.len() > 64 * 1024 {
+            return Err(TrustError::new(WHAT, "longer than 64 KiB"));
+        }
+        let second = text
+            .lines()
+            .nth(1)
+            .ok_or_else(|| TrustError::new(WHAT, "fewer than 4 lines"))?;
+        let bin = b64(WHAT, second)?;
+        if bin.len() != 74 {
+            return Err(TrustError::new(
+                WHAT,
+                format!("signature line is {} bytes, not 74", bin.len()),
+            ));
+        }
+        let prehashed = match [bin[0], bin[1]] {
+            ALG_PREHASHED => true,
+            ALG_LEGACY => false,
+            other => {
+                return Err(TrustError::new(
+                    WHAT,
+                    format!(
+                        "algorithm id {:?}, not Ed25519 (\"ED\" or \"Ed\")",
+                        String::from_utf8_lossy(&other)
+                    ),
+                ));
+            }
+        };
+        let sig = minisign_verify::Signature::decode(text)
+            .map_err(|e| TrustError::new(WHAT, e.to_string()))?;
+        Ok(ParsedSignature {
+            key_id: key_id_hex(&bin[2..10]),
+            prehashed,
+            sig,
+        })
+    }
+
+    pub(crate) fn trusted_comment(&self) -> &str {
+        self.sig.trusted_comment()
+    }
+}
+
+/// Parses `text` as a `.minisig` and a public key (for fuzzing and tools):
+/// whether each parses, never a panic.
+#[doc(hidden)]
+pub fn fuzz_parse(text: &str) -> (bool, bool) {
+    (
+        ParsedSignature::parse(text).is_ok(),
+        TrustedKey::parse(text).is_ok(),
+    )
+}
+
+/// A signature check set up for one install: the key, the signature, and
+/// the comment it must carry.
+pub(crate) struct SigCheck {
+    pub(crate) key: TrustedKey,
+    pub(crate) sig: ParsedSignature,
+}
+
+impl SigCheck {
+    /// Decides, before any byte is written, whether `signature` can be
+    /// accepted for `agent` on `platform` under `trust`: `Ok(None)` when no
+    /// check applies (unsigned and not required, or no keys to check against).
+    pub(crate) fn prepare(
+        trust: &PublisherTrust,
+        agent: &AgentRef,
+        platform: &Platform,
+        signature: Option<&str>,
+    ) -> Result<Option<SigCheck>, StoreError> {
+        let what = agent.identifier();
+        let refuse = |reason: String, fix: String| StoreError::Untrusted {
+            path_or_artifact: what.clone(),
+            reason,
+            fix,
+        };
+        let Some(text) = signature else {
+            if trust.require_signature {
+                return Err(refuse(
+                    format!(
+                        "it is unsigned, and publisher {} requires a signature",
+                        agent.publisher()
+                    ),
+                    "publish a .minisig beside it (agentctl push --sign), or set require-signature = false for this publisher".to_owned(),
+                ));
+            }
+            return Ok(None);
+        };
+        if trust.keys.is_empty() {
+            if trust.require_signature {
+                return Err(refuse(
+                    format!(
+                        "publisher {} requires a signature but no key is trusted for it",
+                        agent.publisher()
+                    ),
+                    format!(
+                        "add the publisher's key to [publishers.\"{}\"] keys",
+                        agent.publisher()
+                    ),
+                ));
+            }
+            return Ok(None);
+        }
+        let sig = ParsedSignature::parse(text).map_err(|e| {
+            refuse(
+                format!("its signature is malformed ({e})"),
+                "re-sign it with minisign -S".to_owned(),
+            )
+        })?;
+        let Some(key) = trust.keys.iter().find(|k| k.key_id == sig.key_id) else {
+            let ids: Vec<&str> = trust.keys.iter().map(TrustedKey::key_id).collect();
+            return Err(refuse(
+                format!(
+                    "it is signed by key {}, which is not trusted for publisher {} (trusted: {})",
+                    sig.key_id,
+                    agent.publisher(),
+                    ids.join(", ")
+                ),
+                format!(
+                    "if that key is the publisher's, add it to [publishers.\"{}\"] keys",
+                    agent.publisher()
+                ),
+            ));
+        };
+        let want = trusted_comment(agent, platform);
+        if sig.trusted_comment() != want {
+            return Err(refuse(
+                format!(
+                    "its signature is for {:?}, not {want:?} (a signature of another artifact)",
+                    sig.trusted_comment()
+                ),
+                format!("sign this artifact with minisign -S -t \"{want}\""),
+            ));
+        }
+        Ok(Some(SigCheck {
+            key: key.clone(),
+            sig,
+        }))
+    }
+
+    /// The signer to record once verified.
+    pub(crate) fn signer(&self) -> Signer {
+        Signer {
+            key_id: self.key.key_id.clone(),
+            trusted_comment: self.sig.trusted_comment().to_owned(),
+        }
+    }
+
+    /// A streaming verifier over the bytes (prehashed signatures only).
+    pub(crate) fn stream(&self) -> Option<minisign_verify::StreamVerifier<'_>> {
+        if !self.sig.prehashed {
+            return None;
+        }
+        self.key.key.verify_stream(&self.sig.sig).ok()
+    }
+
+    /// Verifies a legacy (whole-message) signature over `bytes`.
+    pub(crate) fn verify_legacy(&self, bytes: &[u8]) -> Result<(), minisign_verify::Error> {
+        self.key.key.verify(bytes, &self.sig.sig, true)
+    }
+}
+
+/// A minisign key pair, as the `minisign -G -W` files hold it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyPair {
+    /// The public key file's text (`untrusted comment: …` + base64 line).
+    pub public: String,
+    /// The secret key file's text (unencrypted).
+    pub secret: String,
+}
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+fn signing_error(what: &str, e: &impl fmt::Display) -> TrustError {
+    TrustError::new(what, e.to_string())
+}
+
+/// Generates an unencrypted minisign key pair (what `minisign -G -W` makes).
+///
+/// # Errors
+/// [`TrustError`] when the system's randomness is unavailable.
+pub fn keygen() -> Result<KeyPair, TrustError> {
+    let kp = minisign::KeyPair::generate_unencrypted_keypair()
+        .map_err(|e| signing_error("key pair", &e))?;
+    let public = kp
+        .pk
+        .to_box()
+        .map_err(|e| signing_error("public key", &e))?
+        .into_string();
+    let secret = kp
+        .sk
+        .to_box(None)
+        .map_err(|e| signing_error("secret key", &e))?
+        .into_string();
+    Ok(KeyPair { public, secret })
+}
+
+/// Signs the file at `path` (prehashed, as minisign ≥ 0.10 does) with the
+/// secret key in `secret_key` (the text of a key file; `password` for an
+/// encrypted one, `None` for one made by `minisign -G -W` or [`keygen`]),
+/// with `comment` as the trusted comment (use [`trusted_comment`]).
+/// Returns the `.minisig` text.
+///
+/// # Errors
+/// [`TrustError`] for an unreadable or encrypted-without-password key, or
+/// when the file cannot be read.
+pub fn sign_file(
+    secret_key: &str,
+    password: Option<String>,
+    path: &Path,
+    comment: &str,
+) -> Result<String, TrustError> {
+    let sk_box = minisign::SecretKeyBox::from_string(secret_key)
+        .map_err(|e| signing_error("secret key", &e))?;
+    let sk = match password {
+        Some(p) => sk_box.into_secret_key(Some(p)),
+        None => sk_box
+            .into_unencrypted_secret_key()
+            .or_else(|e| unencrypted_key(secret_key).ok_or(e)),
+    }
+    .map_err(|e| signing_error("secret key", &e))?;
+    // Sign with the public half derived from the key, so a damaged key
+    // fails here (the global signature is checked against it).
+    let pk =
+        minisign::PublicKey::from_secret_key(&sk).map_err(|e| signing_error("secret key", &e))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| TrustError::new("file to sign", format!("{}: {e}", path.display())))?;
+    let sig = minisign::sign(Some(&pk), &sk, file, Some(comment), None)
+        .map_err(|e| signing_error("signature", &e))?;
+    Ok(sig.into_string())
+}
+
+/// An unencrypted key as `minisign -G -W` (0.11) writes it, whose checksum
+/// the `minisign` crate computes differently: read as is, then checked by
+/// signing against its own public half in [`sign_file`].
+fn unencrypted_key(text: &str) -> Option<minisign::SecretKey> {
+    let line = text.lines().nth(1)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(line.trim())
+        .ok()?;
+    let sk = minisign::SecretKey::from_bytes(&bytes).ok()?;
+    (!sk.is_encrypted()).then_some(sk)
+}
