@@ -23,6 +23,7 @@ const TARGETS: &[(&str, &str)] = &[
     ("crates/agent-spawn/fuzz", "handshake"),
     ("crates/agent-store-oci/fuzz", "select_layer"),
     ("crates/agent-store-github/fuzz", "extract"),
+    ("crates/agent-store/fuzz", "minisig"),
 ];
 
 /// What one run produced.
