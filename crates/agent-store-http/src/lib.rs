@@ -5,6 +5,9 @@
 //! - the same URL + `.sha256` — its digest (the first whitespace-separated
 //!   token, as `sha256sum` writes it). The sidecar is **required**: an artifact
 //!   without one is refused (`integrity`);
+//! - the same URL + `.minisig` — its minisign signature, optional (404: none);
+//!   passed to the installer, whose trust policy decides whether an unsigned
+//!   binary may be installed and checks the signature while the bytes stream;
 //! - `{base}/{publisher}/{name}/versions` — one version per line (non-semver
 //!   lines are skipped).
 //!
@@ -392,6 +395,21 @@ impl HttpStore {
             })
     }
 
+    /// The minisign signature published beside `url` (`{url}.minisig`), or
+    /// `None` when there is none (404/410): the installer's trust policy
+    /// decides whether an unsigned binary may be installed.
+    async fn signature(&self, agent: &AgentRef, url: &str) -> Result<Option<String>, StoreError> {
+        let sig_url = format!("{url}.minisig");
+        let (final_url, resp) = self.send(&Method::GET, &sig_url).await?;
+        match classify(resp.status()) {
+            Class::Success => {}
+            Class::Missing => return Ok(None),
+            _ => return Err(status_err(resp.status(), resp.headers(), &final_url, agent)),
+        }
+        let body = self.small_body(&final_url, resp).await?;
+        Ok(Some(String::from_utf8_lossy(&body).into_owned()))
+    }
+
     /// The digest published beside `url`.
     async fn sidecar(&self, agent: &AgentRef, url: &str) -> Result<Sha256Digest, StoreError> {
         let sidecar_url = format!("{url}.sha256");
@@ -497,6 +515,7 @@ impl AgentStore for HttpStore {
     ) -> Result<Installed, StoreError> {
         let url = self.artifact_url(agent, platform)?;
         let digest = self.sidecar(agent, &url).await?;
+        let signature = self.signature(agent, &url).await?;
         let (final_url, resp) = self.send(&Method::GET, &url).await?;
         if !resp.status().is_success() {
             return Err(status_err(resp.status(), resp.headers(), &final_url, agent));
@@ -509,9 +528,11 @@ impl AgentStore for HttpStore {
         let expected = Expected {
             sha256: Some(digest),
             size,
+            signature,
+            platform: Some(platform.clone()),
             ..Expected::default()
         };
-        tracing::debug!(url = %final_url, ?size, sha256 = %digest, "downloading");
+        tracing::debug!(url = %final_url, ?size, sha256 = %digest, signed = expected.signature.is_some(), "downloading");
         let reader = BodyReader::new(resp.into_body(), self.stall_timeout);
         installer
             .install_reader(agent, &format!("http:{url}"), &expected, reader)
