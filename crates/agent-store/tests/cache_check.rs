@@ -390,3 +390,20 @@ async fn a_load_marks_the_record_used() {
         "the binary is never rewritten"
     );
 }
+
+/// Not a test: prints what the load-time check costs (fingerprint vs hash)
+/// on a 64 MiB binary. `cargo test --release -p agent-store --test cache_check -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn measure_fingerprint_vs_hash() {
+    let (_d, installer, agent) = setup();
+    install(&installer, &agent, &vec![5u8; 64 << 20]).await;
+    let always = installer.clone().with_verify(VerifyMode::Always);
+    for (name, i, n) in [("fingerprint", &installer, 2000u32), ("always", &always, 5)] {
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(i.cached_path(&agent).unwrap().is_some());
+        }
+        eprintln!("cached_path {name}: {:?} per load", t.elapsed() / n);
+    }
+}
