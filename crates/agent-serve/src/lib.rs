@@ -219,12 +219,15 @@ impl Agent {
         // First, before anything can block: make sure we die with the host.
         let original_parent = parent::parent_pid();
         let lifeline = match std::env::var(LIFELINE_ENV) {
-            Ok(v) if !v.is_empty() => {
-                Some(parent::take_lifeline(&v).map_err(|reason| ServeError::Env {
-                    var: LIFELINE_ENV,
-                    reason,
-                })?)
-            }
+            Ok(v) if !v.is_empty() => match parent::take_lifeline(&v) {
+                Ok(fd) => Some(fd),
+                Err(reason) => {
+                    tracing::warn!(
+                        "{LIFELINE_ENV} ignored: {reason}; noticing the host's death by its pid only"
+                    );
+                    None
+                }
+            },
             _ => None,
         };
         // Handlers go in before the handshake: a SIGTERM right after load must

@@ -56,8 +56,13 @@ pub(crate) fn leads_own_group() -> bool {
 }
 
 /// Takes the lifeline fd named by `value` (the variable's value): checks it is
-/// an open descriptor and marks it close-on-exec, so our own children do not
+/// an open pipe and marks it close-on-exec, so our own children do not
 /// inherit it.
+///
+/// The variable is inherited by our children's environment while the
+/// descriptor is not, so a program started by an agent may see a number that
+/// names nothing, or an unrelated descriptor: anything but an open pipe is
+/// refused (the caller then relies on the parent poll).
 pub(crate) fn take_lifeline(value: &str) -> Result<OwnedFd, String> {
     let fd: i32 = value
         .trim()
@@ -66,17 +71,24 @@ pub(crate) fn take_lifeline(value: &str) -> Result<OwnedFd, String> {
     if fd < 3 {
         return Err(format!("{fd} is stdin, stdout or stderr"));
     }
-    // SAFETY: F_GETFD/F_SETFD on an integer; an fd that is not open fails with EBADF.
+    // SAFETY: fstat into a zeroed local struct, F_GETFD/F_SETFD on an integer;
+    // a descriptor that is not open fails with EBADF and is not taken.
     #[allow(unsafe_code)]
     unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFD);
-        if flags < 0 {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &raw mut st) != 0 {
             return Err(format!(
                 "descriptor {fd} is not open: {}",
                 std::io::Error::last_os_error()
             ));
         }
-        libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            return Err(format!("descriptor {fd} is not a pipe"));
+        }
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
         // The host handed this descriptor to us alone; we own it from now on.
         Ok(OwnedFd::from_raw_fd(fd))
     }

@@ -526,3 +526,23 @@ async fn lifeline_eof_takes_the_agents_children_with_it() {
         "child {child} (ignores SIGTERM) outlived the agent's lifeline"
     );
 }
+
+#[tokio::test]
+async fn a_lifeline_that_is_not_an_open_pipe_is_ignored_with_a_warning() {
+    // What a program started by an agent sees: the variable is inherited, the
+    // descriptor (close-on-exec) is not.
+    let mut agent = start(
+        agent_echo(),
+        &[],
+        &[("CODEFLY_AGENT_TOKEN", TOKEN), ("CODEFLY_AGENT_LIFELINE", "987")],
+    )
+    .await;
+    assert_eq!(health(agent.channel().await).await, ServingStatus::Serving);
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit().await.success());
+    let stderr = agent.stderr().await;
+    assert!(
+        stderr.contains("CODEFLY_AGENT_LIFELINE ignored") && stderr.contains("987"),
+        "stderr: {stderr}"
+    );
+}
