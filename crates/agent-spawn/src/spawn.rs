@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::conn::{Parts, wait_exit};
 use crate::error::{SpawnError, SpawnFailure};
+use crate::logs::{AgentLogger, AgentLogs};
 use crate::process::{Spawned, lifeline_read_end, spawn_in_group};
 use crate::token::fresh_token;
 use crate::{
@@ -30,7 +31,8 @@ use crate::{
     TokenInterceptor,
 };
 use agent_protocol::{
-    HOST_SECRET_ENV, INSECURE_ENV, LIFELINE_ENV, TOKEN_ENV, UDS_PATH_ENV, WORKDIR_ENV, env_allowed,
+    HOST_SECRET_ENV, INSECURE_ENV, LIFELINE_ENV, LOG_ENV, LOG_JSON, TOKEN_ENV, UDS_PATH_ENV,
+    WORKDIR_ENV, env_allowed,
 };
 
 /// How long a failed spawn waits for the agent's stderr to reach EOF after
@@ -75,6 +77,12 @@ pub struct SpawnOptions {
     pub args: Vec<OsString>,
     /// Receives a live copy of the agent's stderr (see [`StderrSink`]).
     pub stderr_sink: Option<StderrSink>,
+    /// What the agent's stderr lines become in the host's `tracing` (default
+    /// [`AgentLogs::Parsed`]); unless `Off`, the agent is asked for JSON lines
+    /// (`CODEFLY_AGENT_LOG=json`).
+    pub agent_logs: AgentLogs,
+    /// The agent's name in its log span (default: the program's file name).
+    pub log_name: Option<String>,
     /// Ask the agent to listen on a unix socket in a private 0700 directory.
     /// A handshake naming any other socket path is then refused.
     pub unix_socket: bool,
@@ -95,6 +103,8 @@ impl Default for SpawnOptions {
             lifeline: true,
             args: Vec::new(),
             stderr_sink: None,
+            agent_logs: AgentLogs::default(),
+            log_name: None,
             unix_socket: false,
             accepted_versions: vec![1, 2],
         }
@@ -114,6 +124,8 @@ impl std::fmt::Debug for SpawnOptions {
             .field("lifeline", &self.lifeline)
             .field("args", &self.args)
             .field("stderr_sink", &self.stderr_sink.is_some())
+            .field("agent_logs", &self.agent_logs)
+            .field("log_name", &self.log_name)
             .field("unix_socket", &self.unix_socket)
             .field("accepted_versions", &self.accepted_versions)
             .finish()
@@ -240,6 +252,9 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         .stderr(Stdio::piped());
     apply_env(&mut command, &opts);
     command.env(TOKEN_ENV, &token);
+    if opts.agent_logs != AgentLogs::Off {
+        command.env(LOG_ENV, LOG_JSON);
+    }
     if let Some(dir) = &opts.workdir {
         command.current_dir(dir).env(WORKDIR_ENV, dir);
     }
@@ -282,11 +297,18 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
     let ring = StderrRing::default();
     let (eof_tx, eof_rx) = watch::channel(false);
     let (line_tx, line_rx) = oneshot::channel();
+    let log_name = opts.log_name.clone().unwrap_or_else(|| {
+        program.file_name().map_or_else(
+            || program.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    });
     let io = AgentIo {
         stdout,
         stderr,
         ring: ring.clone(),
         sink: opts.stderr_sink.clone(),
+        logs: AgentLogger::new(opts.agent_logs, &log_name, pid),
         line: Some(line_tx),
         exit: exit_rx.clone(),
         eof: eof_tx,
@@ -508,6 +530,7 @@ struct AgentIo {
     stderr: OwnedFd,
     ring: StderrRing,
     sink: Option<StderrSink>,
+    logs: AgentLogger,
     line: Option<oneshot::Sender<FirstLine>>,
     exit: watch::Receiver<Option<ExitInfo>>,
     eof: watch::Sender<bool>,
@@ -572,10 +595,12 @@ impl AgentIo {
                         if let Some(sink) = &self.sink {
                             sink(chunk);
                         }
+                        self.logs.feed(chunk);
                     }
                 }
             }
         }
+        self.logs.finish();
         let _ = self.eof.send(true);
     }
 

@@ -3,12 +3,15 @@
 //! timeout that stops the whole build.
 
 use std::ffi::OsString;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use agent_process::{AgentProcess, Exit};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::net::unix::pipe;
 
 use crate::NixError;
 
@@ -39,12 +42,16 @@ pub(crate) struct Runner<'a> {
 impl Runner<'_> {
     /// Runs `nix {args}` to completion or until the timeout.
     ///
-    /// On timeout (or when the returned future is dropped) the process group
-    /// gets SIGTERM first: nix then kills its builders, which it started in
-    /// their own sessions and which a SIGKILL of nix would orphan. SIGKILL
-    /// follows after the grace period.
+    /// nix runs in its own process group, owned by an [`AgentProcess`] (a
+    /// pidfd; signals reach the group only while nix is unreaped, so never a
+    /// recycled id). On timeout (or when the returned future is dropped) the
+    /// group gets SIGTERM first: nix then kills its builders, which it started
+    /// in their own sessions and which a SIGKILL of nix would orphan. SIGKILL
+    /// follows after the grace period, from the process-wide reaper thread
+    /// (no detached timer thread).
     pub(crate) async fn run(&self, args: &[OsString]) -> Result<Output, NixError> {
         let command_line = display_command(self.program, args);
+        let io_err = |context: String| move |source| NixError::Io { context, source };
         let mut cmd = Command::new(self.program);
         cmd.args(args)
             .stdin(Stdio::null())
@@ -67,39 +74,47 @@ impl Runner<'_> {
                 }
             }
         })?;
-        let pgid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .ok_or_else(|| NixError::Io {
-                context: format!("starting {command_line}"),
-                source: std::io::Error::other("the nix process has no pid"),
-            })?;
-        let mut guard = GroupGuard {
-            pgid,
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let process =
+            AgentProcess::adopt(child, true).map_err(io_err(format!("watching {command_line}")))?;
+        let guard = GroupGuard {
+            process: Arc::clone(&process),
             grace: self.kill_grace,
             armed: true,
         };
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        if let Err(error) = process.guard_with_watchdog() {
+            tracing::debug!(%error, "no host watchdog for nix");
+        }
+        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<Exit>();
+        process.on_exit(move |exit| {
+            let _ = exit_tx.send(exit);
+        });
+        let stdout = stdout
+            .map(|p| pipe::Receiver::from_owned_fd(p.into()))
+            .transpose()
+            .map_err(io_err(format!("reading {command_line}")))?;
+        let stderr = stderr
+            .map(|p| pipe::Receiver::from_owned_fd(p.into()))
+            .transpose()
+            .map_err(io_err(format!("reading {command_line}")))?;
 
         let finished = tokio::time::timeout(self.timeout, async {
-            let (status, out, err) =
-                tokio::join!(child.wait(), read_capped(stdout), read_tail(stderr));
-            (status, out, err)
+            tokio::join!(
+                async { exit_rx.await.unwrap_or_default() },
+                read_capped(stdout),
+                read_tail(stderr)
+            )
         })
         .await;
 
         match finished {
-            Ok((status, (stdout, stdout_truncated), stderr_tail)) => {
-                // nix has exited; a builder it leaked would be in another
-                // session, so there is nothing left in our group to signal.
+            Ok((exit, (stdout, stdout_truncated), stderr_tail)) => {
+                // Reaped: the reaper SIGKILLed what was left of the group
+                // first (a builder nix leaked would be in another session).
+                let mut guard = guard;
                 guard.armed = false;
-                let status = status.map_err(|source| NixError::Io {
-                    context: format!("waiting for {command_line}"),
-                    source,
-                })?;
                 Ok(Output {
-                    status,
+                    status: exit_status(exit),
                     stdout,
                     stdout_truncated,
                     stderr_tail,
@@ -107,17 +122,12 @@ impl Runner<'_> {
             }
             Err(_elapsed) => {
                 tracing::warn!(command = %command_line, timeout = ?self.timeout, "nix timed out; stopping it");
-                guard.armed = false;
-                killpg(pgid, libc::SIGTERM);
-                if tokio::time::timeout(self.kill_grace, child.wait())
-                    .await
-                    .is_err()
-                {
-                    killpg(pgid, libc::SIGKILL);
-                    let _ = child.wait().await;
-                }
-                // Stragglers that ignored SIGTERM but share the group.
-                killpg(pgid, libc::SIGKILL);
+                drop(guard); // SIGTERM now, SIGKILL after the grace period
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                process.on_exit(move |exit| {
+                    let _ = tx.send(exit);
+                });
+                let _ = rx.await;
                 Err(NixError::Timeout {
                     command: command_line,
                     after: self.timeout,
@@ -127,35 +137,30 @@ impl Runner<'_> {
     }
 }
 
-/// Signals the group if the run is abandoned (its future dropped) before nix exited.
+/// The `ExitStatus` of a reaped process, rebuilt from its exit.
+fn exit_status(exit: Exit) -> ExitStatus {
+    match (exit.code, exit.signal) {
+        (Some(code), _) => ExitStatus::from_raw((code & 0xff) << 8),
+        (None, Some(signal)) => ExitStatus::from_raw(signal & 0x7f),
+        (None, None) => ExitStatus::from_raw(0xff << 8),
+    }
+}
+
+/// Stops the group if the run is abandoned (its future dropped) or timed out
+/// before nix exited: SIGTERM now, SIGKILL from the reaper thread after the
+/// grace period, both only while nix is unreaped.
 struct GroupGuard {
-    pgid: i32,
+    process: Arc<AgentProcess>,
     grace: Duration,
     armed: bool,
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            self.process.terminate(self.grace);
         }
-        let (pgid, grace) = (self.pgid, self.grace);
-        killpg(pgid, libc::SIGTERM);
-        // Drop cannot wait; a short-lived thread delivers the SIGKILL.
-        let _ = std::thread::Builder::new()
-            .name("nix-killer".into())
-            .spawn(move || {
-                std::thread::sleep(grace);
-                killpg(pgid, libc::SIGKILL);
-            });
     }
-}
-
-#[allow(unsafe_code)]
-fn killpg(pgid: i32, signal: i32) {
-    // SAFETY: killpg has no memory effects; a stale or empty group only
-    // yields ESRCH, which is ignored.
-    let _ = unsafe { libc::killpg(pgid, signal) };
 }
 
 async fn read_capped<R: AsyncRead + Unpin>(reader: Option<R>) -> (Vec<u8>, bool) {
