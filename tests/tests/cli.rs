@@ -439,16 +439,21 @@ fn ls_lists_installed_agents() {
         keys(tool),
         [
             "kind",
+            "last_used",
             "name",
             "path",
             "publisher",
             "ref",
             "sha256",
+            "signed_as",
+            "signer",
             "size",
             "source",
+            "store",
             "version"
         ]
     );
+    assert!(tool["signer"].is_null(), "unsigned: {tool}");
     assert_eq!(tool["source"], "oci:127.0.0.1:5000/agents/acme/tool:0.1.0");
     assert!(tool["sha256"].as_str().unwrap().starts_with("0011"));
     let echo = &j[1];
@@ -460,6 +465,11 @@ fn ls_lists_installed_agents() {
     );
     let r = ctl(&home, &["ls", "echo:^1.2"]);
     assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("unsigned"),
+        "ls shows the signer: {}",
+        r.stdout
+    );
     assert!(r.stdout.contains("codefly.dev/echo:1.10.0"));
     let r = ctl(&Home::new(), &["ls", "--json"]);
     assert_eq!(r.json(), serde_json::json!([]));

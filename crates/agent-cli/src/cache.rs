@@ -1,16 +1,19 @@
-//! `ls`, `rm`, `prune`: the installed agents of a home, read straight from disk.
+//! `ls`, `rm`, `prune`: presentation over [`agent_manager::store::Cache`],
+//! which lists, removes and prunes under the installer's per-artifact lock.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_manager::reference::{AgentHome, AgentKind, AgentRef, VersionSpec};
 use agent_manager::semver::Version;
+use agent_manager::store::{Cache, CacheEntry, PrunePolicy};
 use agent_manager::{ErrorKind, StoreAnswer};
 use sha2::Digest as _;
 
 use crate::report::Failure;
 
-/// One installed binary.
+/// One installed binary, as `ls`, `rm` and `prune` print it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Entry {
     /// `service`, `application` or `module` (the cache directory it is in).
@@ -28,18 +31,91 @@ pub(crate) struct Entry {
     pub(crate) sha256: String,
     /// From the install record; `local` when there is none (built or copied by hand).
     pub(crate) source: String,
+    /// The store that delivered it, when recorded.
+    pub(crate) store: Option<String>,
+    /// The minisign key id that signed it; `None` = unsigned.
+    pub(crate) signer: Option<String>,
+    /// The signature's trusted comment.
+    pub(crate) signed_as: Option<String>,
+    /// When it was last loaded, in seconds since the epoch.
+    pub(crate) last_used: u64,
+    #[serde(skip)]
+    agent: AgentRef,
+}
+
+impl Entry {
+    /// `signer KEYID` or `unsigned`.
+    pub(crate) fn signer_text(&self) -> String {
+        self.signer
+            .as_deref()
+            .map_or_else(|| "unsigned".to_owned(), |k| format!("signed {k}"))
+    }
+
+    /// `3d ago`, `never`, …
+    pub(crate) fn last_used_text(&self) -> String {
+        let t = UNIX_EPOCH + Duration::from_secs(self.last_used);
+        match SystemTime::now().duration_since(t) {
+            Ok(d) if d < Duration::from_secs(60) => "just now".to_owned(),
+            Ok(d) if d < Duration::from_secs(3600) => format!("{}m ago", d.as_secs() / 60),
+            Ok(d) if d < Duration::from_secs(86400) => format!("{}h ago", d.as_secs() / 3600),
+            Ok(d) => format!("{}d ago", d.as_secs() / 86400),
+            Err(_) => "just now".to_owned(),
+        }
+    }
 }
 
 fn as_string<S: serde::Serializer>(v: &Version, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
-/// The cache directories and the kind each stands for.
-const KIND_DIRS: [(&str, &str); 3] = [
-    ("services", "service"),
-    ("applications", "application"),
-    ("modules", "module"),
-];
+fn kind_name(dir: &str) -> &'static str {
+    match dir {
+        "applications" => "application",
+        "modules" => "module",
+        _ => "service",
+    }
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn to_entry(e: CacheEntry, with_sha: bool) -> Result<Entry, Failure> {
+    let version = e
+        .agent
+        .concrete_version()
+        .cloned()
+        .unwrap_or_else(|| Version::new(0, 0, 0));
+    let sha256 = match e.sha256 {
+        Some(s) => s,
+        None if with_sha => {
+            sha256_file(&e.path).map_err(|err| Failure::io(e.path.display(), &err))?
+        }
+        None => String::new(),
+    };
+    Ok(Entry {
+        kind: kind_name(e.agent.kind().cache_dir()),
+        reference: e.agent.identifier(),
+        publisher: e.agent.publisher().to_owned(),
+        name: e.agent.name().to_owned(),
+        version,
+        path: e.path,
+        size: e.size,
+        sha256,
+        source: e.source,
+        store: e.store,
+        signer: e.signer.as_ref().map(|s| s.key_id.clone()),
+        signed_as: e.signer.map(|s| s.trusted_comment),
+        last_used: secs(e.last_used),
+        agent: e.agent,
+    })
+}
+
+fn same_dir_agent(e: &AgentRef, only: &AgentRef) -> bool {
+    e.kind().cache_dir() == only.kind().cache_dir()
+        && e.publisher() == only.publisher()
+        && e.name() == only.name()
+}
 
 /// Every installed binary, sorted by kind, publisher, name and version
 /// (highest first). `kind` limits to one cache directory, `only` to one agent
@@ -50,112 +126,28 @@ pub(crate) fn list(
     only: Option<&AgentRef>,
     with_sha: bool,
 ) -> Result<Vec<Entry>, Failure> {
-    let mut out = Vec::new();
     let kind_dir = only.map(AgentRef::kind).or(kind).map(AgentKind::cache_dir);
-    for (dir, kind_name) in KIND_DIRS {
-        if kind_dir.is_some_and(|k| k != dir) {
+    let mut out = Vec::new();
+    for e in Cache::new(home.clone()).list()? {
+        if kind_dir.is_some_and(|k| k != e.agent.kind().cache_dir()) {
             continue;
         }
-        let root = home.agents_dir().join(dir);
-        for publisher in read_dir_names(&root)? {
-            if only.is_some_and(|r| r.publisher() != publisher) {
+        if let Some(r) = only {
+            if !same_dir_agent(&e.agent, r) {
                 continue;
             }
-            let pdir = root.join(&publisher);
-            if !is_plain_dir(&pdir) {
+            let matches = match (r.version_spec(), e.agent.concrete_version()) {
+                (VersionSpec::Latest, _) => true,
+                (spec, Some(v)) => spec.matches(v),
+                (_, None) => false,
+            };
+            if !matches {
                 continue;
-            }
-            for file in read_dir_names(&pdir)? {
-                let Some((name, version)) = parse_binary_name(&file) else {
-                    continue;
-                };
-                if let Some(r) = only {
-                    if r.name() != name {
-                        continue;
-                    }
-                    if !matches!(r.version_spec(), VersionSpec::Latest)
-                        && !r.version_spec().matches(&version)
-                    {
-                        continue;
-                    }
-                }
-                let path = pdir.join(&file);
-                let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                if !meta.is_file() {
-                    continue;
-                }
-                let record = read_record(&pdir.join(format!("{file}.json")));
-                let (sha256, source) = match record {
-                    Some((sha, source)) => (sha, source),
-                    None if with_sha => (
-                        sha256_file(&path).map_err(|e| Failure::io(path.display(), &e))?,
-                        "local".to_owned(),
-                    ),
-                    None => (String::new(), "local".to_owned()),
-                };
-                out.push(Entry {
-                    kind: kind_name,
-                    reference: format!("{publisher}/{name}:{version}"),
-                    publisher: publisher.clone(),
-                    name: name.to_owned(),
-                    version,
-                    path,
-                    size: meta.len(),
-                    sha256,
-                    source,
-                });
             }
         }
+        out.push(to_entry(e, with_sha)?);
     }
-    out.sort_by(|a, b| {
-        (a.kind, &a.publisher, &a.name)
-            .cmp(&(b.kind, &b.publisher, &b.name))
-            .then_with(|| b.version.cmp(&a.version))
-    });
     Ok(out)
-}
-
-/// `{name}__{version}` with a strict semver version (no temp, lock or record files).
-fn parse_binary_name(file: &str) -> Option<(&str, Version)> {
-    if file.starts_with('.') {
-        return None;
-    }
-    let (name, version) = file.rsplit_once("__")?;
-    let v = Version::parse(version).ok()?;
-    (v.build.is_empty() && !name.is_empty()).then_some((name, v))
-}
-
-fn read_dir_names(dir: &Path) -> Result<Vec<String>, Failure> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Failure::io(format!("reading {}", dir.display()), &e)),
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
-fn is_plain_dir(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
-}
-
-/// `(sha256, source)` from an install record, if it is readable.
-fn read_record(path: &Path) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let sha = v.get("sha256")?.as_str()?.to_owned();
-    let source = v
-        .get("source")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("unknown")
-        .to_owned();
-    Some((sha, source))
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
@@ -172,22 +164,14 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Removes one installed binary, its install record, and the Nix GC root that
-/// kept its store path alive (if the Nix store installed it), so `nix-collect-garbage`
-/// can reclaim it.
-fn remove(home: &AgentHome, entry: &Entry) -> Result<(), Failure> {
+/// Removes the Nix GC root that kept a removed binary's store path alive (if
+/// the Nix store installed it), so `nix-collect-garbage` can reclaim it.
+fn remove_gc_roots(home: &AgentHome, entry: &Entry) -> Result<(), Failure> {
     for kind in AgentKind::ALL
         .into_iter()
-        .filter(|k| k.cache_dir() == format!("{}s", entry.kind))
+        .filter(|k| k.cache_dir() == entry.agent.kind().cache_dir())
     {
-        let Ok(agent) = AgentRef::new(
-            kind,
-            &entry.publisher,
-            &entry.name,
-            &entry.version.to_string(),
-        ) else {
-            continue;
-        };
+        let agent = entry.agent.clone().with_kind(kind);
         let Ok(root) = agent_manager::stores::nix::NixStore::gc_root(home, &agent) else {
             continue;
         };
@@ -197,22 +181,12 @@ fn remove(home: &AgentHome, entry: &Entry) -> Result<(), Failure> {
             })?;
         }
     }
-    std::fs::remove_file(&entry.path)
-        .map_err(|e| Failure::io(format!("removing {}", entry.path.display()), &e))?;
-    let mut record = entry.path.clone().into_os_string();
-    record.push(".json");
-    match std::fs::remove_file(&record) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Failure::io(
-            format!("removing {}", PathBuf::from(record).display()),
-            &e,
-        )),
-    }
+    Ok(())
 }
 
 /// `rm`: an exact version, every version matching a requirement, or with
-/// `all` every version. A bare name without `all` is refused.
+/// `all` every version. A bare name without `all` is refused. Each removal
+/// holds the artifact's install lock (it waits for a download in progress).
 pub(crate) fn rm(home: &AgentHome, agent: &AgentRef, all: bool) -> Result<Vec<Entry>, Failure> {
     let latest = matches!(agent.version_spec(), VersionSpec::Latest);
     if all && !latest {
@@ -251,37 +225,70 @@ pub(crate) fn rm(home: &AgentHome, agent: &AgentRef, all: bool) -> Result<Vec<En
             format!("agent {} is not installed ({answer})", agent.identifier()),
         ));
     }
-    for t in &targets {
-        remove(home, t)?;
+    let cache = Cache::new(home.clone());
+    let mut removed = Vec::new();
+    for t in targets {
+        if cache.remove(&t.agent)?.is_some() {
+            remove_gc_roots(home, &t)?;
+            removed.push(t);
+        }
     }
-    Ok(targets)
+    Ok(removed)
 }
 
-/// `prune`: keeps the `keep` highest versions of every agent; returns `(removed, kept)`.
+/// `prune`: what `policy` says, limited to one kind directory when `kind`
+/// is given; returns `(removed, kept)`.
 pub(crate) fn prune(
     home: &AgentHome,
     kind: Option<AgentKind>,
-    keep: usize,
+    policy: &PrunePolicy,
 ) -> Result<(Vec<Entry>, Vec<Entry>), Failure> {
-    let all = list(home, kind, None, false)?;
-    let (mut removed, mut kept) = (Vec::new(), Vec::new());
-    let mut current: Option<(&'static str, String, String)> = None;
-    let mut seen = 0usize;
-    // `list` sorts each agent's versions highest first.
-    for e in all {
-        let key = (e.kind, e.publisher.clone(), e.name.clone());
-        if current.as_ref() != Some(&key) {
-            current = Some(key);
-            seen = 0;
+    let cache = Cache::new(home.clone());
+    let report = match kind {
+        None => cache.prune(policy)?,
+        Some(k) => {
+            // Decide on the whole cache, act on one kind directory.
+            let mut plan = cache.prune(&PrunePolicy {
+                dry_run: true,
+                ..policy.clone()
+            })?;
+            let (mine, others): (Vec<_>, Vec<_>) = plan
+                .removed
+                .into_iter()
+                .partition(|e| e.agent.kind().cache_dir() == k.cache_dir());
+            plan.kept.extend(others);
+            let mut removed = Vec::new();
+            for e in mine {
+                if policy.dry_run || cache.remove(&e.agent)?.is_some() {
+                    removed.push(e);
+                }
+            }
+            plan.removed = removed;
+            plan.kept
+                .retain(|e| e.agent.kind().cache_dir() == k.cache_dir());
+            plan
         }
-        seen += 1;
-        if seen > keep {
-            remove(home, &e)?;
-            removed.push(e);
-        } else {
-            kept.push(e);
+    };
+    let removed = report
+        .removed
+        .into_iter()
+        .map(|e| to_entry(e, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !policy.dry_run {
+        for e in &removed {
+            remove_gc_roots(home, e)?;
         }
     }
+    let mut kept = report
+        .kept
+        .into_iter()
+        .map(|e| to_entry(e, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    kept.sort_by(|a, b| {
+        (a.kind, &a.publisher, &a.name)
+            .cmp(&(b.kind, &b.publisher, &b.name))
+            .then_with(|| b.version.cmp(&a.version))
+    });
     Ok((removed, kept))
 }
 
@@ -304,21 +311,10 @@ mod tests {
         v.iter().map(|e| e.reference.clone()).collect()
     }
 
-    #[test]
-    fn names_are_strict() {
-        assert!(parse_binary_name("echo__1.2.3").is_some());
-        assert_eq!(parse_binary_name("go__grpc__1.0.0").unwrap().0, "go__grpc");
-        for bad in [
-            "echo__1.2.3.json",
-            "echo__1.2.3.lock",
-            ".echo__1.2.3.tmp.1.2",
-            "echo__v1.2.3",
-            "echo__1.2",
-            "echo",
-            "__1.0.0",
-            "echo__1.0.0+build",
-        ] {
-            assert!(parse_binary_name(bad).is_none(), "{bad}");
+    fn keep(n: usize) -> PrunePolicy {
+        PrunePolicy {
+            keep: Some(n),
+            ..PrunePolicy::default()
         }
     }
 
@@ -327,14 +323,13 @@ mod tests {
         let (_t, home) = home_with(&[
             "services/acme/echo__1.0.0",
             "services/acme/echo__1.10.0",
-            "services/acme/echo__1.10.0.json",
             "services/acme/.echo__2.0.0.tmp.1.1",
             "modules/acme/mod__0.1.0",
         ]);
         let rec = home.agents_dir().join("services/acme/echo__1.10.0.json");
         std::fs::write(
             &rec,
-            r#"{"sha256":"ab","size":3,"source":"oci:x","installed_at":1}"#,
+            r#"{"sha256":"ab","size":3,"source":"oci:x","installed_at":1,"store":"oci","signer":{"key_id":"0123456789ABCDEF","trusted_comment":"codefly-agent acme/echo:1.10.0 linux/amd64"}}"#,
         )
         .unwrap();
         let all = list(&home, None, None, true).unwrap();
@@ -344,7 +339,10 @@ mod tests {
         );
         assert_eq!(all[1].sha256, "ab");
         assert_eq!(all[1].source, "oci:x");
+        assert_eq!(all[1].signer.as_deref(), Some("0123456789ABCDEF"));
+        assert_eq!(all[1].signer_text(), "signed 0123456789ABCDEF");
         assert_eq!(all[2].source, "local");
+        assert_eq!(all[2].signer_text(), "unsigned");
         assert_eq!(all[2].sha256.len(), 64);
         assert_eq!(all[0].kind, "module");
         let only: AgentRef = "acme/echo:^1.5".parse().unwrap();
@@ -360,11 +358,15 @@ mod tests {
     fn rm_exact_requirement_and_all() {
         let (_t, home) = home_with(&[
             "services/acme/echo__1.0.0",
-            "services/acme/echo__1.0.0.json",
             "services/acme/echo__1.1.0",
             "services/acme/echo__2.0.0",
             "services/acme/other__1.0.0",
         ]);
+        std::fs::write(
+            home.agents_dir().join("services/acme/echo__1.0.0.json"),
+            r#"{"sha256":"ab","size":3,"source":"oci:x","installed_at":1}"#,
+        )
+        .unwrap();
         let r = |s: &str| -> AgentRef { s.parse().unwrap() };
         let gone = rm(&home, &r("acme/echo:1.0.0"), false).unwrap();
         assert_eq!(refs(&gone), ["acme/echo:1.0.0"]);
@@ -409,19 +411,20 @@ mod tests {
             "services/acme/echo__1.2.0",
             "services/acme/echo__1.10.0",
             "services/acme/echo__1.9.0",
-            "services/acme/echo__1.9.0.json",
             "services/other/echo__0.1.0",
             "applications/acme/app__3.0.0",
             "applications/acme/app__2.0.0",
         ]);
-        let (removed, kept) = prune(&home, None, 2).unwrap();
+        let (removed, kept) = prune(&home, None, &keep(2)).unwrap();
         assert_eq!(refs(&removed), ["acme/echo:1.2.0"]);
         assert_eq!(kept.len(), 5);
-        let (removed, _) = prune(&home, None, 1).unwrap();
-        assert_eq!(refs(&removed), ["acme/app:2.0.0", "acme/echo:1.9.0"]);
+        let (removed, _) = prune(&home, Some(AgentKind::Application), &keep(1)).unwrap();
+        assert_eq!(refs(&removed), ["acme/app:2.0.0"]);
         let dir = home.agents_dir().join("services/acme");
+        assert!(dir.join("echo__1.9.0").exists(), "--kind limits prune");
+        let (removed, _) = prune(&home, None, &keep(1)).unwrap();
+        assert_eq!(refs(&removed), ["acme/echo:1.9.0"]);
         assert!(dir.join("echo__1.10.0").exists());
-        assert!(!dir.join("echo__1.9.0.json").exists());
         assert!(
             home.agents_dir()
                 .join("services/other/echo__0.1.0")

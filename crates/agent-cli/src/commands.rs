@@ -526,10 +526,12 @@ fn ls(ctx: &Ctx, reference: Option<&str>) -> Result<(), Failure> {
             format!(" [{}]", e.kind)
         };
         println!(
-            "{:<width$}  {:>10}  {:<12}  {}  {}{kind}",
+            "{:<width$}  {:>10}  {:<12}  {:<23}  {:<9}  {}  {}{kind}",
             e.reference,
             human_size(e.size),
             e.sha256.get(..12).unwrap_or(&e.sha256),
+            e.signer_text(),
+            e.last_used_text(),
             e.source,
             e.path.display(),
         );
@@ -567,8 +569,21 @@ fn config(ctx: &Ctx) -> Result<(), Failure> {
 
 fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<(), Failure> {
     let home = ctx.home()?;
-    let keep = args.keep.unwrap_or(1);
-    let (removed, kept) = cache::prune(&home, ctx.kind, keep as usize)?;
+    let nothing_asked = args.keep.is_none() && args.unused_for.is_none() && args.max_size.is_none();
+    let policy = agent_manager::store::PrunePolicy {
+        // No flag: keep the highest version of each agent.
+        keep: args.keep.map(|k| k as usize).or(nothing_asked.then_some(1)),
+        unused_for: args.unused_for,
+        max_size: args.max_size,
+        dry_run: args.dry_run,
+    };
+    let (removed, kept) = cache::prune(&home, ctx.kind, &policy)?;
+    if args.dry_run && !ctx.json {
+        for e in &removed {
+            println!("would remove {} {}", e.reference, e.path.display());
+        }
+        return Ok(());
+    }
     print_removed(ctx, &removed, Some(&kept));
     Ok(())
 }

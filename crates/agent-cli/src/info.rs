@@ -1,12 +1,214 @@
-//! `agentctl info REF`.
+//! `agentctl info REF`: everything known about one agent.
 
+use std::sync::Arc;
+
+use agent_manager::lock::LockFile;
+use agent_manager::reference::{AgentRef, VersionSpec};
+use agent_manager::semver::Version;
+use agent_manager::{AgentStore, EffectiveConfig, Manager, StoreChain};
+use serde_json::json;
+
+use crate::cache;
 use crate::commands::Ctx;
-use crate::report::Failure;
+use crate::report::{Failure, human_size};
 
-#[allow(clippy::unused_async)]
-pub(crate) async fn info(_ctx: &Ctx, _reference: &str) -> Result<(), Failure> {
-    Err(Failure::new(
-        agent_manager::ErrorKind::Io,
-        "not available in this build yet",
-    ))
+/// The stores that may be asked for `publisher`, by the config's
+/// `[publishers."P"] stores` (or `"*"`'s), in chain order.
+fn scoped(m: &Manager, effective: &EffectiveConfig, publisher: &str) -> Vec<Arc<dyn AgentStore>> {
+    let scope = effective
+        .get(&format!("publishers.\"{publisher}\".stores"))
+        .or_else(|| effective.get("publishers.\"*\".stores"))
+        .map(|s| {
+            if s.value == "none" {
+                Vec::new()
+            } else {
+                s.value.split(',').map(|x| x.trim().to_owned()).collect()
+            }
+        });
+    m.chain()
+        .stores()
+        .iter()
+        .filter(|s| {
+            scope
+                .as_ref()
+                .is_none_or(|allowed| allowed.iter().any(|a| a == s.name()))
+        })
+        .cloned()
+        .collect()
+}
+
+fn versions_text(v: &[Version]) -> String {
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
+    let agent = ctx.parse_ref(reference)?;
+    let m = ctx.manager(false)?;
+    let effective = m.effective_config();
+    let platform = m.platform().clone();
+    let stores = scoped(&m, &effective, agent.publisher());
+    let base = AgentRef::new(agent.kind(), agent.publisher(), agent.name(), "latest")?;
+
+    // What each store lists.
+    let mut per_store = Vec::new();
+    for s in &stores {
+        let answer = match s.versions(&base, &platform).await {
+            Ok(mut v) => {
+                v.sort();
+                v.dedup();
+                Ok(v)
+            }
+            Err(e) => Err(format!("error[{}]: {e}", e.kind())),
+        };
+        per_store.push((s.name().to_owned(), answer));
+    }
+    // Which one is authoritative (the first that lists any version).
+    let chain = StoreChain::new(stores.clone()).with_fallback(m.chain().fallback());
+    let authority = chain.authoritative_versions(&base, &platform).await;
+
+    // The lock file.
+    let lock_path = agent_manager::lock::discover(ctx.lockfile.as_deref());
+    let lock = match &lock_path {
+        Some(p) => LockFile::read_if_exists(p).map_err(|e| Failure::from_error(e.kind(), &e))?,
+        None => None,
+    };
+    let locked = lock
+        .as_ref()
+        .and_then(|l| l.entry_for_agent(&agent))
+        .cloned();
+
+    // Installed versions.
+    let home = m.home().clone();
+    let installed = cache::list(&home, None, Some(&base), true)?;
+
+    // What the ref resolves to, and why.
+    let resolved = m.resolve(&agent).await;
+    let (resolved_text, why) = match &resolved {
+        Ok(r) => {
+            let v = r.concrete_version().cloned();
+            let why = if matches!(agent.version_spec(), VersionSpec::Exact(_)) {
+                "an exact version: used as is".to_owned()
+            } else if let (Some(l), Some(p)) = (
+                locked.as_ref().filter(|l| Some(&l.version) == v.as_ref()),
+                lock_path.as_ref(),
+            ) {
+                format!(
+                    "pinned by the lock file {} (requested {})",
+                    p.display(),
+                    l.requested
+                )
+            } else if m.source().is_local() {
+                "local cache only (CODEFLY_AGENT_SOURCE=local or --local)".to_owned()
+            } else if installed.iter().any(|e| Some(&e.version) == v.as_ref()) {
+                "local first: the highest installed version that matches".to_owned()
+            } else {
+                match &authority {
+                    Ok(a) => format!(
+                        "the authoritative store {} lists it as the highest match",
+                        a.store
+                    ),
+                    Err(_) => "the stores".to_owned(),
+                }
+            };
+            (r.identifier(), why)
+        }
+        Err(e) => (format!("error[{}]", e.kind()), e.to_string()),
+    };
+
+    if ctx.json {
+        let stores_json: Vec<serde_json::Value> = per_store
+            .iter()
+            .map(|(name, a)| match a {
+                Ok(v) => json!({ "store": name, "versions": v.iter().map(ToString::to_string).collect::<Vec<_>>() }),
+                Err(e) => json!({ "store": name, "error": e }),
+            })
+            .collect();
+        let authority_json = match &authority {
+            Ok(a) => {
+                json!({ "store": a.store, "versions": a.versions.iter().map(ToString::to_string).collect::<Vec<_>>() })
+            }
+            Err(e) => json!({ "error": format!("error[{}]: {e}", e.kind()) }),
+        };
+        println!(
+            "{}",
+            json!({
+                "ref": base.identifier().trim_end_matches(":latest"),
+                "asked": agent.identifier(),
+                "platform": platform.to_string(),
+                "stores": stores_json,
+                "authoritative": authority_json,
+                "resolves_to": resolved.as_ref().ok().map(AgentRef::identifier),
+                "why": why,
+                "installed": installed,
+                "lock": match (&locked, &lock_path) {
+                    (Some(l), Some(p)) => json!({
+                        "file": p,
+                        "version": l.version.to_string(),
+                        "requested": l.requested.to_string(),
+                    }),
+                    _ => serde_json::Value::Null,
+                },
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "agent        {}/{} ({})",
+        agent.publisher(),
+        agent.name(),
+        agent.kind()
+    );
+    println!("platform     {platform}");
+    match &authority {
+        Ok(a) => println!(
+            "authority    {} (the first store, in order, that lists it)",
+            a.store
+        ),
+        Err(e) => println!("authority    none: error[{}]: {e}", e.kind()),
+    }
+    if per_store.is_empty() {
+        println!("stores       none configured for {}", agent.publisher());
+    }
+    for (name, a) in &per_store {
+        let mark = match &authority {
+            Ok(auth) if auth.store == *name => " *",
+            _ => "",
+        };
+        match a {
+            Ok(v) => println!("store {name:<6} {}{mark}", versions_text(v)),
+            Err(e) => println!("store {name:<6} {e}"),
+        }
+    }
+    println!("{:<12} {resolved_text}", agent.version_spec().to_string());
+    println!("  because    {why}");
+    match (&locked, &lock_path) {
+        (Some(l), Some(p)) => println!(
+            "lock         {} pins {} (requested {})",
+            p.display(),
+            l.version,
+            l.requested
+        ),
+        (None, Some(p)) if p.exists() => println!("lock         {} does not list it", p.display()),
+        _ => println!("lock         none"),
+    }
+    if installed.is_empty() {
+        println!("installed    none");
+    }
+    for e in &installed {
+        println!(
+            "installed    {} {:>10}  {}  {}",
+            e.version,
+            human_size(e.size),
+            e.source,
+            e.path.display()
+        );
+    }
+    Ok(())
 }

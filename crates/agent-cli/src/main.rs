@@ -49,7 +49,7 @@ fn main() -> ExitCode {
 
 fn fail(f: &Failure, json: bool) -> ExitCode {
     eprint!("{}", f.render());
-    if json {
+    if json && !f.json_printed {
         println!("{}", f.to_json());
     }
     ExitCode::FAILURE

@@ -17,6 +17,9 @@ pub(crate) struct Failure {
     pub(crate) message: String,
     pub(crate) causes: Vec<String>,
     pub(crate) stderr_tail: Option<String>,
+    /// The command already printed its JSON document (e.g. `doctor`'s report):
+    /// with --json, print no error document on top of it.
+    pub(crate) json_printed: bool,
 }
 
 impl Failure {
@@ -26,6 +29,7 @@ impl Failure {
             message: message.into(),
             causes: Vec::new(),
             stderr_tail: None,
+            json_printed: false,
         }
     }
 
@@ -53,6 +57,7 @@ impl Failure {
             message,
             causes,
             stderr_tail: None,
+            json_printed: false,
         }
     }
 
