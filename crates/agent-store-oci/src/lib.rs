@@ -12,6 +12,13 @@
 //! [`agent_store::Installer`], which checks its sha256 and size.
 //! `latest` is the highest semver tag.
 //!
+//! **Signatures.** A second layer titled `service-{name}.minisig` in the same
+//! manifest (in each platform's manifest of an index) is the binary's
+//! minisign signature, as `oras push … service-{name} service-{name}.minisig`
+//! makes it ([`push_files`] with [`PushFile::signature`]). It is fetched
+//! (digest-checked, at most 64 KiB) and handed to the installer, whose trust
+//! policy decides; a manifest without one is an unsigned agent.
+//!
 //! Configured by `AGENT_REGISTRY` (`ghcr.io/codefly-dev`, `127.0.0.1:5000`),
 //! `AGENT_REGISTRY_SCHEME` (plain HTTP is the default only for loopback
 //! hosts), and credentials from `AGENT_REGISTRY_USERNAME`/`_PASSWORD` or
@@ -45,7 +52,10 @@ pub use config::{
 };
 pub use push::{
     ARTIFACT_TYPE, EMPTY_CONFIG, EMPTY_MEDIA_TYPE, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPE,
-    MANIFEST_MEDIA_TYPE, PushResult, PushedLayer, push,
+    MANIFEST_MEDIA_TYPE, PushFile, PushResult, PushedLayer, push, push_files,
 };
-pub use select::{LayerRef, SelectError, Selected, TITLE_ANNOTATION, layer_title, select_layer};
+pub use select::{
+    LayerRef, SelectError, Selected, TITLE_ANNOTATION, layer_title, select_layer, select_signature,
+    signature_title,
+};
 pub use store::OciStore;

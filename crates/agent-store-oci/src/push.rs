@@ -13,7 +13,7 @@ use sha2::Digest as _;
 
 use crate::config::RegistryConfig;
 use crate::errors;
-use crate::select::{TITLE_ANNOTATION, layer_title};
+use crate::select::{TITLE_ANNOTATION, layer_title, signature_title};
 
 /// The `artifactType` of an agent artifact.
 pub const ARTIFACT_TYPE: &str = "application/vnd.codefly.agent.v1";
@@ -58,6 +58,20 @@ pub struct PushedLayer {
     pub manifest_digest: String,
 }
 
+/// One file to publish: the binary, its platform, and optionally its
+/// minisign signature (the `.minisig` file), pushed as a second layer titled
+/// `service-{name}.minisig` in the same manifest — what
+/// `oras push … service-{name} service-{name}.minisig` makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushFile {
+    /// The binary.
+    pub path: PathBuf,
+    /// Its platform (several files: one each).
+    pub platform: Option<Platform>,
+    /// Its `.minisig` file, if it is signed.
+    pub signature: Option<PathBuf>,
+}
+
 fn invalid(message: String) -> StoreError {
     StoreError::io(
         "push",
@@ -88,10 +102,30 @@ pub async fn push(
     agent: &AgentRef,
     files: &[(PathBuf, Option<Platform>)],
 ) -> Result<PushResult, StoreError> {
+    let files: Vec<PushFile> = files
+        .iter()
+        .map(|(path, platform)| PushFile {
+            path: path.clone(),
+            platform: platform.clone(),
+            signature: None,
+        })
+        .collect();
+    push_files(registry, agent, &files).await
+}
+
+/// As [`push`], with an optional signature layer per file ([`PushFile`]).
+///
+/// # Errors
+/// As [`push`]; an unreadable or empty signature file is [`StoreError::Io`].
+pub async fn push_files(
+    registry: &RegistryConfig,
+    agent: &AgentRef,
+    files: &[PushFile],
+) -> Result<PushResult, StoreError> {
     let version = agent
         .concrete_version()
         .ok_or_else(|| RefError::NotConcrete(agent.to_string()))?;
-    let with_platform = files.iter().filter(|(_, p)| p.is_some()).count();
+    let with_platform = files.iter().filter(|f| f.platform.is_some()).count();
     match files.len() {
         0 => return Err(invalid("no file to push".to_owned())),
         1 => {}
@@ -102,9 +136,9 @@ pub async fn push(
         }
         _ => {}
     }
-    for (i, (_, p)) in files.iter().enumerate() {
-        if let Some(p) = p
-            && files[..i].iter().any(|(_, q)| q.as_ref() == Some(p))
+    for (i, f) in files.iter().enumerate() {
+        if let Some(p) = &f.platform
+            && files[..i].iter().any(|g| g.platform.as_ref() == Some(p))
         {
             return Err(invalid(format!("platform {p} given twice")));
         }
@@ -132,29 +166,28 @@ pub async fn push(
     let mut layers = Vec::with_capacity(files.len());
     let mut entries = Vec::with_capacity(files.len());
     let mut single: Option<(Vec<u8>, String)> = None;
-    for (path, platform) in files {
-        let (digest, size) = hash_file(path).await?;
-        if size == 0 {
-            return Err(invalid(format!("{} is empty", path.display())));
-        }
-        let digest = digest.to_oci();
-        let what = format!("upload of {} to {whole}", path.display());
-        let reused = client
-            .blob_exists(&tag_ref, &digest)
-            .await
-            .map_err(|e| map(e, &what))?;
-        if reused {
-            tracing::debug!(%digest, "blob already in the registry");
-        } else {
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
-                .map_err(oci_client::errors::OciDistributionError::IoError);
-            client
-                .push_blob_stream(&tag_ref, stream, &digest, Some(size))
-                .await
-                .map_err(|e| map(e, &what))?;
+    for PushFile {
+        path,
+        platform,
+        signature,
+    } in files
+    {
+        let (digest, size, reused) = upload_file(&client, &tag_ref, path, &map, &whole).await?;
+        let mut manifest_layers = vec![json!({
+            "mediaType": LAYER_MEDIA_TYPE,
+            "digest": digest,
+            "size": size,
+            "annotations": { TITLE_ANNOTATION: title },
+        })];
+        if let Some(sig) = signature {
+            let (sig_digest, sig_size, _) =
+                upload_file(&client, &tag_ref, sig, &map, &whole).await?;
+            manifest_layers.push(json!({
+                "mediaType": LAYER_MEDIA_TYPE,
+                "digest": sig_digest,
+                "size": sig_size,
+                "annotations": { TITLE_ANNOTATION: signature_title(agent.name()) },
+            }));
         }
         let manifest = json!({
             "schemaVersion": 2,
@@ -166,12 +199,7 @@ pub async fn push(
                 "size": EMPTY_CONFIG.len(),
                 "data": "e30=",
             },
-            "layers": [{
-                "mediaType": LAYER_MEDIA_TYPE,
-                "digest": digest,
-                "size": size,
-                "annotations": { TITLE_ANNOTATION: title },
-            }],
+            "layers": manifest_layers,
         });
         let body = serde_json::to_vec(&manifest)
             .map_err(|e| invalid(format!("serialising the manifest: {e}")))?;
@@ -226,6 +254,41 @@ pub async fn push(
         media_type: media_type.to_owned(),
         layers,
     })
+}
+
+/// Hashes `path` and uploads it as a blob unless the registry has it.
+/// Returns its digest (`sha256:…`), size and whether it was already there.
+async fn upload_file(
+    client: &oci_client::Client,
+    tag_ref: &Reference,
+    path: &Path,
+    map: &impl Fn(oci_client::errors::OciDistributionError, &str) -> StoreError,
+    whole: &str,
+) -> Result<(String, u64, bool), StoreError> {
+    let (digest, size) = hash_file(path).await?;
+    if size == 0 {
+        return Err(invalid(format!("{} is empty", path.display())));
+    }
+    let digest = digest.to_oci();
+    let what = format!("upload of {} to {whole}", path.display());
+    let reused = client
+        .blob_exists(tag_ref, &digest)
+        .await
+        .map_err(|e| map(e, &what))?;
+    if reused {
+        tracing::debug!(%digest, "blob already in the registry");
+    } else {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+            .map_err(oci_client::errors::OciDistributionError::IoError);
+        client
+            .push_blob_stream(tag_ref, stream, &digest, Some(size))
+            .await
+            .map_err(|e| map(e, &what))?;
+    }
+    Ok((digest, size, reused))
 }
 
 async fn upload_bytes(

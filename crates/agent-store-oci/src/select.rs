@@ -131,6 +131,42 @@ pub fn layer_title(name: &str) -> String {
     format!("service-{name}")
 }
 
+/// The title of an agent's signature layer: `service-{name}.minisig`.
+#[must_use]
+pub fn signature_title(name: &str) -> String {
+    format!("service-{name}.minisig")
+}
+
+/// The signature layer of an image manifest (titled
+/// `service-{name}.minisig`), if it has one.
+///
+/// # Errors
+/// [`SelectError::Malformed`] / [`SelectError::BadDescriptor`] for a
+/// document that is not a manifest or a bad descriptor.
+pub fn select_signature(manifest: &[u8], name: &str) -> Result<Option<LayerRef>, SelectError> {
+    let doc: Doc =
+        serde_json::from_slice(manifest).map_err(|e| SelectError::Malformed(e.to_string()))?;
+    let wanted = signature_title(name);
+    let Some(layers) = doc.layers else {
+        return Ok(None);
+    };
+    let hit = layers.iter().find(|d| {
+        d.annotations
+            .as_ref()
+            .and_then(|a| a.get(TITLE_ANNOTATION))
+            .is_some_and(|t| *t == wanted)
+    });
+    match hit {
+        None => Ok(None),
+        Some(d) => Ok(Some(LayerRef {
+            digest: parse_digest(&d.digest)?,
+            size: parse_size(d.size)?,
+            media_type: d.media_type.clone(),
+            title: Some(wanted),
+        })),
+    }
+}
+
 /// Reads a manifest or image index and says what to fetch next for agent
 /// `name` on `platform`.
 ///

@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use crate::config::{RegistryConfig, STORE};
 use crate::errors;
-use crate::select::{LayerRef, Selected, select_layer};
+use crate::select::{LayerRef, Selected, select_layer, select_signature};
 
 /// The manifest media types we accept (OCI and Docker, image and index).
 pub(crate) const MANIFEST_ACCEPT: [&str; 4] = [
@@ -52,8 +52,13 @@ impl fmt::Debug for OciStore {
 struct Resolved {
     reference: Reference,
     layer: LayerRef,
+    /// The `service-{name}.minisig` layer of the same manifest, if any.
+    signature: Option<LayerRef>,
     manifest_digest: String,
 }
+
+/// The largest signature layer we read (a `.minisig` is under 1 KiB).
+const MAX_SIGNATURE: u64 = 64 * 1024;
 
 impl OciStore {
     /// A store on `config`'s registry.
@@ -124,8 +129,12 @@ impl OciStore {
         let (body, digest) = self.manifest(&reference, &what).await?;
         let first = select_layer(&body, platform, agent.name())
             .map_err(|e| errors::from_select(&e, &what))?;
-        let (layer, manifest_digest) = match first {
-            Selected::Layer(l) => (l, digest),
+        let (layer, manifest_digest, signature) = match first {
+            Selected::Layer(l) => {
+                let sig = select_signature(&body, agent.name())
+                    .map_err(|e| errors::from_select(&e, &what))?;
+                (l, digest, sig)
+            }
             Selected::Manifest { digest, .. } => {
                 let by_digest = reference.clone_with_digest(digest.to_oci());
                 let what = format!("{what} ({platform}: {})", digest.to_oci());
@@ -133,7 +142,11 @@ impl OciStore {
                 match select_layer(&body, platform, agent.name())
                     .map_err(|e| errors::from_select(&e, &what))?
                 {
-                    Selected::Layer(l) => (l, digest),
+                    Selected::Layer(l) => {
+                        let sig = select_signature(&body, agent.name())
+                            .map_err(|e| errors::from_select(&e, &what))?;
+                        (l, digest, sig)
+                    }
                     Selected::Manifest { .. } => {
                         return Err(errors::integrity(
                             what,
@@ -146,8 +159,54 @@ impl OciStore {
         Ok(Resolved {
             reference,
             layer,
+            signature,
             manifest_digest,
         })
+    }
+
+    /// The signature layer's text (digest-checked by oci-client, bounded).
+    async fn signature_text(
+        &self,
+        reference: &Reference,
+        layer: &LayerRef,
+    ) -> Result<String, StoreError> {
+        let oci = layer.digest.to_oci();
+        let what = format!(
+            "{}/{}@{oci} (signature)",
+            self.config.host(),
+            reference.repository()
+        );
+        if layer.size > MAX_SIGNATURE {
+            return Err(errors::integrity(
+                what,
+                format!(
+                    "{} bytes, a signature is at most {MAX_SIGNATURE}",
+                    layer.size
+                ),
+            ));
+        }
+        let desc = OciDescriptor {
+            media_type: layer.media_type.clone(),
+            digest: oci,
+            size: i64::try_from(layer.size).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        let mut out: Vec<u8> = Vec::new();
+        self.client
+            .pull_blob(reference, &desc, &mut out)
+            .await
+            .map_err(|e| self.map(e, &what))?;
+        if out.len() as u64 != layer.size {
+            return Err(errors::integrity(
+                what,
+                format!(
+                    "{} bytes received, the manifest says {}",
+                    out.len(),
+                    layer.size
+                ),
+            ));
+        }
+        String::from_utf8(out).map_err(|_| errors::integrity(what, "not UTF-8 text".to_owned()))
     }
 }
 
@@ -234,6 +293,10 @@ impl OciStore {
         installer: &Installer,
     ) -> Result<Installed, StoreError> {
         let resolved = self.resolve(agent, platform).await?;
+        let signature = match &resolved.signature {
+            Some(l) => Some(self.signature_text(&resolved.reference, l).await?),
+            None => None,
+        };
         let layer_oci = resolved.layer.digest.to_oci();
         let what = format!(
             "{}/{}@{layer_oci}",
@@ -295,6 +358,8 @@ impl OciStore {
         let expected = Expected {
             sha256: Some(resolved.layer.digest),
             size: Some(resolved.layer.size),
+            signature,
+            platform: Some(platform.clone()),
             ..Expected::default()
         };
         let source = format!("oci:{what}");
