@@ -12,7 +12,7 @@
 //! re-checked against the current policy on every load (its record keeps the
 //! signer), so removing a key stops its binaries from loading.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
@@ -186,17 +186,51 @@ impl PublisherTrust {
 }
 
 /// Per-publisher trust, with a default for every publisher not listed (`"*"`).
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Stores that verify their outputs by their own means are exempt when they
+/// deliver no signature: by default `nix` (its outputs are trusted as the
+/// local Nix trusts them: substituter signatures or a local build).
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrustPolicy {
     publishers: BTreeMap<String, PublisherTrust>,
     default: PublisherTrust,
+    self_verifying: BTreeSet<String>,
+}
+
+impl Default for TrustPolicy {
+    fn default() -> Self {
+        TrustPolicy {
+            publishers: BTreeMap::new(),
+            default: PublisherTrust::default(),
+            self_verifying: BTreeSet::from(["nix".to_owned()]),
+        }
+    }
 }
 
 impl TrustPolicy {
-    /// Nothing required of anyone (the default).
+    /// Nothing required of anyone (the default); `nix` self-verifying.
     #[must_use]
     pub fn new() -> Self {
         TrustPolicy::default()
+    }
+
+    /// Whether the store named `store` (`nix`, `oci`, …) counts as verifying
+    /// its own outputs: an unsigned artifact from it is accepted whatever
+    /// the publisher's policy (a signature it does deliver is still checked).
+    #[must_use]
+    pub fn self_verifying_store(mut self, store: &str, yes: bool) -> Self {
+        if yes {
+            self.self_verifying.insert(store.to_owned());
+        } else {
+            self.self_verifying.remove(store);
+        }
+        self
+    }
+
+    /// Whether `store` is self-verifying (see [`TrustPolicy::self_verifying_store`]).
+    #[must_use]
+    pub fn is_self_verifying(&self, store: &str) -> bool {
+        self.self_verifying.contains(store)
     }
 
     /// Sets the trust of `publisher`; `"*"` sets the default for the others.

@@ -373,3 +373,44 @@ async fn removing_a_key_from_the_policy_stops_its_binaries_loading() {
     assert_eq!(i.cached_path(&s.agent).unwrap(), None);
     assert!(path.exists());
 }
+
+#[tokio::test]
+async fn nix_outputs_are_trusted_as_nix_trusts_them_unless_said_otherwise() {
+    let s = setup();
+    let keys = minisign_keys(s.dir.path(), "acme");
+    let i = installer(&s, &[&keys.public]);
+    let got = i
+        .install_file(
+            &s.agent,
+            "nix:/nix/store/abc-echo/bin/echo",
+            &expected(&s, None),
+            &s.bin,
+        )
+        .await
+        .unwrap();
+    assert_eq!(i.cached_path(&s.agent).unwrap(), Some(got.path.clone()));
+    assert_eq!(i.record(&s.agent).unwrap().unwrap().signer, None);
+
+    // A policy that does not exempt Nix refuses it, and stops loading it.
+    let strict = i.clone().with_trust(
+        TrustPolicy::new()
+            .publisher(
+                "acme",
+                PublisherTrust::keys(vec![TrustedKey::parse(&keys.public).unwrap()]),
+            )
+            .self_verifying_store("nix", false),
+    );
+    assert_eq!(strict.cached_path(&s.agent).unwrap(), None);
+    std::fs::remove_file(&got.path).unwrap();
+    std::fs::remove_file(i.record_path(&s.agent).unwrap()).unwrap();
+    let err = strict
+        .install_file(
+            &s.agent,
+            "nix:/nix/store/abc-echo/bin/echo",
+            &expected(&s, None),
+            &s.bin,
+        )
+        .await
+        .unwrap_err();
+    assert_refused(&strict, &s, &err, "unsigned");
+}

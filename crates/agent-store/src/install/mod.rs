@@ -328,6 +328,14 @@ impl Installer {
 
     /// Whether the current trust policy admits a cached binary's recorded signer.
     fn admitted(&self, agent: &AgentRef, path: &Path, rec: &InstallRecord) -> bool {
+        if rec.signer.is_none()
+            && rec
+                .store
+                .as_deref()
+                .is_some_and(|s| self.trust.is_self_verifying(s))
+        {
+            return true;
+        }
         match self
             .trust
             .for_publisher(agent.publisher())
@@ -495,12 +503,17 @@ impl Installer {
     {
         let path = self.home.binary_path(agent)?;
         let platform = expected.platform.clone().unwrap_or_else(Platform::current);
-        let check = SigCheck::prepare(
-            self.trust.for_publisher(agent.publisher()),
-            agent,
-            &platform,
-            expected.signature.as_deref(),
-        )?;
+        let check =
+            if expected.signature.is_none() && self.trust.is_self_verifying(store_name(source)) {
+                None
+            } else {
+                SigCheck::prepare(
+                    self.trust.for_publisher(agent.publisher()),
+                    agent,
+                    &platform,
+                    expected.signature.as_deref(),
+                )?
+            };
         let root = self.home.root().to_path_buf();
         let target = path.clone();
         let (temp_path, file) = tokio::task::spawn_blocking(move || {
