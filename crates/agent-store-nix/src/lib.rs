@@ -18,6 +18,16 @@
 //! - `versions`: `nix eval --json {flake}#packages.{system} --apply builtins.attrNames`,
 //!   keeping the names `agents-{kind}-{name}-{semver}`.
 //!
+//! **Trust.** Nix outputs are trusted as the local Nix trusts them: the
+//! flake (and its lock file) pins each output by hash, and what reaches the
+//! store is whatever the local Nix accepted — built locally, or substituted
+//! from a cache whose signing key is in the local Nix's `trusted-public-keys`.
+//! No minisign signature is fetched; the installer's trust policy counts the
+//! `nix` store as self-verifying (`TrustPolicy::self_verifying_store`), so a
+//! publisher that requires signatures is still served by Nix. Remove `nix`
+//! from the self-verifying stores (or from `[publishers."P"] stores`) to
+//! refuse that.
+//!
 //! Every call passes `--extra-experimental-features "nix-command flakes"`, as
 //! one argument (nix is never run through a shell). nix runs in its own
 //! process group; a call that exceeds the timeout is stopped (SIGTERM, so nix
