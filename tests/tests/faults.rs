@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_manager::http::HttpStore;
-use agent_manager::oci::{OciStore, RegistryConfig, push};
+use agent_manager::stores::http::HttpStore;
+use agent_manager::stores::oci::{OciStore, RegistryConfig, push};
 use agent_manager::store::{
     AgentHome, AgentRef, ErrorKind, Installed, Installer, Platform, RetryPolicy, StoreChain,
     StoreError,

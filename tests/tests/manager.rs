@@ -55,9 +55,13 @@ async fn load_from_the_cache_call_echo_and_cleanup_all_leaves_nothing() {
     assert_eq!(active[0].unique, "service::codefly.dev/echo:0.10.0");
     assert_eq!(active[0].pid, conn.pid());
     let pid = conn.pid();
-    drop(conn);
-    assert!(agent_testkit::pid_alive(pid), "the registry keeps it alive");
-    assert_eq!(m.cleanup_all().await, 1);
+    drop(active);
+    assert_eq!(
+        m.cleanup_all().await,
+        1,
+        "cleanup closes what the app still holds"
+    );
+    assert!(conn.has_exited() || agent_testkit::wait_pid_gone(pid, GONE));
     assert!(m.active().is_empty());
     assert!(agent_testkit::wait_group_gone(pid, GONE));
 }
@@ -193,4 +197,187 @@ async fn a_binary_that_disagrees_with_its_record_is_not_run() {
     let err = m.load(&agent, LoadOptions::new()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AgentExited, "{err}");
     assert!(err.stderr_tail().unwrap_or_default().contains("tampered"));
+}
+
+/// Drop semantics (issue 12 §4): by default the registry lists an agent but
+/// does not keep it alive; dropping the app's last handle stops it.
+#[tokio::test]
+async fn an_agent_dies_with_the_apps_last_handle_even_while_listed() {
+    let home = Home::new();
+    home.install_echo("0.1.0");
+    let m = manager(&home);
+    let conn = m.load(&r("echo"), LoadOptions::new()).await.unwrap();
+    let pid = conn.pid();
+    let copy = conn.clone();
+    drop(conn);
+    assert!(agent_testkit::pid_alive(pid), "a clone still holds it");
+    drop(copy);
+    assert!(
+        agent_testkit::wait_group_gone(pid, GONE),
+        "the registry kept it alive"
+    );
+    assert!(wait_for(|| m.active().is_empty()).await);
+    assert_eq!(m.cleanup_all().await, 0);
+}
+
+/// `LoadOptions::managed(true)` (go-plugin's `Managed`): the registry owns
+/// the agent until `cleanup`, and the seed's `Cleanup(unique)` still works.
+#[tokio::test]
+async fn a_managed_agent_lives_until_cleanup() {
+    let home = Home::new();
+    home.install_echo("0.1.0");
+    let m = manager(&home);
+    let pid = m
+        .load(&r("echo"), LoadOptions::new().managed(true))
+        .await
+        .unwrap()
+        .pid();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(agent_testkit::pid_alive(pid), "the registry owns it");
+    assert_eq!(m.active()[0].pid, pid);
+    assert_eq!(m.cleanup("service::codefly.dev/echo:0.1.0").await, 1);
+    assert!(agent_testkit::wait_group_gone(pid, GONE));
+    assert!(m.active().is_empty());
+}
+
+/// A stderr sink in the builder's defaults reaches every load (it used to be
+/// dropped silently), and a per-load sink replaces it.
+#[tokio::test]
+async fn the_default_stderr_sink_applies_to_every_load() {
+    let home = Home::new();
+    home.install_mode("early", "1.0.0", "exit-early");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let s = seen.clone();
+    let m = Manager::builder()
+        .home(AgentHome::new(home.path()))
+        .stores(Vec::new())
+        .load_defaults(
+            LoadOptions::new().stderr_sink(move |b| s.lock().unwrap().extend_from_slice(b)),
+        )
+        .build()
+        .unwrap();
+    let e = m.load(&r("early"), LoadOptions::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AgentExited);
+    assert!(
+        wait_for(
+            || String::from_utf8_lossy(&seen.lock().unwrap()).contains("missing configuration")
+        )
+        .await,
+        "the default sink saw nothing"
+    );
+    let own = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let o = own.clone();
+    seen.lock().unwrap().clear();
+    let _ = m
+        .load(
+            &r("early"),
+            LoadOptions::new().stderr_sink(move |b| o.lock().unwrap().extend_from_slice(b)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        wait_for(|| String::from_utf8_lossy(&own.lock().unwrap()).contains("missing configuration"))
+            .await
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the per-load sink replaces the default"
+    );
+}
+
+/// The agent's own environment, as the kernel gave it at exec.
+fn agent_environ(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    raw.split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+const SECRETS: [&str; 4] = [
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "AGENT_REGISTRY_USERNAME",
+    "AGENT_REGISTRY_PASSWORD",
+];
+
+/// Credentials never reach agents (issue 13 §3): with the store credentials
+/// set in the manager's own environment, a loaded agent-echo's environment
+/// has none of them; an allowlist clears the rest too. Runs in a child
+/// process (the `#[ignore]`d helper below) so that setting the variables
+/// races no other test.
+#[test]
+fn store_credentials_in_the_hosts_environment_never_reach_an_agent() {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--exact",
+        "credentials_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for v in SECRETS {
+        c.env(v, format!("secret-{v}"));
+    }
+    c.env("H5_UNLISTED_VAR", "kept-unless-allowlisted");
+    let out = c.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "the helper did not run:\n{text}");
+}
+
+/// The child of the test above (not a test by itself: it needs the variables).
+#[tokio::test]
+#[ignore = "helper: run by store_credentials_in_the_hosts_environment_never_reach_an_agent"]
+async fn credentials_child() {
+    for v in SECRETS {
+        assert!(std::env::var_os(v).is_some(), "{v} not set for the child");
+    }
+    let home = Home::new();
+    home.install_echo("0.1.0");
+    let m = manager(&home);
+    let conn = m.load(&r("echo"), LoadOptions::new()).await.unwrap();
+    let env = agent_environ(conn.pid());
+    for v in SECRETS {
+        assert!(
+            !env.iter().any(|e| e.starts_with(&format!("{v}="))),
+            "{v} reached the agent: {env:?}"
+        );
+    }
+    assert!(
+        env.iter()
+            .any(|e| e == "H5_UNLISTED_VAR=kept-unless-allowlisted")
+    );
+    assert!(env.iter().any(|e| e.starts_with("CODEFLY_AGENT_TOKEN=")));
+    conn.close().await;
+
+    // With an allowlist, only the listed variables (and the agent's own) remain.
+    let conn = m
+        .load(
+            &r("echo"),
+            LoadOptions::new()
+                .env_allowlist(["MY_APP_*"])
+                .env("MY_APP_MODE", "test"),
+        )
+        .await
+        .unwrap();
+    let env = agent_environ(conn.pid());
+    assert!(
+        !env.iter().any(|e| e.starts_with("H5_UNLISTED_VAR=")),
+        "{env:?}"
+    );
+    assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+    assert!(env.iter().any(|e| e == "MY_APP_MODE=test"), "{env:?}");
+    assert!(env.iter().any(|e| e.starts_with("CODEFLY_AGENT_TOKEN=")));
+    for v in SECRETS {
+        assert!(
+            !env.iter().any(|e| e.starts_with(&format!("{v}="))),
+            "{env:?}"
+        );
+    }
+    conn.close().await;
 }

@@ -13,7 +13,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use agent_manager::oci::{SelectError, Selected, TITLE_ANNOTATION, select_layer};
+use agent_manager::stores::oci::{SelectError, Selected, TITLE_ANNOTATION, select_layer};
 use agent_manager::reference::{AgentRef, ErrorKind, Platform};
 use agent_manager::spawn::{Endpoint, Handshake, SpawnError};
 use proptest::prelude::*;
@@ -247,7 +247,7 @@ proptest! {
 // --------------------------------------------------------------------------
 // Release tarball extraction.
 //
-use agent_manager::github::{GithubError, archive};
+use agent_manager::stores::github::{GithubError, archive};
 
 const BINARY: &str = "service-echo";
 

@@ -1,9 +1,16 @@
-//! The Manager with a real store (agent-store-http against a small real HTTP
-//! server on loopback): pull then load, tampered bytes → `integrity` and
-//! nothing cached, a missing artifact → `binary-not-found` naming the store.
+//! The Manager with real stores (agent-store-http against a small real HTTP
+//! server on loopback, agent-store-github against its GitHub stand-in): pull
+//! then load, tampered bytes → `integrity` and nothing cached, a missing
+//! artifact → `binary-not-found` naming the store; store authority (no
+//! dependency confusion), publisher scoping, and the configuration file.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+/// THE GITHUB STAND-IN (GitHub cannot be reached from these machines): the
+/// one agent-store-github's own tests use, a real HTTP server answering the
+/// documented REST shapes.
+#[path = "../../crates/agent-store-github/tests/support/fake_github.rs"]
+mod fake_github;
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -11,7 +18,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use agent_manager::http::HttpStore;
+use agent_manager::stores::http::HttpStore;
 use agent_manager::{AgentHome, AgentRef, AgentStore, ErrorKind, LoadOptions, Manager, Platform};
 use common::Home;
 use sha2::Digest as _;
@@ -88,8 +95,18 @@ impl Drop for Server {
 }
 
 fn layout(version: &str, body: &[u8], digest_of: &[u8]) -> HashMap<String, Vec<u8>> {
+    layout_for("codefly.dev", version, body, digest_of)
+}
+
+/// The HTTP store layout of `{publisher}/echo` at one version.
+fn layout_for(
+    publisher: &str,
+    version: &str,
+    body: &[u8],
+    digest_of: &[u8],
+) -> HashMap<String, Vec<u8>> {
     let suffix = Platform::current().suffix();
-    let url = format!("/codefly.dev/echo/{version}/service-echo_{suffix}");
+    let url = format!("/{publisher}/echo/{version}/service-echo_{suffix}");
     let digest = hex::encode(sha2::Sha256::digest(digest_of));
     HashMap::from([
         (url.clone(), body.to_vec()),
@@ -98,7 +115,7 @@ fn layout(version: &str, body: &[u8], digest_of: &[u8]) -> HashMap<String, Vec<u
             format!("{digest}  service-echo\n").into_bytes(),
         ),
         (
-            "/codefly.dev/echo/versions".to_owned(),
+            format!("/{publisher}/echo/versions"),
             format!("{version}\n").into_bytes(),
         ),
     ])
@@ -185,4 +202,353 @@ async fn a_dead_store_is_store_unavailable() {
     let e = m.resolve(&"echo".parse().unwrap()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::StoreUnavailable, "{e}");
     assert!(e.is_retryable());
+}
+
+/// The GitHub stand-in with a look-alike org: `acme-corp/service-echo`
+/// v9.9.9 (what `acme.corp/echo` maps to), its asset a working agent.
+async fn lookalike_github() -> fake_github::FakeGitHub {
+    let gh = fake_github::FakeGitHub::start().await;
+    let suffix = Platform::current().suffix();
+    let name = format!("service-echo_9.9.9_{suffix}.tar.gz");
+    gh.release(
+        "acme-corp",
+        "service-echo",
+        "v9.9.9",
+        false,
+        vec![fake_github::AssetSpec::with_digest(
+            &name,
+            b"not used".to_vec(),
+        )],
+    );
+    gh
+}
+
+fn github_store(gh: &fake_github::FakeGitHub, home: &Home) -> Arc<dyn AgentStore> {
+    Arc::new(
+        agent_manager::stores::github::GithubStore::builder()
+            .api_url(gh.url())
+            .cache_dir(home.path().join("gh-cache"))
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Dependency confusion (issue 13 §1): `acme.corp/echo` 1.0.0 on the HTTP
+/// store and a look-alike GitHub org publishing v9.9.9. `latest` is 1.0.0
+/// from the HTTP store (the first store listing any version is
+/// authoritative), and GitHub is never asked; with the HTTP store down,
+/// neither `latest` nor the exact 9.9.9 goes to GitHub: `store-unavailable`
+/// naming the HTTP store. (On the old code, versions were merged: 9.9.9.)
+#[tokio::test]
+async fn the_first_store_listing_an_agent_is_authoritative_a_lookalike_github_org_is_never_asked() {
+    let echo = std::fs::read(common::echo()).unwrap();
+    let server = Server::start(layout_for("acme.corp", "1.0.0", &echo, &echo));
+    let gh = lookalike_github().await;
+    let home = Home::new();
+    let http: Arc<dyn AgentStore> = Arc::new(HttpStore::new(server.base.clone()).unwrap());
+    let m = Manager::builder()
+        .home(AgentHome::new(home.path()))
+        .stores(vec![http, github_store(&gh, &home)])
+        .build()
+        .unwrap();
+    let agent: AgentRef = "acme.corp/echo".parse().unwrap();
+    assert_eq!(
+        m.resolve(&agent).await.unwrap().identifier(),
+        "acme.corp/echo:1.0.0"
+    );
+    let conn = m.load(&agent, LoadOptions::new()).await.unwrap();
+    let installed = m.pull(&agent).await.unwrap();
+    assert!(installed.source.contains("http"), "{}", installed.source);
+    conn.close().await;
+    assert_eq!(gh.count("/repos"), 0, "GitHub was asked: {:?}", gh.seen());
+
+    // The HTTP store goes down.
+    drop(server);
+    let home2 = Home::new();
+    let m = Manager::builder()
+        .home(AgentHome::new(home2.path()))
+        .stores(m.chain().stores().to_vec())
+        .build()
+        .unwrap();
+    let e = m.resolve(&agent).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StoreUnavailable, "{e}");
+    assert!(e.to_string().contains("http"), "{e}");
+    let e = m
+        .load(&"acme.corp/echo:9.9.9".parse().unwrap(), LoadOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StoreUnavailable, "{e}");
+    assert!(e.to_string().contains("http"), "{e}");
+    assert_eq!(gh.count("/repos"), 0, "GitHub was asked: {:?}", gh.seen());
+    assert!(m.active().is_empty());
+}
+
+/// `[publishers."acme.corp"] stores = ["http"]`: GitHub is never asked for
+/// acme.corp even when it comes first in the order and the HTTP store lists
+/// nothing; every store is built from the configuration file's values.
+#[tokio::test]
+async fn publisher_scoping_from_the_config_file_keeps_other_stores_out() {
+    let server = Server::start(HashMap::new());
+    let gh = lookalike_github().await;
+    let home = Home::new();
+    let file = home.path().join("config.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[stores]\norder = [\"github\", \"http\"]\nhttp = \"{}\"\ngithub-api-url = \"{}\"\n\n\
+             [publishers.\"acme.corp\"]\nstores = [\"http\"]\n",
+            server.base,
+            gh.url()
+        ),
+    )
+    .unwrap();
+    let m = Manager::builder()
+        .env_config(env(&home, &[("CODEFLY_CONFIG", file.to_str().unwrap())]))
+        .build()
+        .unwrap();
+    assert_eq!(m.store_names(), ["github", "http"]);
+    let e = m
+        .resolve(&"acme.corp/echo".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BinaryNotFound, "{e}");
+    let e = m
+        .pull(&"acme.corp/echo:9.9.9".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BinaryNotFound, "{e}");
+    assert_eq!(gh.count("/repos"), 0, "GitHub was asked: {:?}", gh.seen());
+    // Another publisher is not scoped: GitHub is asked (and has nothing).
+    let _ = m.resolve(&"other/echo".parse().unwrap()).await;
+    assert!(gh.count("/repos/other/") > 0, "{:?}", gh.seen());
+}
+
+/// The environment as `from_env` would read it, without touching the
+/// process environment (tests run in parallel).
+fn env(home: &Home, vars: &[(&str, &str)]) -> agent_manager::EnvConfig {
+    let mut map: HashMap<String, std::ffi::OsString> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+        .collect();
+    map.insert("CODEFLY_HOME".into(), home.path().into());
+    agent_manager::EnvConfig::from_lookup(|k| map.get(k).cloned()).unwrap()
+}
+
+/// A bad configuration file is kind `config`, naming the file, the line and
+/// the key, and what is accepted (it was `invalid-ref`, with no file or line).
+#[tokio::test]
+async fn a_bad_config_file_is_kind_config_naming_file_line_and_key() {
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "# stores\n[stores]\nhttp = \"http://127.0.0.1:1\"\nfalback = \"any\"\n",
+    )
+    .unwrap();
+    let e = Manager::builder()
+        .env_config(env(&home, &[]))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    let msg = e.to_string();
+    let file = home.path().join("config.toml");
+    assert!(
+        msg.starts_with(&format!("{}:4: stores.falback", file.display())),
+        "{msg}"
+    );
+    assert!(msg.contains("fallback"), "accepted keys listed: {msg}");
+    // A store value the store refuses names the key and line too.
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[stores]\n\nhttp = \"ftp://example.com\"\n",
+    )
+    .unwrap();
+    let e = Manager::builder()
+        .env_config(env(&home, &[]))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(e.to_string().contains(":3: stores.http"), "{e}");
+    // A variable naming a store that is not configured: the variable is named.
+    let e = Manager::builder()
+        .env_config(env(&home, &[("CODEFLY_AGENT_STORES", "oci")]))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(e.to_string().contains("CODEFLY_AGENT_STORES"), "{e}");
+}
+
+/// Every store setting keeps its variable, which wins over the file; the
+/// effective configuration says where each setting came from and never
+/// shows a secret.
+#[tokio::test]
+async fn env_wins_over_the_file_and_the_effective_config_says_so() {
+    let echo = std::fs::read(common::echo()).unwrap();
+    let server = Server::start(layout("0.4.0", &echo, &echo));
+    let home = Home::new();
+    let file = home.path().join("config.toml");
+    std::fs::write(
+        &file,
+        "[stores]\nhttp = \"http://127.0.0.1:1\"\ngithub = false\nfallback = \"any\"\n",
+    )
+    .unwrap();
+    let m = Manager::builder()
+        .env_config(env(&home, &[("AGENT_HTTP_STORE", &server.base)]))
+        .build()
+        .unwrap();
+    // The variable's store is the one built (the file's port 1 would be refused).
+    assert_eq!(m.store_names(), ["http"], "github = false in the file");
+    assert_eq!(
+        m.resolve(&"echo".parse().unwrap())
+            .await
+            .unwrap()
+            .identifier(),
+        "codefly.dev/echo:0.4.0"
+    );
+    let eff = m.effective_config();
+    assert_eq!(eff.file.as_deref(), Some(file.as_path()));
+    let http = eff.get("stores.http").unwrap();
+    assert_eq!(http.value, server.base);
+    assert_eq!(http.origin.to_string(), "env AGENT_HTTP_STORE");
+    let gh = eff.get("stores.github").unwrap();
+    assert_eq!(
+        (gh.value.as_str(), gh.origin.to_string()),
+        ("false", format!("file {}", file.display()))
+    );
+    assert_eq!(eff.get("stores.fallback").unwrap().value, "any");
+    assert_eq!(
+        eff.get("cache.verify").unwrap().origin.to_string(),
+        "default"
+    );
+    assert_eq!(
+        eff.get("home").unwrap().origin.to_string(),
+        "env CODEFLY_HOME"
+    );
+    let json = serde_json::to_value(&eff).unwrap();
+    assert!(json["settings"].as_array().unwrap().len() > 5, "{json}");
+}
+
+/// A lock file for `codefly.dev/echo` at `version`, pinning `sha256` on this platform.
+fn write_lock(path: &std::path::Path, version: &str, sha256: &str) {
+    use agent_manager::lock::{LockEntry, LockFile, LockedArtifact};
+    let agent: AgentRef = "codefly.dev/echo".parse().unwrap();
+    let mut entry = LockEntry::new(&agent, &version.parse().unwrap()).unwrap();
+    entry.platforms.insert(
+        Platform::current().to_string(),
+        LockedArtifact {
+            sha256: sha256.to_owned(),
+            size: 0,
+            store: "http".into(),
+            signer: None,
+        },
+    );
+    let mut lock = LockFile::default();
+    lock.upsert(entry);
+    lock.write(path).unwrap();
+}
+
+/// Issue 15: a ref the lock lists resolves to the locked version without
+/// asking any store (the only store is down), and loads when its binary
+/// hashes to the lock's sha256.
+#[tokio::test]
+async fn a_locked_ref_resolves_without_any_store_and_loads_when_the_digest_matches() {
+    let echo = std::fs::read(common::echo()).unwrap();
+    let home = Home::new();
+    let lockfile = home.path().join("agents.lock");
+    write_lock(
+        &lockfile,
+        "0.3.0",
+        &hex::encode(sha2::Sha256::digest(&echo)),
+    );
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let store: Arc<dyn AgentStore> = Arc::new(HttpStore::new(base).unwrap());
+    let m = Manager::builder()
+        .home(AgentHome::new(home.path()))
+        .stores(vec![store])
+        .lockfile(&lockfile)
+        .build()
+        .unwrap();
+    let agent: AgentRef = "echo".parse().unwrap();
+    assert_eq!(
+        m.resolve(&agent).await.unwrap().identifier(),
+        "codefly.dev/echo:0.3.0",
+        "the store is down: only the lock could say 0.3.0"
+    );
+    m.installer()
+        .install_file(
+            &"codefly.dev/echo:0.3.0".parse().unwrap(),
+            "test",
+            &Default::default(),
+            &common::echo(),
+        )
+        .await
+        .unwrap();
+    let conn = m.load(&agent, LoadOptions::new()).await.unwrap();
+    assert_eq!(m.active()[0].unique, "service::codefly.dev/echo:0.3.0");
+    conn.close().await;
+    // A ref whose spec the lock's version does not meet is not locked (and
+    // the store being down then shows).
+    let e = m.resolve(&"echo:^1".parse().unwrap()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StoreUnavailable, "{e}");
+}
+
+/// Issue 15: a binary whose sha256 is not the lock's is `integrity`: it is
+/// not run and nothing of it stays in the cache.
+#[tokio::test]
+async fn a_binary_that_differs_from_the_lock_is_integrity_not_run_not_cached() {
+    let echo = std::fs::read(common::echo()).unwrap();
+    let server = Server::start(layout("0.4.0", &echo, &echo));
+    let home = Home::new();
+    let lockfile = home.path().join("agents.lock");
+    write_lock(&lockfile, "0.4.0", &"0".repeat(64));
+    let store: Arc<dyn AgentStore> = Arc::new(HttpStore::new(server.base.clone()).unwrap());
+    let m = Manager::builder()
+        .home(AgentHome::new(home.path()))
+        .stores(vec![store])
+        .lockfile(&lockfile)
+        .build()
+        .unwrap();
+    let e = m
+        .load(&"echo".parse().unwrap(), LoadOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(e.to_string().contains("agents.lock"), "{e}");
+    assert!(m.active().is_empty());
+    let cached = home.binary("services", "codefly.dev", "echo", "0.4.0");
+    assert!(!cached.exists(), "left in the cache: {}", cached.display());
+    let e = m.pull(&"echo".parse().unwrap()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(!cached.exists());
+}
+
+/// Issue 15: with `locked`, a ref the lock does not list is `not-locked`,
+/// naming the lock file; no store is asked.
+#[tokio::test]
+async fn locked_refuses_a_ref_the_lock_does_not_list() {
+    let home = Home::new();
+    let lockfile = home.path().join("agents.lock");
+    write_lock(&lockfile, "0.3.0", &"0".repeat(64));
+    let m = Manager::builder()
+        .home(AgentHome::new(home.path()))
+        .stores(Vec::new())
+        .lockfile(&lockfile)
+        .locked(true)
+        .build()
+        .unwrap();
+    let e = m
+        .load(&"acme/other".parse().unwrap(), LoadOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotLocked, "{e}");
+    assert!(
+        e.to_string().contains(&lockfile.display().to_string()),
+        "{e}"
+    );
+    let e = m
+        .pull(&"acme/other:1.0.0".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotLocked, "{e}");
 }

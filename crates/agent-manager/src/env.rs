@@ -9,12 +9,25 @@ use std::str::FromStr;
 use agent_ref::{AGENT_SOURCE_ENV, AgentHome, AgentSource, CODEFLY_HOME_ENV};
 
 use crate::ManagerError;
+use crate::config::{CONFIG_ENV, ConfigError, OciScheme};
 
 /// Selects the stores and their order: `nix,oci,http,github`, or `none`.
 pub const AGENT_STORES_ENV: &str = "CODEFLY_AGENT_STORES";
 
-/// One kind of store the manager knows how to build from the environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) use crate::lock::LOCKFILE_ENV;
+
+/// The store variables the manager reads (each also a key of the config file).
+pub(crate) const REGISTRY_ENV: &str = "AGENT_REGISTRY";
+pub(crate) const REGISTRY_SCHEME_ENV: &str = "AGENT_REGISTRY_SCHEME";
+pub(crate) const HTTP_STORE_ENV: &str = "AGENT_HTTP_STORE";
+pub(crate) const NIX_FLAKE_ENV: &str = "AGENT_NIX_FLAKE";
+pub(crate) const GITHUB_API_URL_ENV: &str = "GITHUB_API_URL";
+
+/// One kind of store the manager knows how to build from its configuration.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum StoreId {
     /// Nix flakes (`AGENT_NIX_FLAKE`, `nix` on `PATH`).
     Nix,
@@ -46,13 +59,32 @@ impl StoreId {
     #[must_use]
     pub fn requirement(self) -> &'static str {
         match self {
-            StoreId::Nix => "set AGENT_NIX_FLAKE and put `nix` on PATH",
-            StoreId::Oci => "set AGENT_REGISTRY (and AGENT_REGISTRY_SCHEME for plain HTTP)",
-            StoreId::Http => "set AGENT_HTTP_STORE",
-            StoreId::Github => "GitHub is always configured (GITHUB_API_URL, GITHUB_TOKEN)",
+            StoreId::Nix => {
+                "set AGENT_NIX_FLAKE or [stores] nix = \"FLAKE\", and put `nix` on PATH"
+            }
+            StoreId::Oci => {
+                "set AGENT_REGISTRY or [stores] oci = \"host[:port][/prefix]\" (and AGENT_REGISTRY_SCHEME / oci-scheme for plain HTTP)"
+            }
+            StoreId::Http => "set AGENT_HTTP_STORE or [stores] http = \"https://…\"",
+            StoreId::Github => {
+                "GitHub is configured unless [stores] github = false (GITHUB_API_URL, GITHUB_TOKEN)"
+            }
+        }
+    }
+
+    /// The environment variable that configures this store.
+    #[must_use]
+    pub fn env_var(self) -> &'static str {
+        match self {
+            StoreId::Nix => NIX_FLAKE_ENV,
+            StoreId::Oci => REGISTRY_ENV,
+            StoreId::Http => HTTP_STORE_ENV,
+            StoreId::Github => GITHUB_API_URL_ENV,
         }
     }
 }
+
+const STORES_ACCEPTED: &str = "a comma list of nix, oci, http, github, or none";
 
 impl fmt::Display for StoreId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -68,10 +100,12 @@ impl FromStr for StoreId {
         StoreId::DEFAULT_ORDER
             .into_iter()
             .find(|id| id.as_str() == t)
-            .ok_or_else(|| ManagerError::Config {
-                message: format!(
-                    "{AGENT_STORES_ENV}: unknown store {s:?} (allowed: a comma list of nix, oci, http, github, or none)"
-                ),
+            .ok_or_else(|| {
+                ManagerError::Config(ConfigError::var(
+                    AGENT_STORES_ENV,
+                    format!("unknown store {s:?}"),
+                    STORES_ACCEPTED.to_owned(),
+                ))
             })
     }
 }
@@ -103,11 +137,11 @@ impl StoreSelection {
         }
         if items.iter().any(|s| s.eq_ignore_ascii_case("none")) {
             if items.len() > 1 {
-                return Err(ManagerError::Config {
-                    message: format!(
-                        "{AGENT_STORES_ENV}={value:?}: `none` cannot be combined with store names"
-                    ),
-                });
+                return Err(ManagerError::Config(ConfigError::var(
+                    AGENT_STORES_ENV,
+                    format!("{value:?}: `none` cannot be combined with store names"),
+                    STORES_ACCEPTED.to_owned(),
+                )));
             }
             return Ok(StoreSelection::Explicit(Vec::new()));
         }
@@ -115,9 +149,11 @@ impl StoreSelection {
         for item in items {
             let id: StoreId = item.parse()?;
             if out.contains(&id) {
-                return Err(ManagerError::Config {
-                    message: format!("{AGENT_STORES_ENV}={value:?}: store {id} is named twice"),
-                });
+                return Err(ManagerError::Config(ConfigError::var(
+                    AGENT_STORES_ENV,
+                    format!("{value:?}: store {id} is named twice"),
+                    STORES_ACCEPTED.to_owned(),
+                )));
             }
             out.push(id);
         }
@@ -136,8 +172,12 @@ impl StoreSelection {
 }
 
 /// The manager's settings from the environment: `CODEFLY_HOME` (else
-/// `$HOME/.codefly`), `CODEFLY_AGENT_SOURCE` and `CODEFLY_AGENT_STORES`.
-/// Each store reads its own variables when it is built.
+/// `$HOME/.codefly`), `CODEFLY_AGENT_SOURCE`, `CODEFLY_AGENT_STORES`,
+/// `CODEFLY_CONFIG`, `CODEFLY_AGENT_LOCKFILE`, and the store variables
+/// `AGENT_REGISTRY`, `AGENT_REGISTRY_SCHEME`, `AGENT_HTTP_STORE`,
+/// `AGENT_NIX_FLAKE`, `GITHUB_API_URL`. Each wins over the configuration file.
+/// Credentials (`GITHUB_TOKEN`, `AGENT_REGISTRY_USERNAME`, …) are not kept
+/// here: the stores read them when they are built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvConfig {
     /// The agent home.
@@ -146,6 +186,22 @@ pub struct EnvConfig {
     pub source: AgentSource,
     /// Which stores to use.
     pub stores: StoreSelection,
+    /// `CODEFLY_CONFIG`: the configuration file to read.
+    pub config: Option<PathBuf>,
+    /// `CODEFLY_AGENT_LOCKFILE`.
+    pub lockfile: Option<PathBuf>,
+    /// `AGENT_REGISTRY`.
+    pub registry: Option<String>,
+    /// `AGENT_REGISTRY_SCHEME`.
+    pub registry_scheme: Option<OciScheme>,
+    /// `AGENT_HTTP_STORE`.
+    pub http: Option<String>,
+    /// `AGENT_NIX_FLAKE`.
+    pub nix: Option<String>,
+    /// `GITHUB_API_URL`.
+    pub github_api_url: Option<String>,
+    /// The variables among the above that were set (non-empty).
+    pub set: Vec<&'static str>,
 }
 
 impl EnvConfig {
@@ -153,34 +209,84 @@ impl EnvConfig {
     /// Empty values count as unset.
     ///
     /// # Errors
-    /// [`ManagerError::Ref`] for a bad `CODEFLY_AGENT_SOURCE` or no home at all;
-    /// [`ManagerError::Config`] for a bad `CODEFLY_AGENT_STORES` or a value that is not UTF-8.
+    /// [`ManagerError::Config`] for a value that does not validate (bad
+    /// `CODEFLY_AGENT_SOURCE`, `CODEFLY_AGENT_STORES`, `AGENT_REGISTRY_SCHEME`,
+    /// or one that is not UTF-8); [`ManagerError::Ref`] when there is no home at all.
     pub fn from_lookup<F>(lookup: F) -> Result<Self, ManagerError>
     where
         F: Fn(&str) -> Option<OsString>,
     {
         let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let utf8 = |name: &str| -> Result<Option<String>, ManagerError> {
+        let mut set: Vec<&'static str> = Vec::new();
+        let mut utf8 = |name: &'static str| -> Result<Option<String>, ManagerError> {
             match get(name) {
                 None => Ok(None),
-                Some(v) => v.into_string().map(Some).map_err(|v| ManagerError::Config {
-                    message: format!("{name}={v:?} is not valid UTF-8"),
-                }),
+                Some(v) => {
+                    let v = v.into_string().map_err(|v| {
+                        ManagerError::Config(ConfigError::var(
+                            name,
+                            format!("{v:?} is not valid UTF-8"),
+                            None,
+                        ))
+                    })?;
+                    if v.trim().is_empty() {
+                        return Ok(None);
+                    }
+                    set.push(name);
+                    Ok(Some(v))
+                }
             }
         };
-        let home = AgentHome::from_env_vars(get(CODEFLY_HOME_ENV), get("HOME").map(PathBuf::from))?;
         let source = match utf8(AGENT_SOURCE_ENV)? {
-            Some(v) => AgentSource::parse(&v)?,
+            Some(v) => AgentSource::parse(&v).map_err(|e| {
+                ManagerError::Config(ConfigError::var(
+                    AGENT_SOURCE_ENV,
+                    e.to_string(),
+                    "local or remote".to_owned(),
+                ))
+            })?,
             None => AgentSource::Remote,
         };
         let stores = match utf8(AGENT_STORES_ENV)? {
             Some(v) => StoreSelection::parse(&v)?,
             None => StoreSelection::Configured,
         };
+        let registry_scheme = match utf8(REGISTRY_SCHEME_ENV)? {
+            None => None,
+            Some(v) => Some(match v.trim().to_ascii_lowercase().as_str() {
+                "http" => OciScheme::Http,
+                "https" => OciScheme::Https,
+                _ => {
+                    return Err(ManagerError::Config(ConfigError::var(
+                        REGISTRY_SCHEME_ENV,
+                        format!("{v:?} is neither http nor https"),
+                        "http or https".to_owned(),
+                    )));
+                }
+            }),
+        };
+        let config = utf8(CONFIG_ENV)?.map(PathBuf::from);
+        let lockfile = utf8(LOCKFILE_ENV)?.map(PathBuf::from);
+        let registry = utf8(REGISTRY_ENV)?;
+        let http = utf8(HTTP_STORE_ENV)?;
+        let nix = utf8(NIX_FLAKE_ENV)?;
+        let github_api_url = utf8(GITHUB_API_URL_ENV)?;
+        if get(CODEFLY_HOME_ENV).is_some() {
+            set.push(CODEFLY_HOME_ENV);
+        }
+        let home = AgentHome::from_env_vars(get(CODEFLY_HOME_ENV), get("HOME").map(PathBuf::from))?;
         Ok(EnvConfig {
             home,
             source,
             stores,
+            config,
+            lockfile,
+            registry,
+            registry_scheme,
+            http,
+            nix,
+            github_api_url,
+            set,
         })
     }
 
@@ -190,6 +296,12 @@ impl EnvConfig {
     /// As [`EnvConfig::from_lookup`].
     pub fn from_process_env() -> Result<Self, ManagerError> {
         Self::from_lookup(|k| std::env::var_os(k))
+    }
+
+    /// Whether the variable `name` was set (non-empty).
+    #[must_use]
+    pub fn is_set(&self, name: &str) -> bool {
+        self.set.contains(&name)
     }
 }
 
@@ -241,7 +353,7 @@ mod tests {
     #[test]
     fn bad_source_is_an_error_not_a_default() {
         let e = cfg(&[("HOME", "/h"), ("CODEFLY_AGENT_SOURCE", "github")]).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::InvalidRef);
+        assert_eq!(e.kind(), ErrorKind::Config);
         assert!(e.to_string().contains("github"), "{e}");
     }
 
@@ -281,7 +393,7 @@ mod tests {
     fn stores_list_errors() {
         for bad in ["s3", "oci,oci", "none,oci", "oci;http"] {
             let e = cfg(&[("HOME", "/h"), ("CODEFLY_AGENT_STORES", bad)]).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::InvalidRef, "{bad}");
+            assert_eq!(e.kind(), ErrorKind::Config, "{bad}");
             assert!(e.to_string().contains("CODEFLY_AGENT_STORES"), "{e}");
         }
     }

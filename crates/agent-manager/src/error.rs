@@ -3,6 +3,8 @@ use std::fmt;
 use agent_ref::{ErrorKind, RefError};
 use agent_store::StoreError;
 
+use crate::config::ConfigError;
+
 /// What a store (or the local cache) answered when asked for an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreAnswer {
@@ -38,7 +40,8 @@ impl fmt::Display for StoreAnswer {
 
 /// The remedy printed with every `binary-not-found`.
 pub const NOT_FOUND_REMEDY: &str = "build or install the agent, \
-configure a store (AGENT_REGISTRY, AGENT_NIX_FLAKE or AGENT_HTTP_STORE; GitHub releases are always tried), \
+configure a store (AGENT_REGISTRY, AGENT_NIX_FLAKE or AGENT_HTTP_STORE, or [stores] in config.toml; \
+GitHub releases are tried unless [stores] github = false), \
 or check the publisher, name and version of the reference";
 
 /// Everything that can go wrong in the manager. [`ManagerError::kind`] maps
@@ -49,14 +52,12 @@ pub enum ManagerError {
     /// A reference, version, kind, platform or `CODEFLY_*` value that does not validate.
     #[error(transparent)]
     Ref(#[from] RefError),
-    /// The configuration (environment or builder) is contradictory or incomplete,
-    /// e.g. `CODEFLY_AGENT_STORES=oci` without `AGENT_REGISTRY`. Kind `invalid-ref`
-    /// (the input does not validate).
-    #[error("{message}")]
-    Config {
-        /// What is wrong and how to fix it.
-        message: String,
-    },
+    /// The configuration (file, environment or builder) does not validate or
+    /// is contradictory, e.g. an unknown key in `config.toml`, or
+    /// `CODEFLY_AGENT_STORES=oci` without a registry. Kind `config`; names the
+    /// file, line and key (or the variable) and what is accepted.
+    #[error("{0}")]
+    Config(ConfigError),
     /// Nothing (local cache, then every store) had the agent. Kind
     /// `binary-not-found`, or `store-unavailable` when at least one store could
     /// not be asked (so the binary may exist after all; retry later).
@@ -83,6 +84,32 @@ pub enum ManagerError {
     /// Starting the agent or getting it ready failed; carries the agent's stderr tail.
     #[error(transparent)]
     Spawn(#[from] agent_spawn::SpawnError),
+    /// `locked` is on and the lock file does not list the ref (kind `not-locked`).
+    #[error("{agent} is not in the lock file {} (run `agentctl lock {agent}`, or load without --locked)", lockfile.display())]
+    NotLocked {
+        /// The ref as asked.
+        agent: String,
+        /// The lock file.
+        lockfile: std::path::PathBuf,
+    },
+    /// The binary's sha256 is not the one the lock file pins (kind
+    /// `integrity`); it was removed from the cache and not run.
+    #[error("{agent}: {} has sha256 {actual}, but the lock file {} pins {expected}; removed, not run", path.display(), lockfile.display())]
+    LockMismatch {
+        /// The locked ref.
+        agent: String,
+        /// The lock file.
+        lockfile: std::path::PathBuf,
+        /// The lock's sha256.
+        expected: String,
+        /// What the binary hashed to.
+        actual: String,
+        /// The binary.
+        path: std::path::PathBuf,
+    },
+    /// The lock file cannot be read (`io`) or does not validate (`config`).
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     /// A local filesystem error.
     #[error("{context}: {source}")]
     Io {
@@ -113,7 +140,7 @@ impl ManagerError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ManagerError::Ref(e) => e.kind(),
-            ManagerError::Config { .. } => ErrorKind::InvalidRef,
+            ManagerError::Config(_) => ErrorKind::Config,
             ManagerError::NotFound { unavailable, .. } => {
                 if *unavailable {
                     ErrorKind::StoreUnavailable
@@ -125,6 +152,9 @@ impl ManagerError {
             ManagerError::Store(e) => e.kind(),
             ManagerError::Spawn(e) => e.kind(),
             ManagerError::Io { .. } => ErrorKind::Io,
+            ManagerError::NotLocked { .. } => ErrorKind::NotLocked,
+            ManagerError::LockMismatch { .. } => ErrorKind::Integrity,
+            ManagerError::Lock(e) => e.kind(),
         }
     }
 

@@ -8,16 +8,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_ref::{AgentHome, AgentRef, AgentSource, Platform};
-use agent_spawn::{AgentConn, Endpoint, SpawnOptions};
-use agent_store::{AgentStore, Installed, Installer, StoreChain};
+use agent_spawn::{AgentConn, Endpoint, SpawnOptions, WeakAgentConn};
+use agent_store::{AgentStore, Fallback, Installed, Installer, StoreChain, VerifyMode};
 use tracing::{Instrument, debug, info_span};
 
-use crate::env::{EnvConfig, StoreId, StoreSelection};
+use crate::config::{Config, ConfigError, EffectiveConfig, FallbackSetting, Origin, VerifySetting};
+use crate::env::EnvConfig;
+use crate::locking::Lock;
+use crate::settings::{Settings, Val};
 use crate::{ManagerError, StoreAnswer, resolve};
 
-/// Builds a [`Manager`]. Anything not set explicitly comes from the
-/// environment when [`ManagerBuilder::from_env`] was called, else from the
-/// defaults: home from `CODEFLY_HOME`/`~/.codefly`, remote source, no stores.
+/// Builds a [`Manager`].
+///
+/// Settings come, per setting, from (highest first): the builder's own
+/// methods ([`home`](Self::home), [`stores`](Self::stores), …); the
+/// environment (with [`from_env`](Self::from_env) or
+/// [`env_config`](Self::env_config)); the configuration file (read with
+/// `from_env`: `CODEFLY_CONFIG`, else `$CODEFLY_HOME/config.toml`) or the
+/// [`Config`] given to [`config`](Self::config); the defaults (home from
+/// `CODEFLY_HOME`/`~/.codefly`, remote source, no stores).
 #[derive(Default)]
 #[must_use]
 pub struct ManagerBuilder {
@@ -26,9 +35,13 @@ pub struct ManagerBuilder {
     stores: Option<Vec<Arc<dyn AgentStore>>>,
     env: Option<EnvConfig>,
     read_env: bool,
+    config: Option<Config>,
     platform: Option<Platform>,
     refresh: bool,
-    defaults: SpawnOptions,
+    defaults: LoadOptions,
+    base: SpawnOptions,
+    lockfile: Option<PathBuf>,
+    locked: bool,
 }
 
 impl std::fmt::Debug for ManagerBuilder {
@@ -39,6 +52,9 @@ impl std::fmt::Debug for ManagerBuilder {
             .field("stores", &self.stores)
             .field("env", &self.env)
             .field("read_env", &self.read_env)
+            .field("config", &self.config)
+            .field("lockfile", &self.lockfile)
+            .field("locked", &self.locked)
             .finish_non_exhaustive()
     }
 }
@@ -56,31 +72,44 @@ impl ManagerBuilder {
         self
     }
 
-    /// The store chain, tried in this order (empty = no store; only the cache).
+    /// The store chain, tried in this order (empty = no store; only the
+    /// cache). Replaces the stores the settings would build; publisher
+    /// scoping (`[publishers."P"] stores`) still applies, by store name.
     pub fn stores(mut self, stores: Vec<Arc<dyn AgentStore>>) -> Self {
         self.stores = Some(stores);
         self
     }
 
-    /// Fill what is not set explicitly from the process environment:
-    /// `CODEFLY_HOME`, `CODEFLY_AGENT_SOURCE`, `CODEFLY_AGENT_STORES` (comma list
-    /// of `nix,oci,http,github` or `none`; unset = every configured store in that
-    /// order, GitHub always configured), and each store's own variables
-    /// (`AGENT_NIX_FLAKE`, `AGENT_REGISTRY`, `AGENT_REGISTRY_SCHEME`,
-    /// `AGENT_HTTP_STORE`, `GITHUB_API_URL`, `GITHUB_TOKEN`).
+    /// Read the environment and the configuration file: `CODEFLY_HOME`,
+    /// `CODEFLY_AGENT_SOURCE`, `CODEFLY_AGENT_STORES` (comma list of
+    /// `nix,oci,http,github` or `none`; unset = every configured store in
+    /// that order), `CODEFLY_CONFIG`, `CODEFLY_AGENT_LOCKFILE` and the store
+    /// variables (`AGENT_NIX_FLAKE`, `AGENT_REGISTRY`, `AGENT_REGISTRY_SCHEME`,
+    /// `AGENT_HTTP_STORE`, `GITHUB_API_URL`), each winning over the file.
+    /// Credentials (`GITHUB_TOKEN`/`GH_TOKEN`, `AGENT_REGISTRY_USERNAME`/
+    /// `AGENT_REGISTRY_PASSWORD`, the docker config) are read when the stores are built.
     pub fn from_env(mut self) -> Self {
         self.read_env = true;
         self
     }
 
-    /// Like [`ManagerBuilder::from_env`] with settings already parsed (see
-    /// [`EnvConfig::from_lookup`]); the stores still read their own variables.
+    /// Like [`ManagerBuilder::from_env`] with the variables already parsed
+    /// (see [`EnvConfig::from_lookup`]); the configuration file is discovered
+    /// from them.
     pub fn env_config(mut self, config: EnvConfig) -> Self {
         self.env = Some(config);
         self
     }
 
-    /// Stores built from the environment bypass their cached answers
+    /// A configuration built in code (or read with [`Config::load`]): used
+    /// instead of the file `from_env` would discover. Environment variables
+    /// still win over it when `from_env` is also called.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Stores built from the settings bypass their cached answers
     /// (GitHub caches `latest` for an hour; `agentctl resolve --refresh`).
     pub fn refresh(mut self, refresh: bool) -> Self {
         self.refresh = refresh;
@@ -93,20 +122,47 @@ impl ManagerBuilder {
         self
     }
 
-    /// Default spawn options for every load. A `stderr_sink` here is ignored:
-    /// a sink belongs to one agent; give it per load with [`LoadOptions::stderr_sink`].
-    pub fn spawn_options(mut self, mut opts: SpawnOptions) -> Self {
-        opts.stderr_sink = None;
+    /// Default options for every load; a [`LoadOptions`] given to
+    /// [`Manager::load`] is applied on top (its set fields win, its env and
+    /// args are appended). A stderr sink here is shared by every agent
+    /// this manager loads (it is an `Arc`), unless a load sets its own.
+    pub fn load_defaults(mut self, opts: LoadOptions) -> Self {
         self.defaults = opts;
         self
     }
 
-    /// Builds the manager; with `from_env`, builds the configured stores.
+    /// The spawn options every load starts from (every field of agent-spawn:
+    /// timeouts, grace, work dir, env, args, the stderr sink, lifeline, …);
+    /// [`load_defaults`](Self::load_defaults) and each load's
+    /// [`LoadOptions`] apply on top. A stderr sink here applies to every load
+    /// that does not set its own (it used to be dropped).
+    pub fn spawn_options(mut self, opts: SpawnOptions) -> Self {
+        self.base = opts;
+        self
+    }
+
+    /// The lock file to honour (default: `CODEFLY_AGENT_LOCKFILE` with
+    /// `from_env`, else none). A ref it lists resolves to the locked version
+    /// without asking any store, and the binary's sha256 must equal the lock's.
+    pub fn lockfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.lockfile = Some(path.into());
+        self
+    }
+
+    /// Refuse (kind `not-locked`) every ref the lock file does not list.
+    pub fn locked(mut self, locked: bool) -> Self {
+        self.locked = locked;
+        self
+    }
+
+    /// Builds the manager: reads the configuration file (with `from_env`),
+    /// merges the settings and builds the stores they select.
     ///
     /// # Errors
-    /// [`ManagerError::Ref`]/[`ManagerError::Config`] for bad environment
-    /// values or a store named in `CODEFLY_AGENT_STORES` that is not
-    /// configured; a store's own construction error.
+    /// [`ManagerError::Config`] (kind `config`) for a configuration file or
+    /// variable that does not validate, or a store that is selected but not
+    /// configured (or not compiled in); a store's own construction error;
+    /// [`ManagerError::Ref`] when there is no home at all.
     pub fn build(self) -> Result<Manager, ManagerError> {
         let env = match (self.env, self.read_env) {
             (Some(e), _) => Some(e),
@@ -114,33 +170,85 @@ impl ManagerBuilder {
             (None, false) => None,
         };
         let home = match (self.home, &env) {
-            (Some(h), _) => h,
-            (None, Some(e)) => e.home.clone(),
-            (None, None) => AgentHome::from_env()?,
+            (Some(h), _) => Val::new(h, Origin::Code),
+            (None, Some(e)) => {
+                let origin = if e.is_set(agent_ref::CODEFLY_HOME_ENV) {
+                    Origin::Env(agent_ref::CODEFLY_HOME_ENV.to_owned())
+                } else {
+                    Origin::Default
+                };
+                Val::new(e.home.clone(), origin)
+            }
+            (None, None) => Val::new(AgentHome::from_env()?, Origin::Default),
         };
-        let source = self
-            .source
-            .or_else(|| env.as_ref().map(|e| e.source))
-            .unwrap_or_default();
-        let stores = match (self.stores, &env) {
+        let (config, text, config_origin) = match (self.config, &env) {
+            (Some(c), _) => (Some(c), None, Origin::Code),
+            (None, Some(e)) => match Config::discover(e.config.as_deref(), &home.value)? {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|err| {
+                        ManagerError::Config(ConfigError {
+                            file: Some(path.clone()),
+                            line: None,
+                            key: None,
+                            message: format!("cannot read the configuration file: {err}"),
+                            accepted: None,
+                        })
+                    })?;
+                    let c = Config::parse(&text, Some(&path))?;
+                    let origin = if e.config.is_some() {
+                        Origin::Env(crate::config::CONFIG_ENV.to_owned())
+                    } else {
+                        Origin::Default
+                    };
+                    (Some(c), Some(text), origin)
+                }
+                None => (None, None, Origin::Default),
+            },
+            (None, None) => (None, None, Origin::Default),
+        };
+        let mut settings =
+            Settings::merge(home, config.as_ref(), text, config_origin, env.as_ref());
+        if let Some(source) = self.source {
+            settings.source = Val::new(source, Origin::Code);
+        }
+        if let Some(p) = self.lockfile {
+            settings.lockfile = Some(Val::new(p, Origin::Code));
+        }
+        let home = settings.home.value.clone();
+        let stores = match (self.stores, env.is_some() || config.is_some()) {
             (Some(s), _) => s,
-            (None, Some(e)) => stores_from_env(&e.stores, &home, self.refresh)?,
-            (None, None) => Vec::new(),
+            (None, true) => crate::stores::build(&settings, &home, self.refresh)?,
+            (None, false) => Vec::new(),
         };
+        let fallback = match settings.fallback.value {
+            FallbackSetting::Missing => Fallback::Missing,
+            FallbackSetting::Any => Fallback::Any,
+        };
+        let chain = StoreChain::new(stores).with_fallback(fallback);
+        let lock =
+            crate::locking::Lock::open(settings.lockfile.as_ref().map(|v| &v.value), self.locked)?;
         debug!(
             home = %home.root().display(),
-            ?source,
-            stores = ?stores.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            source = ?settings.source.value,
+            stores = ?chain.stores().iter().map(|s| s.name()).collect::<Vec<_>>(),
+            config = ?settings.file,
             "manager built"
         );
+        let verify = match settings.verify.value {
+            VerifySetting::Fingerprint => VerifyMode::Fingerprint,
+            VerifySetting::Always => VerifyMode::Always,
+        };
         Ok(Manager {
             inner: Arc::new(Inner {
-                installer: Installer::new(home.clone()),
+                installer: Installer::new(home.clone()).with_verify(verify),
                 home,
-                source,
-                chain: StoreChain::new(stores),
+                source: settings.source.value,
+                chain,
+                settings,
+                lock,
                 platform: self.platform.unwrap_or_else(Platform::current),
-                defaults: Mutex::new(self.defaults),
+                defaults: self.defaults,
+                base: self.base,
                 active: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
             }),
@@ -148,65 +256,13 @@ impl ManagerBuilder {
     }
 }
 
-/// Builds the stores a selection names, from their own environment variables.
-/// `home` is where stores keep their own state (GitHub's answer cache);
-/// `refresh` bypasses cached answers (GitHub's `latest`).
-///
-/// # Errors
-/// [`ManagerError::Config`] when an explicitly selected store is not configured.
-pub fn stores_from_env(
-    selection: &StoreSelection,
-    home: &AgentHome,
-    refresh: bool,
-) -> Result<Vec<Arc<dyn AgentStore>>, ManagerError> {
-    let explicit = matches!(selection, StoreSelection::Explicit(_));
-    let mut out: Vec<Arc<dyn AgentStore>> = Vec::new();
-    for id in selection.candidates() {
-        let built = build_store(id, home, refresh)
-            .map_err(|e| ManagerError::from_store("store", Vec::new(), e))?;
-        match built {
-            Some(s) => out.push(s),
-            None if explicit => {
-                return Err(ManagerError::Config {
-                    message: format!(
-                        "CODEFLY_AGENT_STORES names {id} but it is not configured: {}",
-                        id.requirement()
-                    ),
-                });
-            }
-            None => debug!(store = %id, "store not configured; skipped"),
-        }
-    }
-    Ok(out)
-}
+/// The agent's stderr, as it arrives: called from a plain thread, never on
+/// an async worker, with each chunk read (not split into lines).
+pub use agent_spawn::StderrSink;
 
-fn build_store(
-    id: StoreId,
-    home: &AgentHome,
-    refresh: bool,
-) -> Result<Option<Arc<dyn AgentStore>>, agent_store::StoreError> {
-    Ok(match id {
-        StoreId::Nix => agent_store_nix::NixStore::from_env()?.map(|s| Arc::new(s) as _),
-        StoreId::Oci => agent_store_oci::OciStore::from_env()?.map(|s| Arc::new(s) as _),
-        StoreId::Http => agent_store_http::HttpStore::from_env()?.map(|s| Arc::new(s) as _),
-        StoreId::Github => {
-            // As `GithubStore::from_env`, but its answer cache follows this
-            // manager's home, and `refresh` can bypass it.
-            let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-            let mut b = agent_store_github::GithubStore::builder()
-                .token(var("GITHUB_TOKEN").or_else(|| var("GH_TOKEN")))
-                .cache_dir(agent_store_github::default_cache_dir(home))
-                .refresh(refresh);
-            if let Some(url) = var("GITHUB_API_URL") {
-                b = b.api_url(url);
-            }
-            Some(Arc::new(b.build()?) as _)
-        }
-    })
-}
-
-/// Per-load settings on top of the manager's defaults. Unset fields keep the default.
-#[derive(Default)]
+/// Per-load settings on top of the manager's defaults (Go: the `LoadOption`s).
+/// Unset fields keep the default; `Clone` (the sink is shared).
+#[derive(Default, Clone)]
 #[must_use]
 pub struct LoadOptions {
     startup_timeout: Option<Duration>,
@@ -215,8 +271,12 @@ pub struct LoadOptions {
     workdir: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     args: Vec<OsString>,
-    stderr_sink: Option<Box<dyn std::io::Write + Send>>,
+    stderr_sink: Option<StderrSink>,
     unix_socket: Option<bool>,
+    env_allowlist: Option<Vec<String>>,
+    env_remove: Vec<OsString>,
+    managed: Option<bool>,
+    verify: Option<VerifyMode>,
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -226,10 +286,14 @@ impl std::fmt::Debug for LoadOptions {
             .field("dial_timeout", &self.dial_timeout)
             .field("grace", &self.grace)
             .field("workdir", &self.workdir)
-            .field("env", &self.env)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("args", &self.args)
             .field("stderr_sink", &self.stderr_sink.is_some())
             .field("unix_socket", &self.unix_socket)
+            .field("env_allowlist", &self.env_allowlist)
+            .field("env_remove", &self.env_remove)
+            .field("managed", &self.managed)
+            .field("verify", &self.verify)
             .finish()
     }
 }
@@ -260,6 +324,7 @@ impl LoadOptions {
         self
     }
     /// One more environment variable for the agent (added to the defaults).
+    /// An explicit variable is given even when it is a credential's name.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -270,7 +335,13 @@ impl LoadOptions {
         self
     }
     /// Tee the agent's stderr to `sink` as it arrives (Go: `WithLogWriter`).
-    pub fn stderr_sink(mut self, sink: Box<dyn std::io::Write + Send>) -> Self {
+    /// Called from a plain thread with each chunk read.
+    pub fn stderr_sink(mut self, sink: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
+        self.stderr_sink = Some(Arc::new(sink));
+        self
+    }
+    /// As [`LoadOptions::stderr_sink`], with a sink already shared.
+    pub fn stderr_sink_arc(mut self, sink: StderrSink) -> Self {
         self.stderr_sink = Some(sink);
         self
     }
@@ -279,21 +350,109 @@ impl LoadOptions {
         self.unix_socket = Some(on);
         self
     }
+    /// Clear the agent's environment down to an allowlist: `PATH`, `HOME`,
+    /// `USER`, `LANG`, `LC_*`, `TZ`, `TMPDIR`, `TERM`, `OTEL_*`, plus `extra`
+    /// (a trailing `*` matches a prefix). The `CODEFLY_AGENT_*` variables and
+    /// those given with [`LoadOptions::env`] are always set.
+    pub fn env_allowlist<I, S>(mut self, extra: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.env_allowlist = Some(extra.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Remove one more inherited variable from the agent's environment (on
+    /// top of the store credentials, which are always removed).
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env_remove.push(key.into());
+        self
+    }
+    /// Let the manager's registry own the agent (go-plugin's `Managed`): it
+    /// then runs until [`AgentConn::close`], [`Manager::cleanup`] /
+    /// [`Manager::cleanup_all`], its own exit, or the manager being dropped,
+    /// even after every handle the app held is gone. Default `false`: the
+    /// agent dies with the last handle the app holds (the registry only
+    /// lists it and can still close it).
+    pub fn managed(mut self, on: bool) -> Self {
+        self.managed = Some(on);
+        self
+    }
+    /// How the cached binary is checked before it runs: by its file
+    /// identity (default, one `stat`) or by hashing it every time
+    /// (`[cache] verify = "always"`).
+    pub fn verify(mut self, mode: VerifyMode) -> Self {
+        self.verify = Some(mode);
+        self
+    }
 
-    fn into_spawn(self, d: &SpawnOptions) -> SpawnOptions {
-        let mut o = d.clone_without_sink();
-        o.startup_timeout = self.startup_timeout.unwrap_or(d.startup_timeout);
-        o.dial_timeout = self.dial_timeout.unwrap_or(d.dial_timeout);
-        o.grace = self.grace.unwrap_or(d.grace);
+    /// `self` on top of `d` (the manager's defaults): set fields win, env and args are appended.
+    fn over(self, d: &LoadOptions) -> LoadOptions {
+        let mut env = d.env.clone();
+        env.extend(self.env);
+        let mut args = d.args.clone();
+        args.extend(self.args);
+        let mut env_remove = d.env_remove.clone();
+        env_remove.extend(self.env_remove);
+        LoadOptions {
+            startup_timeout: self.startup_timeout.or(d.startup_timeout),
+            dial_timeout: self.dial_timeout.or(d.dial_timeout),
+            grace: self.grace.or(d.grace),
+            workdir: self.workdir.or_else(|| d.workdir.clone()),
+            env,
+            args,
+            stderr_sink: self.stderr_sink.or_else(|| d.stderr_sink.clone()),
+            unix_socket: self.unix_socket.or(d.unix_socket),
+            env_allowlist: self.env_allowlist.or_else(|| d.env_allowlist.clone()),
+            env_remove,
+            managed: self.managed.or(d.managed),
+            verify: self.verify.or(d.verify),
+        }
+    }
+
+    /// The spawn options: `base` (the builder's `spawn_options`) with the
+    /// fields set here on top (env and args appended); the store credentials
+    /// are removed from the inherited environment.
+    fn into_spawn(self, base: &SpawnOptions) -> SpawnOptions {
+        let mut o = base.clone();
+        if let Some(d) = self.startup_timeout {
+            o.startup_timeout = d;
+        }
+        if let Some(d) = self.dial_timeout {
+            o.dial_timeout = d;
+        }
+        if let Some(d) = self.grace {
+            o.grace = d;
+        }
         if self.workdir.is_some() {
             o.workdir = self.workdir;
         }
         o.env.extend(self.env);
         o.args.extend(self.args);
-        o.stderr_sink = self.stderr_sink;
-        o.unix_socket = self.unix_socket.unwrap_or(d.unix_socket);
+        if self.stderr_sink.is_some() {
+            o.stderr_sink = self.stderr_sink;
+        }
+        o.unix_socket = self.unix_socket.unwrap_or(o.unix_socket);
+        if self.env_allowlist.is_some() {
+            o.env_allowlist = self.env_allowlist;
+        }
+        for v in credential_env().into_iter().chain(self.env_remove) {
+            if !o.env_remove.contains(&v) {
+                o.env_remove.push(v);
+            }
+        }
         o
     }
+}
+
+/// The inherited variables that carry store credentials, never given to an
+/// agent: agent-spawn always strips `HOST_SECRET_ENV`; naming them here too
+/// keeps the facade's guarantee visible in one place, whatever the lower crate.
+fn credential_env() -> Vec<OsString> {
+    agent_protocol::HOST_SECRET_ENV
+        .iter()
+        .map(OsString::from)
+        .collect()
 }
 
 /// One registered agent, as [`Manager::active`] lists it.
@@ -312,7 +471,25 @@ pub struct ActiveAgent {
 
 struct Entry {
     id: u64,
-    conn: AgentConn,
+    held: Held,
+}
+
+/// How the registry holds an agent (see the crate docs, *When an agent dies*).
+enum Held {
+    /// `LoadOptions::managed(true)`: the registry keeps it alive.
+    Managed(AgentConn),
+    /// The default: listed, closable by `cleanup`, but alive only while the
+    /// app holds a handle.
+    Listed(WeakAgentConn),
+}
+
+impl Held {
+    fn conn(&self) -> Option<AgentConn> {
+        match self {
+            Held::Managed(c) => Some(c.clone()),
+            Held::Listed(w) => w.upgrade(),
+        }
+    }
 }
 
 struct Inner {
@@ -320,19 +497,21 @@ struct Inner {
     installer: Installer,
     source: AgentSource,
     chain: StoreChain,
+    settings: Settings,
+    lock: Lock,
     platform: Platform,
-    /// A mutex only because `SpawnOptions` (its sink) is not `Sync`; held for a clone.
-    defaults: Mutex<SpawnOptions>,
+    defaults: LoadOptions,
+    base: SpawnOptions,
     active: Mutex<HashMap<String, Vec<Entry>>>,
     next_id: AtomicU64,
 }
 
 /// Finds, fetches, starts and stops agents. Cheap to clone (shared state).
 ///
-/// Every loaded agent is kept in a registry under its `unique()` key until
-/// [`Manager::cleanup`]/[`Manager::cleanup_all`] closes it or it exits by
-/// itself. Dropping the last clone of the manager (and of the conns) kills
-/// whatever is still running.
+/// Every loaded agent is listed in a registry under its `unique()` key
+/// ([`Manager::active`], [`Manager::cleanup`], [`Manager::cleanup_all`]).
+/// The registry keeps an agent alive only when it was loaded with
+/// [`LoadOptions::managed`]; see the crate docs, *When an agent dies*.
 #[derive(Clone)]
 pub struct Manager {
     inner: Arc<Inner>,
@@ -379,7 +558,7 @@ impl Manager {
         &self.inner.platform
     }
 
-    /// The store chain.
+    /// The store chain (every store, before publisher scoping).
     #[must_use]
     pub fn chain(&self) -> &StoreChain {
         &self.inner.chain
@@ -396,29 +575,96 @@ impl Manager {
             .collect()
     }
 
+    /// Every effective setting and where it came from (file, env VAR,
+    /// default, code); never a secret. `agentctl config [--json]` prints it.
+    #[must_use]
+    pub fn effective_config(&self) -> EffectiveConfig {
+        let mut e = self.inner.settings.effective();
+        e.push(
+            "stores.built",
+            {
+                let names = self.store_names();
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            },
+            Origin::Default,
+        );
+        if let Some(p) = self.inner.lock.path() {
+            e.push(
+                "locked",
+                self.inner.lock.is_locked().to_string(),
+                Origin::Code,
+            );
+            let _ = p;
+        }
+        e
+    }
+
+    /// The lock file in use, if any.
+    #[must_use]
+    pub fn lockfile(&self) -> Option<&Path> {
+        self.inner.lock.path()
+    }
+
+    /// The stores that may be asked for `agent`: every store, or only those
+    /// its publisher is scoped to (`[publishers."P"] stores = [...]`).
+    fn chain_for(&self, agent: &AgentRef) -> StoreChain {
+        let chain = &self.inner.chain;
+        match self.inner.settings.scope(agent.publisher()) {
+            None => chain.clone(),
+            Some(allowed) => {
+                let stores = chain
+                    .stores()
+                    .iter()
+                    .filter(|s| allowed.iter().any(|id| id.as_str() == s.name()))
+                    .cloned()
+                    .collect();
+                StoreChain::new(stores)
+                    .with_retry(*chain.retry_policy())
+                    .with_fallback(chain.fallback())
+            }
+        }
+    }
+
     /// `latest` and requirements → a concrete version (Go: `ResolveLatest`):
-    /// with `CODEFLY_AGENT_SOURCE=local` the local cache only; else the local
-    /// cache, then the stores, then the local cache again. Exact versions are
-    /// returned untouched.
+    /// a ref the lock file lists → its locked version, no store asked; with
+    /// `CODEFLY_AGENT_SOURCE=local` the local cache only; else the local
+    /// cache, then the authoritative store (the first, in order, that lists
+    /// any version), then the local cache again. Exact versions are returned
+    /// untouched.
     ///
     /// # Errors
     /// [`ManagerError::NotFound`] (`binary-not-found`, or `store-unavailable`
-    /// when a store could not be asked) listing every answer.
+    /// when a store could not be asked) listing every answer;
+    /// [`ManagerError::NotLocked`] under `locked` for a ref the lock does not list.
     pub async fn resolve(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
+        if let Some(pinned) = self.inner.lock.pin(agent)? {
+            debug!(agent = %agent, pinned = %pinned, "resolved from the lock file");
+            return Ok(pinned);
+        }
         let i = &self.inner;
-        resolve::resolve(&i.home, i.source, i.chain.stores(), &i.platform, agent)
+        let chain = self.chain_for(agent);
+        resolve::resolve(&i.home, i.source, &chain, &i.platform, agent)
             .instrument(info_span!("resolve", agent = %agent))
             .await
     }
 
-    /// The newest version the stores offer, never lower than one already
-    /// installed (Go: `PinToLatestRelease`). Exact versions are returned untouched.
+    /// The newest version the authoritative store offers, never lower than
+    /// one already installed (Go: `PinToLatestRelease`). A locked ref gives
+    /// its locked version. Exact versions are returned untouched.
     ///
     /// # Errors
     /// As [`Manager::resolve`].
     pub async fn pin_to_latest_release(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
+        if let Some(pinned) = self.inner.lock.pin(agent)? {
+            return Ok(pinned);
+        }
         let i = &self.inner;
-        resolve::pin_to_latest_release(&i.home, i.source, i.chain.stores(), &i.platform, agent)
+        let chain = self.chain_for(agent);
+        resolve::pin_to_latest_release(&i.home, i.source, &chain, &i.platform, agent)
             .instrument(info_span!("resolve", agent = %agent, pin = true))
             .await
     }
@@ -433,9 +679,44 @@ impl Manager {
     /// do not match their digest (nothing is cached then), `io`.
     pub async fn pull(&self, agent: &AgentRef) -> Result<Installed, ManagerError> {
         let resolved = self.resolve(agent).await?;
-        self.pull_resolved(&resolved)
+        let installed = self
+            .pull_resolved(&resolved)
             .instrument(info_span!("pull", agent = %resolved))
-            .await
+            .await?;
+        self.check_locked(&resolved, installed).await
+    }
+
+    /// A locked ref's binary must hash to the lock's sha256; a mismatch is
+    /// `integrity`, and the binary is removed from the cache (never run).
+    async fn check_locked(
+        &self,
+        agent: &AgentRef,
+        installed: Installed,
+    ) -> Result<Installed, ManagerError> {
+        let i = &self.inner;
+        let Some(expected) = i.lock.expected_sha256(agent, &i.platform) else {
+            return Ok(installed);
+        };
+        if installed.sha256.eq_ignore_ascii_case(&expected) {
+            return Ok(installed);
+        }
+        let record = i.installer.record_path(agent).ok();
+        let (bin, rec) = (installed.path.clone(), record);
+        // Nothing that disagrees with the lock stays in the cache.
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_file(&bin);
+            if let Some(r) = rec {
+                let _ = std::fs::remove_file(r);
+            }
+        })
+        .await;
+        Err(ManagerError::LockMismatch {
+            agent: agent.identifier(),
+            lockfile: i.lock.path().map(Path::to_path_buf).unwrap_or_default(),
+            expected,
+            actual: installed.sha256,
+            path: installed.path,
+        })
     }
 
     async fn pull_resolved(&self, agent: &AgentRef) -> Result<Installed, ManagerError> {
@@ -454,23 +735,25 @@ impl Manager {
             store: "local".to_owned(),
             answer: format!("no {}", i.home.binary_path(agent)?.display()),
         };
-        if i.chain.is_empty() {
+        let chain = self.chain_for(agent);
+        if chain.is_empty() {
             return Err(ManagerError::NotFound {
                 agent: agent.identifier(),
                 answers: vec![local, StoreAnswer::no_store_enabled()],
                 unavailable: false,
             });
         }
-        i.chain
+        chain
             .pull(agent, &i.platform, &i.installer)
             .await
             .map_err(|e| ManagerError::from_store(&agent.identifier(), vec![local], e))
     }
 
     /// Resolves, pulls when not cached, spawns and waits until the agent is
-    /// ready; the connection is registered under `ref.unique()` (of the
-    /// resolved ref) until closed through [`Manager::cleanup`] /
-    /// [`Manager::cleanup_all`] or until the agent exits by itself.
+    /// ready; the connection is listed under `ref.unique()` (of the resolved
+    /// ref) until it is closed ([`AgentConn::close`], [`Manager::cleanup`],
+    /// [`Manager::cleanup_all`]), dies with its last handle, or exits by
+    /// itself. With [`LoadOptions::managed`] the registry holds it too.
     ///
     /// # Errors
     /// Those of [`Manager::pull`], then the spawn kinds (`spawn`,
@@ -484,28 +767,50 @@ impl Manager {
         let span = info_span!("load", agent = %agent);
         async {
             let resolved = self.resolve(agent).await?;
-            // The hot path: a stat and the small install record, no hashing.
-            // A binary whose size disagrees with its record (truncated or
-            // replaced behind our back) is fetched again, never run.
-            let installer = self.inner.installer.clone();
-            let r = resolved.clone();
-            let cached = tokio::task::spawn_blocking(move || installer.cached_path(&r))
-                .await
-                .map_err(|e| ManagerError::io("cache lookup", std::io::Error::other(e)))?
-                .map_err(|e| ManagerError::from_store(&resolved.identifier(), Vec::new(), e))?;
-            let path = if let Some(path) = cached {
-                path
-            } else {
-                self.pull_resolved(&resolved)
+            let path = if self
+                .inner
+                .lock
+                .expected_sha256(&resolved, &self.inner.platform)
+                .is_some()
+            {
+                // Locked: the sha256 of what runs must be the lock's.
+                let installed = self
+                    .pull_resolved(&resolved)
                     .instrument(info_span!("pull", agent = %resolved))
-                    .await?
-                    .path
+                    .await?;
+                self.check_locked(&resolved, installed).await?.path
+            } else {
+                // The hot path: a stat and the small install record, no
+                // hashing. A binary that disagrees with its record
+                // (truncated or replaced behind our back) is fetched again,
+                // never run.
+                let mut installer = self.inner.installer.clone();
+                if let Some(mode) = opts.verify.or(self.inner.defaults.verify) {
+                    installer = installer.with_verify(mode);
+                }
+                let r = resolved.clone();
+                let cached = tokio::task::spawn_blocking(move || installer.cached_path(&r))
+                    .await
+                    .map_err(|e| ManagerError::io("cache lookup", std::io::Error::other(e)))?
+                    .map_err(|e| ManagerError::from_store(&resolved.identifier(), Vec::new(), e))?;
+                if let Some(path) = cached {
+                    path
+                } else {
+                    self.pull_resolved(&resolved)
+                        .instrument(info_span!("pull", agent = %resolved))
+                        .await?
+                        .path
+                }
             };
+            let managed = opts
+                .managed
+                .or(self.inner.defaults.managed)
+                .unwrap_or(false);
             let conn = self
                 .spawn_at(&path, opts)
                 .instrument(info_span!("spawn", agent = %resolved))
                 .await?;
-            self.register(resolved.unique(), &conn);
+            self.register(resolved.unique(), &conn, managed);
             Ok(conn)
         }
         .instrument(span)
@@ -529,11 +834,15 @@ impl Manager {
                     path: path.to_path_buf(),
                 });
             }
+            let managed = opts
+                .managed
+                .or(self.inner.defaults.managed)
+                .unwrap_or(false);
             let conn = self
                 .spawn_at(path, opts)
                 .instrument(info_span!("spawn", path = %path.display()))
                 .await?;
-            self.register(format!("path::{}", path.display()), &conn);
+            self.register(format!("path::{}", path.display()), &conn, managed);
             Ok(conn)
         }
         .instrument(span)
@@ -542,14 +851,7 @@ impl Manager {
 
     async fn spawn_at(&self, path: &Path, opts: LoadOptions) -> Result<AgentConn, ManagerError> {
         let started = Instant::now();
-        let spawn_opts = {
-            let d = self
-                .inner
-                .defaults
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            opts.into_spawn(&d)
-        };
+        let spawn_opts = opts.over(&self.inner.defaults).into_spawn(&self.inner.base);
         let conn = agent_spawn::spawn(path, spawn_opts).await?;
         debug!(
             pid = conn.pid(),
@@ -560,15 +862,17 @@ impl Manager {
         Ok(conn)
     }
 
-    fn register(&self, unique: String, conn: &AgentConn) {
+    fn register(&self, unique: String, conn: &AgentConn, managed: bool) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let held = if managed {
+            Held::Managed(conn.clone())
+        } else {
+            Held::Listed(conn.downgrade())
+        };
         self.lock_active()
             .entry(unique.clone())
             .or_default()
-            .push(Entry {
-                id,
-                conn: conn.clone(),
-            });
+            .push(Entry { id, held });
         // Unregister when the agent exits by itself. The task holds a weak
         // reference so that it never keeps the manager (and its agents) alive.
         let exited = conn.exited();
@@ -586,18 +890,21 @@ impl Manager {
         lock(&self.inner)
     }
 
-    /// Every registered agent.
+    /// Every registered agent that is still alive.
     #[must_use]
     pub fn active(&self) -> Vec<ActiveAgent> {
         let map = self.lock_active();
         let mut out: Vec<ActiveAgent> = map
             .iter()
             .flat_map(|(unique, entries)| {
-                entries.iter().map(move |e| ActiveAgent {
-                    unique: unique.clone(),
-                    pid: e.conn.pid(),
-                    endpoint: e.conn.endpoint().clone(),
-                    conn: e.conn.clone(),
+                entries.iter().filter_map(move |e| {
+                    let conn = e.held.conn()?;
+                    Some(ActiveAgent {
+                        unique: unique.clone(),
+                        pid: conn.pid(),
+                        endpoint: conn.endpoint().clone(),
+                        conn,
+                    })
                 })
             })
             .collect();
@@ -638,7 +945,8 @@ fn remove_entry(inner: &Inner, unique: &str, id: u64) {
 }
 
 async fn close_all(entries: Vec<Entry>) -> usize {
-    let n = entries.len();
-    futures_util::future::join_all(entries.iter().map(|e| e.conn.close())).await;
+    let conns: Vec<AgentConn> = entries.iter().filter_map(|e| e.held.conn()).collect();
+    let n = conns.len();
+    futures_util::future::join_all(conns.iter().map(AgentConn::close)).await;
     n
 }

@@ -1,11 +1,9 @@
 //! Version resolution: `latest` and requirements → one concrete version, in
 //! the seed's order (`ResolveLatest` / `PinToLatestRelease`).
 
-use std::sync::Arc;
-
 use agent_ref::semver::Version;
-use agent_ref::{AgentHome, AgentRef, AgentSource, Platform, VersionSpec};
-use agent_store::{AgentStore, StoreError};
+use agent_ref::{AgentHome, AgentRef, AgentSource, ErrorKind, Platform, VersionSpec};
+use agent_store::{StoreChain, StoreError};
 use tracing::debug;
 
 use crate::{ManagerError, StoreAnswer};
@@ -13,53 +11,65 @@ use crate::{ManagerError, StoreAnswer};
 /// What the stores said about the versions of one agent.
 #[derive(Debug, Default)]
 pub(crate) struct StoreVersions {
-    /// The union of every answering store's versions.
+    /// The versions of the authoritative store (the first, in order, that
+    /// lists any); never a union across stores.
     pub(crate) versions: Vec<Version>,
-    /// One answer per store, in order.
+    /// One answer per store asked, in order.
     pub(crate) answers: Vec<StoreAnswer>,
-    /// Whether any store could not be asked.
+    /// Whether a store could not be asked (the resolution stopped there).
     pub(crate) unavailable: bool,
+    /// Another failure that stops resolution (a bad ref, a local error).
+    pub(crate) fatal: Option<ManagerError>,
 }
 
-/// Asks every store for its versions, concurrently.
+/// Asks the stores in order until one lists a version (store authority,
+/// through the chain's retry path). A store that is down stops the search
+/// (`store-unavailable`), unless the chain falls back on any error.
 pub(crate) async fn store_versions(
-    stores: &[Arc<dyn AgentStore>],
+    chain: &StoreChain,
     agent: &AgentRef,
     platform: &Platform,
 ) -> StoreVersions {
-    let asks = stores.iter().map(|s| async move {
-        let r = s.versions(agent, platform).await;
-        (s.name().to_owned(), r)
-    });
     let mut out = StoreVersions::default();
-    for (store, r) in futures_util::future::join_all(asks).await {
-        match r {
-            Ok(vs) => {
-                let shown = if vs.is_empty() {
-                    "no versions".to_owned()
-                } else {
-                    format!("{} version(s)", vs.len())
-                };
-                debug!(store, count = vs.len(), "store versions");
-                out.answers.push(StoreAnswer {
-                    store,
-                    answer: shown,
-                });
-                out.versions.extend(vs);
-            }
-            Err(e) => {
-                debug!(store, error = %e, "store versions failed");
-                if matches!(e, StoreError::Unavailable { .. })
-                    || e.kind() == agent_ref::ErrorKind::StoreUnavailable
-                {
-                    out.unavailable = true;
-                }
-                out.answers.push(StoreAnswer {
+    if chain.is_empty() {
+        return out;
+    }
+    match chain.authoritative_versions(agent, platform).await {
+        Ok(a) => {
+            debug!(store = %a.store, count = a.versions.len(), "authoritative store");
+            out.answers.extend(
+                a.answers
+                    .into_iter()
+                    .map(|(store, answer)| StoreAnswer { store, answer }),
+            );
+            out.answers.push(StoreAnswer {
+                store: a.store,
+                answer: format!(
+                    "{} version(s), none matching (authoritative: lower stores not asked)",
+                    a.versions.len()
+                ),
+            });
+            out.versions = a.versions;
+        }
+        Err(StoreError::Chain { kind, answers }) => {
+            out.unavailable = kind == ErrorKind::StoreUnavailable
+                || answers
+                    .iter()
+                    .any(|(_, e)| e.kind() == ErrorKind::StoreUnavailable);
+            out.answers
+                .extend(answers.into_iter().map(|(store, e)| StoreAnswer {
                     store,
                     answer: e.to_string(),
-                });
-            }
+                }));
         }
+        Err(e) if e.kind() == ErrorKind::StoreUnavailable => {
+            out.unavailable = true;
+            out.answers.push(StoreAnswer {
+                store: "stores".to_owned(),
+                answer: e.to_string(),
+            });
+        }
+        Err(e) => out.fatal = Some(ManagerError::from_store(&agent.identifier(), Vec::new(), e)),
     }
     out
 }
@@ -90,13 +100,14 @@ fn local_answer(home: &AgentHome, agent: &AgentRef, spec: &VersionSpec) -> Store
 
 /// `latest`/requirement → concrete, in the seed's order:
 /// `CODEFLY_AGENT_SOURCE=local` → local scan only; otherwise the local scan
-/// first (a local build wins), then the stores (highest matching version over
-/// all of them), then the local scan again (something may have been installed
-/// meanwhile). Exact versions pass through untouched.
+/// first (a local build wins), then the stores (the highest matching version
+/// of the authoritative store: the first that lists any version), then the
+/// local scan again (something may have been installed meanwhile). Exact
+/// versions pass through untouched.
 pub(crate) async fn resolve(
     home: &AgentHome,
     source: AgentSource,
-    stores: &[Arc<dyn AgentStore>],
+    chain: &StoreChain,
     platform: &Platform,
     agent: &AgentRef,
 ) -> Result<AgentRef, ManagerError> {
@@ -117,10 +128,13 @@ pub(crate) async fn resolve(
             unavailable: false,
         });
     }
-    if stores.is_empty() {
+    if chain.is_empty() {
         answers.push(StoreAnswer::no_store_enabled());
     }
-    let remote = store_versions(stores, agent, platform).await;
+    let remote = store_versions(chain, agent, platform).await;
+    if let Some(e) = remote.fatal {
+        return Err(e);
+    }
     if let Some(v) = spec.pick(remote.versions.iter()) {
         debug!(%v, "resolved from the stores");
         return Ok(agent.with_version(&v)?);
@@ -144,7 +158,7 @@ pub(crate) async fn resolve(
 pub(crate) async fn pin_to_latest_release(
     home: &AgentHome,
     source: AgentSource,
-    stores: &[Arc<dyn AgentStore>],
+    chain: &StoreChain,
     platform: &Platform,
     agent: &AgentRef,
 ) -> Result<AgentRef, ManagerError> {
@@ -158,8 +172,11 @@ pub(crate) async fn pin_to_latest_release(
         answers.push(StoreAnswer::stores_not_asked());
         StoreVersions::default()
     } else {
-        store_versions(stores, agent, platform).await
+        store_versions(chain, agent, platform).await
     };
+    if let Some(e) = remote.fatal {
+        return Err(e);
+    }
     let best = spec
         .pick(remote.versions.iter())
         .into_iter()
@@ -183,8 +200,9 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use agent_ref::ErrorKind;
-    use agent_store::{Installed, Installer};
+    use std::sync::Arc;
+
+    use agent_store::{AgentStore, Installed, Installer, RetryPolicy};
     use async_trait::async_trait;
 
     use super::*;
@@ -256,6 +274,10 @@ mod tests {
         }
     }
 
+    fn chain(stores: &[Arc<dyn AgentStore>]) -> StoreChain {
+        StoreChain::new(stores.to_vec()).with_retry(RetryPolicy::none())
+    }
+
     fn r(s: &str) -> AgentRef {
         s.parse().unwrap()
     }
@@ -266,9 +288,15 @@ mod tests {
         stores: &[Arc<dyn AgentStore>],
         agent: &str,
     ) -> Result<String, ManagerError> {
-        resolve(home, source, stores, &Platform::current(), &r(agent))
-            .await
-            .map(|a| a.identifier())
+        resolve(
+            home,
+            source,
+            &chain(stores),
+            &Platform::current(),
+            &r(agent),
+        )
+        .await
+        .map(|a| a.identifier())
     }
 
     #[tokio::test]
@@ -294,23 +322,24 @@ mod tests {
         assert_eq!(s.asked.load(Ordering::SeqCst), 0, "local hit asks no store");
     }
 
+    /// Store authority: the first store that lists any version decides;
+    /// a lower store's higher version is never merged in.
     #[tokio::test]
-    async fn stores_are_asked_when_nothing_is_installed_highest_wins_over_all() {
+    async fn the_first_store_listing_versions_is_authoritative() {
         let t = tempfile::tempdir().unwrap();
         let home = AgentHome::new(t.path());
-        let stores: Vec<Arc<dyn AgentStore>> = vec![
-            ListStore::ok("nix", &["1.2.0"]),
-            ListStore::down("oci"),
-            ListStore::ok("http", &["1.10.0", "1.9.0", "2.0.0-rc.1"]),
-        ];
+        let http = ListStore::ok("http", &["1.10.0", "1.9.0", "2.0.0-rc.1"]);
+        let github = ListStore::ok("github", &["9.9.9"]);
+        let stores: Vec<Arc<dyn AgentStore>> =
+            vec![ListStore::ok("nix", &[]), http.clone(), github.clone()];
         let got = res(&home, AgentSource::Remote, &stores, "acme/echo").await;
         assert_eq!(
             got.unwrap(),
             "acme/echo:1.10.0",
-            "pre-release not picked for latest"
+            "pre-release not picked for latest; github's 9.9.9 not merged in"
         );
-        let got = res(&home, AgentSource::Remote, &stores, "acme/echo:~1.2").await;
-        assert_eq!(got.unwrap(), "acme/echo:1.2.0");
+        let got = res(&home, AgentSource::Remote, &stores, "acme/echo:~1.9").await;
+        assert_eq!(got.unwrap(), "acme/echo:1.9.0");
         let got = res(
             &home,
             AgentSource::Remote,
@@ -319,6 +348,41 @@ mod tests {
         )
         .await;
         assert_eq!(got.unwrap(), "acme/echo:2.0.0-rc.1");
+        // A requirement only a lower store meets is not met.
+        let e = res(&home, AgentSource::Remote, &stores, "acme/echo:^9")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BinaryNotFound, "{e}");
+        assert!(e.to_string().contains("http: 3 version(s)"), "{e}");
+        assert_eq!(github.asked.load(Ordering::SeqCst), 0, "github never asked");
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_down_stops_resolution_lower_stores_are_not_asked() {
+        let t = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(t.path());
+        let github = ListStore::ok("github", &["9.9.9"]);
+        let stores: Vec<Arc<dyn AgentStore>> = vec![ListStore::down("http"), github.clone()];
+        let e = res(&home, AgentSource::Remote, &stores, "acme/echo")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StoreUnavailable, "{e}");
+        assert!(e.to_string().contains("http"), "{e}");
+        assert_eq!(github.asked.load(Ordering::SeqCst), 0);
+        // With fallback = any, the next store is asked.
+        let any = StoreChain::new(stores.clone())
+            .with_retry(RetryPolicy::none())
+            .with_fallback(agent_store::Fallback::Any);
+        let got = resolve(
+            &home,
+            AgentSource::Remote,
+            &any,
+            &Platform::current(),
+            &r("acme/echo"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.identifier(), "acme/echo:9.9.9");
     }
 
     #[tokio::test]
@@ -364,7 +428,7 @@ mod tests {
         for needle in [
             "acme/echo:latest",
             "local:",
-            "nix: no versions",
+            "nix: store nix has no version",
             "http: 1 version",
             "AGENT_REGISTRY",
         ] {
@@ -404,27 +468,51 @@ mod tests {
         install(&home, &r("acme/echo"), &["1.5.0"]);
         let p = Platform::current();
         let older: Vec<Arc<dyn AgentStore>> = vec![ListStore::ok("oci", &["1.2.0"])];
-        let got = pin_to_latest_release(&home, AgentSource::Remote, &older, &p, &r("acme/echo"))
-            .await
-            .unwrap();
+        let got = pin_to_latest_release(
+            &home,
+            AgentSource::Remote,
+            &chain(&older),
+            &p,
+            &r("acme/echo"),
+        )
+        .await
+        .unwrap();
         assert_eq!(got.identifier(), "acme/echo:1.5.0");
         let newer: Vec<Arc<dyn AgentStore>> = vec![ListStore::ok("oci", &["1.2.0", "1.7.0"])];
-        let got = pin_to_latest_release(&home, AgentSource::Remote, &newer, &p, &r("acme/echo"))
-            .await
-            .unwrap();
+        let got = pin_to_latest_release(
+            &home,
+            AgentSource::Remote,
+            &chain(&newer),
+            &p,
+            &r("acme/echo"),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             got.identifier(),
             "acme/echo:1.7.0",
             "pin asks the stores even with a local hit"
         );
         let down: Vec<Arc<dyn AgentStore>> = vec![ListStore::down("oci")];
-        let got = pin_to_latest_release(&home, AgentSource::Remote, &down, &p, &r("acme/echo"))
-            .await
-            .unwrap();
+        let got = pin_to_latest_release(
+            &home,
+            AgentSource::Remote,
+            &chain(&down),
+            &p,
+            &r("acme/echo"),
+        )
+        .await
+        .unwrap();
         assert_eq!(got.identifier(), "acme/echo:1.5.0", "falls back to local");
-        let got = pin_to_latest_release(&home, AgentSource::Local, &newer, &p, &r("acme/echo"))
-            .await
-            .unwrap();
+        let got = pin_to_latest_release(
+            &home,
+            AgentSource::Local,
+            &chain(&newer),
+            &p,
+            &r("acme/echo"),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             got.identifier(),
             "acme/echo:1.5.0",
@@ -437,7 +525,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let home = AgentHome::new(t.path());
         let p = Platform::current();
-        let e = pin_to_latest_release(&home, AgentSource::Remote, &[], &p, &r("acme/echo"))
+        let e = pin_to_latest_release(&home, AgentSource::Remote, &chain(&[]), &p, &r("acme/echo"))
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::BinaryNotFound);
