@@ -3,8 +3,10 @@
 use std::fmt;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
+use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{OnceCell, watch};
@@ -14,10 +16,70 @@ use tracing::Instrument;
 
 use agent_process::{AgentProcess, Exit};
 
+use crate::attach::{AttachInfo, Attached};
+use crate::supervise::{AgentEvent, GaveUp, SupervisedChannel, SupervisedConn, WeakSupervised};
 use crate::{Endpoint, Handshake, StderrRing, TokenInterceptor};
 
-/// A channel that adds the agent's token to every request.
-pub type AgentChannel = InterceptedService<Channel, TokenInterceptor>;
+/// The channel of one agent process: tonic's channel plus its token.
+pub(crate) type DirectChannel = InterceptedService<Channel, TokenInterceptor>;
+
+/// A channel that adds the agent's token to every request: a tower service
+/// like tonic's `Channel`, for generated clients (`EchoClient::new(conn.channel())`).
+///
+/// Transport failures (the agent died, the connection broke) are
+/// `UNAVAILABLE`. The channel of a supervised agent follows its restarts.
+#[derive(Clone)]
+pub struct AgentChannel {
+    repr: ChannelRepr,
+}
+
+#[derive(Clone)]
+enum ChannelRepr {
+    Direct(DirectChannel),
+    Supervised(SupervisedChannel),
+}
+
+impl fmt::Debug for AgentChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            ChannelRepr::Direct(_) => f.write_str("AgentChannel(direct)"),
+            ChannelRepr::Supervised(s) => fmt::Debug::fmt(s, f),
+        }
+    }
+}
+
+impl AgentChannel {
+    pub(crate) fn direct(channel: DirectChannel) -> Self {
+        AgentChannel {
+            repr: ChannelRepr::Direct(channel),
+        }
+    }
+}
+
+type ChannelResponse = http::Response<tonic::service::interceptor::ResponseBody<tonic::body::Body>>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for AgentChannel {
+    type Response = ChannelResponse;
+    type Error = tonic::Status;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match &mut self.repr {
+            ChannelRepr::Direct(c) => c.poll_ready(cx).map_err(crate::supervise::transport_status),
+            ChannelRepr::Supervised(c) => c.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        match &mut self.repr {
+            ChannelRepr::Direct(c) => {
+                let f = c.call(request);
+                Box::pin(async move { f.await.map_err(crate::supervise::transport_status) })
+            }
+            ChannelRepr::Supervised(c) => c.call(request),
+        }
+    }
+}
 
 /// How an agent process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,19 +176,49 @@ struct Inner {
 /// Cheap to clone. [`AgentConn::close`] stops it gracefully; when the last
 /// clone is dropped without `close`, the process group is killed (SIGKILL) and
 /// the reaper reaps it.
+///
+/// Three kinds share this handle: an agent [`spawn`](crate::spawn) started;
+/// a supervised one ([`supervise`](crate::supervise)), restarted as its policy
+/// says, whose pid, endpoint and token follow the current process and whose
+/// [`channel`](AgentConn::channel) follows restarts; and an attached one
+/// ([`attach`](crate::attach)), which this host did not start and never
+/// signals (close and drop only drop the channel).
 #[derive(Clone)]
 pub struct AgentConn {
-    inner: Arc<Inner>,
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    Spawned(Arc<Inner>),
+    Supervised(SupervisedConn),
+    Attached(Arc<Attached>),
 }
 
 impl fmt::Debug for AgentConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentConn")
-            .field("pid", &self.pid())
-            .field("endpoint", &self.endpoint().to_string())
-            .field("protocol", &self.inner.parts.handshake.version)
-            .field("exited", &*self.inner.parts.exit_rx.borrow())
-            .finish_non_exhaustive()
+        match &self.repr {
+            Repr::Spawned(inner) => f
+                .debug_struct("AgentConn")
+                .field("pid", &self.pid())
+                .field("endpoint", &self.endpoint().to_string())
+                .field("protocol", &inner.parts.handshake.version)
+                .field("exited", &*inner.parts.exit_rx.borrow())
+                .finish_non_exhaustive(),
+            Repr::Supervised(s) => fmt::Debug::fmt(s, f),
+            Repr::Attached(a) => f
+                .debug_struct("AgentConn")
+                .field("attached", &a.info)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl From<SupervisedConn> for AgentConn {
+    fn from(conn: SupervisedConn) -> Self {
+        AgentConn {
+            repr: Repr::Supervised(conn),
+        }
     }
 }
 
@@ -134,116 +226,227 @@ impl AgentConn {
     pub(crate) fn new(mut parts: Parts) -> Self {
         let socket_dir = Mutex::new(parts.socket_dir.take());
         AgentConn {
-            inner: Arc::new(Inner {
+            repr: Repr::Spawned(Arc::new(Inner {
                 parts,
                 closed: OnceCell::new(),
                 socket_dir,
-            }),
+            })),
         }
     }
 
-    /// The agent's pid, which is also its process-group id.
+    pub(crate) fn attached(attached: Attached) -> Self {
+        AgentConn {
+            repr: Repr::Attached(Arc::new(attached)),
+        }
+    }
+
+    /// The agent's pid, which is also its process-group id. Supervised: the
+    /// current (or last) process. Attached: the pid it was given, 0 when none.
     #[must_use]
     pub fn pid(&self) -> u32 {
-        self.inner.parts.process.pid()
+        match &self.repr {
+            Repr::Spawned(inner) => inner.parts.process.pid(),
+            Repr::Supervised(s) => s.pid(),
+            Repr::Attached(a) => a.info.pid.unwrap_or(0),
+        }
     }
 
     /// A handle that does not keep the agent alive (see [`WeakAgentConn`]).
     #[must_use]
     pub fn downgrade(&self) -> WeakAgentConn {
+        let inner = match &self.repr {
+            Repr::Spawned(inner) => WeakRepr::Spawned(Arc::downgrade(inner)),
+            Repr::Supervised(s) => WeakRepr::Supervised(s.downgrade()),
+            Repr::Attached(a) => WeakRepr::Attached(Arc::downgrade(a)),
+        };
         WeakAgentConn {
-            inner: Arc::downgrade(&self.inner),
+            inner,
             pid: self.pid(),
         }
     }
 
-    /// Where the agent listens.
+    /// Where the agent listens (supervised: the current or last process's endpoint).
     #[must_use]
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.inner.parts.handshake.endpoint
+    pub fn endpoint(&self) -> Endpoint {
+        match &self.repr {
+            Repr::Spawned(inner) => inner.parts.handshake.endpoint.clone(),
+            Repr::Supervised(s) => s.endpoint(),
+            Repr::Attached(a) => a.info.endpoint.clone(),
+        }
     }
 
-    /// The protocol version from the handshake.
+    /// The protocol version from the handshake (0 when attached: no handshake was read).
     #[must_use]
     pub fn protocol_version(&self) -> u32 {
-        self.inner.parts.handshake.version
+        match &self.repr {
+            Repr::Spawned(inner) => inner.parts.handshake.version,
+            Repr::Supervised(s) => s.protocol_version(),
+            Repr::Attached(_) => 0,
+        }
     }
 
     /// A channel that sends the token on every request; build clients on it
-    /// (`EchoClient::new(conn.channel())`).
+    /// (`EchoClient::new(conn.channel())`). A supervised agent's channel
+    /// follows its restarts.
     #[must_use]
     pub fn channel(&self) -> AgentChannel {
-        InterceptedService::new(
-            self.inner.parts.channel.clone(),
-            self.inner.parts.interceptor.clone(),
-        )
+        match &self.repr {
+            Repr::Spawned(inner) => AgentChannel::direct(InterceptedService::new(
+                inner.parts.channel.clone(),
+                inner.parts.interceptor.clone(),
+            )),
+            Repr::Supervised(s) => AgentChannel {
+                repr: ChannelRepr::Supervised(s.channel()),
+            },
+            Repr::Attached(a) => AgentChannel::direct(InterceptedService::new(
+                a.channel.clone(),
+                a.interceptor.clone(),
+            )),
+        }
     }
 
-    /// The underlying channel, without the token.
+    /// The underlying channel, without the token. Supervised: the current
+    /// process's channel, which does NOT follow restarts (use [`AgentConn::channel`]).
     #[must_use]
     pub fn raw_channel(&self) -> Channel {
-        self.inner.parts.channel.clone()
+        match &self.repr {
+            Repr::Spawned(inner) => inner.parts.channel.clone(),
+            Repr::Supervised(s) => s.raw_channel(),
+            Repr::Attached(a) => a.channel.clone(),
+        }
     }
 
-    /// The token given to the agent in `CODEFLY_AGENT_TOKEN`.
+    /// The token sent as `x-codefly-token` (given to the agent in
+    /// `CODEFLY_AGENT_TOKEN`; supervised: the current process's).
     #[must_use]
-    pub fn token(&self) -> &str {
-        &self.inner.parts.token
+    pub fn token(&self) -> String {
+        match &self.repr {
+            Repr::Spawned(inner) => inner.parts.token.clone(),
+            Repr::Supervised(s) => s.token(),
+            Repr::Attached(a) => a.info.token.clone(),
+        }
     }
 
-    /// The last 64 KiB the agent wrote to stderr (lossy UTF-8).
+    /// Who this agent is and how to reach it, for another host to
+    /// [`attach`](crate::attach) to it (`agentctl load --hold --json`).
+    #[must_use]
+    pub fn attach_info(&self) -> AttachInfo {
+        AttachInfo {
+            pid: Some(self.pid()).filter(|p| *p != 0),
+            endpoint: self.endpoint(),
+            token: self.token(),
+        }
+    }
+
+    /// The last 64 KiB the agent wrote to stderr (lossy UTF-8; empty when attached).
     #[must_use]
     pub fn stderr_tail(&self) -> String {
-        self.inner.parts.stderr.tail()
+        match &self.repr {
+            Repr::Spawned(inner) => inner.parts.stderr.tail(),
+            Repr::Supervised(s) => s.stderr_tail(),
+            Repr::Attached(_) => String::new(),
+        }
+    }
+
+    /// The supervisor's events (exits, restarts, the end). Only a supervised
+    /// agent reports events; other kinds give a receiver that is already closed.
+    #[must_use]
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<AgentEvent> {
+        match &self.repr {
+            Repr::Supervised(s) => s.events(),
+            _ => tokio::sync::broadcast::channel(1).1,
+        }
+    }
+
+    /// The supervised handle, when this agent is supervised.
+    #[must_use]
+    pub fn supervised(&self) -> Option<&SupervisedConn> {
+        match &self.repr {
+            Repr::Supervised(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether this agent was attached to (not started by this host).
+    #[must_use]
+    pub fn is_attached(&self) -> bool {
+        matches!(self.repr, Repr::Attached(_))
+    }
+
+    /// The `agent-exited` error of a supervised agent whose policy gave up.
+    #[must_use]
+    pub fn failure(&self) -> Option<GaveUp> {
+        self.supervised().and_then(SupervisedConn::failure)
     }
 
     /// Resolves when the agent process has exited and been reaped.
     ///
     /// When the agent (the group leader) exits, whatever it left in its
     /// process group is killed. The future does not keep the connection alive.
-    pub fn exited(&self) -> impl Future<Output = ExitInfo> + Send + 'static {
-        wait_exit(self.inner.parts.exit_rx.clone())
+    /// Supervised: when supervision ended (gave up, closed, or an exit the
+    /// policy does not restart). Attached: when its pid is gone (status
+    /// unknown); never without a pid.
+    pub fn exited(&self) -> Pin<Box<dyn Future<Output = ExitInfo> + Send + 'static>> {
+        match &self.repr {
+            Repr::Spawned(inner) => Box::pin(wait_exit(inner.parts.exit_rx.clone())),
+            Repr::Supervised(s) => Box::pin(s.exited()),
+            Repr::Attached(a) => Box::pin(wait_exit(a.exit_rx.clone())),
+        }
     }
 
-    /// Whether the agent process has exited (and been reaped).
+    /// Whether the agent process has exited (and been reaped); supervised:
+    /// whether supervision ended.
     #[must_use]
     pub fn has_exited(&self) -> bool {
-        self.inner.parts.exit_rx.borrow().is_some()
+        match &self.repr {
+            Repr::Spawned(inner) => inner.parts.exit_rx.borrow().is_some(),
+            Repr::Supervised(s) => s.has_ended(),
+            Repr::Attached(a) => a.exit_rx.borrow().is_some(),
+        }
     }
 
     /// Stops the agent: SIGTERM to its group, up to the grace period for it to
     /// exit, then SIGKILL to the group; reaps it, kills whatever is left of the
-    /// group, and removes the socket directory.
+    /// group, and removes the socket directory. Supervised: stops supervision
+    /// too. Attached: signals nothing (unknown status returned).
     ///
     /// Idempotent and safe to call concurrently: every caller gets the same
     /// [`ExitInfo`]. Cancel-safe: a dropped call leaves the work to the next
     /// caller (or to `Drop`).
     pub async fn close(&self) -> ExitInfo {
-        let span = tracing::debug_span!("close", pid = self.pid());
-        *self
-            .inner
-            .closed
-            .get_or_init(|| self.shutdown().instrument(span))
-            .await
+        match &self.repr {
+            Repr::Spawned(inner) => {
+                let span = tracing::debug_span!("close", pid = self.pid());
+                *inner
+                    .closed
+                    .get_or_init(|| shutdown(inner).instrument(span))
+                    .await
+            }
+            Repr::Supervised(s) => s.close().await,
+            Repr::Attached(a) => {
+                tracing::debug!(pid = ?a.info.pid, "detached (the agent keeps running)");
+                ExitInfo::default()
+            }
+        }
     }
+}
 
-    async fn shutdown(&self) -> ExitInfo {
-        let parts = &self.inner.parts;
-        // SIGTERM to the group now; the reaper thread SIGKILLs it when the
-        // grace period is over (no timer of ours: it holds even when this
-        // future is dropped or its runtime shut down).
-        parts.process.terminate(parts.grace);
-        let info = wait_exit(parts.exit_rx.clone()).await;
-        // The reaper SIGKILLs the rest of the group once the leader exits.
-        drop(
-            self.inner
-                .socket_dir
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        info
-    }
+async fn shutdown(inner: &Inner) -> ExitInfo {
+    let parts = &inner.parts;
+    // SIGTERM to the group now; the reaper thread SIGKILLs it when the
+    // grace period is over (no timer of ours: it holds even when this
+    // future is dropped or its runtime shut down).
+    parts.process.terminate(parts.grace);
+    let info = wait_exit(parts.exit_rx.clone()).await;
+    // The reaper SIGKILLs the rest of the group once the leader exits.
+    drop(
+        inner
+            .socket_dir
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(),
+    );
+    info
 }
 
 impl Drop for Inner {
@@ -262,15 +465,27 @@ impl Drop for Inner {
 /// [`AgentConn`] is dropped the agent is killed, whatever weak handles remain.
 #[derive(Clone)]
 pub struct WeakAgentConn {
-    inner: Weak<Inner>,
+    inner: WeakRepr,
     pid: u32,
+}
+
+#[derive(Clone)]
+enum WeakRepr {
+    Spawned(Weak<Inner>),
+    Supervised(WeakSupervised),
+    Attached(Weak<Attached>),
 }
 
 impl WeakAgentConn {
     /// The connection, while some [`AgentConn`] still holds it.
     #[must_use]
     pub fn upgrade(&self) -> Option<AgentConn> {
-        self.inner.upgrade().map(|inner| AgentConn { inner })
+        let repr = match &self.inner {
+            WeakRepr::Spawned(w) => Repr::Spawned(w.upgrade()?),
+            WeakRepr::Supervised(w) => Repr::Supervised(w.upgrade()?),
+            WeakRepr::Attached(w) => Repr::Attached(w.upgrade()?),
+        };
+        Some(AgentConn { repr })
     }
 
     /// The agent's pid (which may be gone, or reused, once no strong handle remains).
@@ -278,13 +493,21 @@ impl WeakAgentConn {
     pub fn pid(&self) -> u32 {
         self.pid
     }
+
+    fn alive(&self) -> bool {
+        match &self.inner {
+            WeakRepr::Spawned(w) => w.strong_count() > 0,
+            WeakRepr::Supervised(w) => w.alive(),
+            WeakRepr::Attached(w) => w.strong_count() > 0,
+        }
+    }
 }
 
 impl fmt::Debug for WeakAgentConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeakAgentConn")
             .field("pid", &self.pid)
-            .field("alive", &(self.inner.strong_count() > 0))
+            .field("alive", &self.alive())
             .finish()
     }
 }

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod attach;
 mod conn;
 mod error;
 pub mod logs;
@@ -38,6 +39,7 @@ pub use agent_protocol::{
     Endpoint, Handshake, HandshakeError, LIFELINE_ENV, MAX_HANDSHAKE_LEN, PROTOCOL_VERSIONS,
     TOKEN_ENV, TOKEN_METADATA_KEY, UDS_PATH_ENV, WORKDIR_ENV,
 };
+pub use attach::{AttachInfo, AttachParseError, EndpointParseError, attach};
 pub use conn::{AgentChannel, AgentConn, ExitInfo, WeakAgentConn};
 pub use error::{SpawnError, SpawnFailure};
 pub use logs::AgentLogs;
@@ -45,6 +47,6 @@ pub use ring::{STDERR_RING_CAPACITY, StderrRing};
 pub use spawn::{SpawnOptions, StderrSink, spawn};
 pub use supervise::{
     AgentEvent, GaveUp, ParseRestartError, RestartMode, RestartPolicy, SupervisedChannel,
-    SupervisedConn, supervise,
+    SupervisedConn, WeakSupervised, spawn_with_restart, supervise,
 };
 pub use token::TokenInterceptor;

@@ -347,6 +347,7 @@ enum Phase {
 #[derive(Clone)]
 struct Snapshot {
     phase: Phase,
+    raw: tonic::transport::Channel,
     pid: u32,
     endpoint: Endpoint,
     token: String,
@@ -359,9 +360,10 @@ impl Snapshot {
     fn of(conn: &AgentConn, stderr: StderrRing, restarts: u32) -> Self {
         Snapshot {
             phase: Phase::Up(conn.channel()),
+            raw: conn.raw_channel(),
             pid: conn.pid(),
-            endpoint: conn.endpoint().clone(),
-            token: conn.token().to_owned(),
+            endpoint: conn.endpoint(),
+            token: conn.token(),
             protocol: conn.protocol_version(),
             stderr,
             restarts,
@@ -460,6 +462,24 @@ pub async fn supervise(
     })
 }
 
+/// [`spawn`](crate::spawn) when `policy` never restarts, else
+/// [`supervise`]: one call for hosts that take the policy as a setting
+/// (`LoadOptions::restart`). Either way an [`AgentConn`].
+///
+/// # Errors
+/// Those of [`spawn`](crate::spawn), for the first start.
+pub async fn spawn_with_restart(
+    program: &Path,
+    opts: SpawnOptions,
+    policy: RestartPolicy,
+) -> Result<AgentConn, SpawnError> {
+    if policy.is_never() {
+        crate::spawn(program, opts).await
+    } else {
+        supervise(program, opts, policy).await.map(AgentConn::from)
+    }
+}
+
 impl SupervisedConn {
     /// The current (or last) agent's pid, which is also its process group.
     #[must_use]
@@ -484,6 +504,21 @@ impl SupervisedConn {
     #[must_use]
     pub fn protocol_version(&self) -> u32 {
         self.inner.state.borrow().protocol
+    }
+
+    /// The current (or last) process's channel without the token; it does
+    /// NOT follow restarts (use [`SupervisedConn::channel`]).
+    #[must_use]
+    pub fn raw_channel(&self) -> tonic::transport::Channel {
+        self.inner.state.borrow().raw.clone()
+    }
+
+    /// A handle that does not keep supervision (or the agent) alive.
+    #[must_use]
+    pub fn downgrade(&self) -> WeakSupervised {
+        WeakSupervised {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// How many times the agent was restarted so far.
@@ -560,6 +595,34 @@ impl SupervisedConn {
     }
 }
 
+/// A [`SupervisedConn`] that does not keep it alive.
+#[derive(Clone)]
+pub struct WeakSupervised {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl fmt::Debug for WeakSupervised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakSupervised")
+            .field("alive", &self.alive())
+            .finish()
+    }
+}
+
+impl WeakSupervised {
+    /// The handle, while some strong clone still holds it.
+    #[must_use]
+    pub fn upgrade(&self) -> Option<SupervisedConn> {
+        self.inner.upgrade().map(|inner| SupervisedConn { inner })
+    }
+
+    /// Whether a strong clone still holds it.
+    #[must_use]
+    pub fn alive(&self) -> bool {
+        self.inner.strong_count() > 0
+    }
+}
+
 /// Spawns the same program again with the same options.
 struct Respawn {
     program: PathBuf,
@@ -630,7 +693,7 @@ impl Supervisor {
                 // The first start is announced by `supervise` itself.
                 self.emit(AgentEvent::Started {
                     pid,
-                    endpoint: conn.endpoint().clone(),
+                    endpoint: conn.endpoint(),
                     restarts,
                 });
             }
@@ -819,6 +882,23 @@ pub(crate) fn transport_status(err: tonic::transport::Error) -> tonic::Status {
     }
 }
 
+/// The error of a direct agent channel as a gRPC status.
+pub(crate) trait IntoStatus {
+    fn into_status(self) -> tonic::Status;
+}
+
+impl IntoStatus for tonic::transport::Error {
+    fn into_status(self) -> tonic::Status {
+        transport_status(self)
+    }
+}
+
+impl IntoStatus for tonic::Status {
+    fn into_status(self) -> tonic::Status {
+        self
+    }
+}
+
 impl Service<http::Request<Body>> for SupervisedChannel {
     type Response = InnerResponse;
     type Error = tonic::Status;
@@ -834,7 +914,10 @@ impl Service<http::Request<Body>> for SupervisedChannel {
         let wait = self.wait;
         Box::pin(async move {
             let channel = Self::current(state, wait).await?;
-            channel.oneshot(request).await.map_err(transport_status)
+            channel
+                .oneshot(request)
+                .await
+                .map_err(IntoStatus::into_status)
         })
     }
 }
