@@ -14,7 +14,9 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod demo;
 mod fuzz;
+mod go;
 mod measure;
+mod phases;
 mod release;
 
 fn main() -> ExitCode {

@@ -38,6 +38,15 @@ impl Summary {
         }
     }
 
+    /// The same summary of samples already in milliseconds.
+    pub(crate) fn of_ms(samples: &[f64]) -> Summary {
+        let d: Vec<Duration> = samples
+            .iter()
+            .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1e3))
+            .collect();
+        Summary::of(&d)
+    }
+
     pub(crate) fn json(&self) -> Value {
         json!({ "n": self.n, "p50": round3(self.p50), "p90": round3(self.p90), "max": round3(self.max) })
     }
@@ -56,6 +65,25 @@ pub(crate) fn median(xs: &[f64]) -> f64 {
     } else {
         v[(v.len() - 1) / 2]
     }
+}
+
+/// This process's resident set size now (`VmRSS`), in KiB.
+pub(crate) fn rss_kib() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/self/status")
+}
+
+/// How many descriptors this process has open now.
+pub(crate) fn fd_count() -> Result<u64> {
+    let n = std::fs::read_dir("/proc/self/fd")
+        .context("/proc/self/fd")?
+        .count();
+    // The directory handle read_dir held is counted once.
+    Ok(u64::try_from(n.saturating_sub(1)).unwrap_or(u64::MAX))
 }
 
 /// One child process run: wall time and its peak resident set size.
@@ -118,6 +146,19 @@ mod tests {
         assert!((s.p50 - 5.0).abs() < 1e-9);
         assert!((s.p90 - 9.0).abs() < 1e-9);
         assert!((s.max - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn own_rss_and_fds() {
+        let (rss, fds) = (rss_kib().unwrap(), fd_count().unwrap());
+        assert!(rss > 0 && fds >= 3, "{rss} {fds}");
+        let extra: Vec<_> = (0..10)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        assert!(fd_count().unwrap() >= fds + 10);
+        drop(extra);
+        let ms = Summary::of_ms(&[3.0, 1.0, 2.0]);
+        assert!((ms.p50 - 2.0).abs() < 1e-6);
     }
 
     #[test]
