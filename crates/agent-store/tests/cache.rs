@@ -234,3 +234,53 @@ async fn touch_and_load_move_last_used_and_prune_skips_a_locked_entry() {
     assert_eq!(refs(&report.kept), ["acme/echo:1.0.0"]);
     assert!(installer.home().binary_path(&agent).unwrap().exists());
 }
+
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_lock_wait_says_once_whom_it_waits_for() {
+    let (_d, installer) = setup();
+    let agent = r("acme/echo:1.0.0");
+    install(&installer, &agent, 10).await;
+    let _held = hold_lock(&installer, &agent);
+    std::fs::write(lock_path(&installer, &agent), "4242\n").unwrap();
+    let out = Captured::default();
+    let w = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .finish();
+    let cache = Cache::of(&installer).with_lock_timeouts(LockTimeouts {
+        wait: Duration::from_millis(800),
+        stall: Duration::from_secs(3600),
+    });
+    let err = tracing::subscriber::with_default(subscriber, || cache.remove(&agent)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::LockTimeout {
+                holder_pid: Some(4242),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text.matches("waiting for the lock held by pid 4242")
+            .count(),
+        1,
+        "{text}"
+    );
+}
