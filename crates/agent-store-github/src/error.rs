@@ -197,3 +197,29 @@ impl From<GithubError> for StoreError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_take_the_shared_retry_class() {
+        let e = |status: u16| {
+            StoreError::from(GithubError::Status {
+                url: "https://api.github.com/repos/a/b".to_owned(),
+                status,
+                message: "m".to_owned(),
+            })
+        };
+        for denied in [401, 403, 422] {
+            let err = e(denied);
+            assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
+            assert!(!err.is_retryable(), "{denied} is not retried");
+            assert!(err.to_string().contains("GITHUB_TOKEN"), "{err}");
+        }
+        for retry in [429, 500, 502, 503] {
+            assert!(e(retry).is_retryable(), "{retry} is retried");
+        }
+        assert_eq!(e(404).kind(), ErrorKind::ArtifactMissing);
+    }
+}
