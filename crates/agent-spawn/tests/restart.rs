@@ -291,3 +291,29 @@ async fn close_stops_supervision_and_dropping_kills() {
         "dropping the handle kills the agent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervised_agent_conn_follows_restarts_too() {
+    // What Manager::load(.., LoadOptions::restart(..)) returns: an AgentConn.
+    let conn =
+        agent_spawn::spawn_with_restart(&echo_agent(), opts(&[]), RestartPolicy::on_failure())
+            .await
+            .unwrap();
+    assert!(conn.supervised().is_some());
+    let mut events = conn.events();
+    let mut client = EchoClient::new(conn.channel());
+    let first = conn.pid();
+    kill(first, libc::SIGKILL);
+    next_event(&mut events, "started", |e| {
+        matches!(e, AgentEvent::Started { .. })
+    })
+    .await;
+    let reply = client.info(InfoRequest {}).await.unwrap().into_inner();
+    assert_ne!(reply.pid, first);
+    assert_eq!(reply.pid, conn.pid());
+    assert_eq!(conn.attach_info().pid, Some(reply.pid));
+    assert!(!conn.has_exited());
+    conn.close().await;
+    assert!(conn.has_exited() && conn.failure().is_none());
+    assert!(wait_group_gone(reply.pid, GUARD));
+}
