@@ -1,16 +1,29 @@
-//! `cargo xtask release [--registry R] [--publisher P] [--out DIR]`
+//! `cargo xtask release [--sign KEY] [--registry R] [--publisher P] [--out DIR] [--debug]`
 //!
 //! Builds the workspace's agent binaries (every `[[bin]]` named `agent-*`,
-//! e.g. `agent-echo` → agent `echo`) in release mode for the host platform,
-//! then writes, in the GitHub release layout the GitHub store reads:
+//! e.g. `agent-echo` → agent `echo`) and `agentctl` in release mode (dev
+//! profile with `--debug`) for the host platform, then writes:
 //!
-//! - `{out}/service-{name}_{version}_{os}_{arch}.tar.gz`, holding one file
-//!   `service-{name}` (mode 0755, mtime 0, owner 0:0: reproducible);
-//! - `{out}/SHA256SUMS` (`sha256sum` format, one line per archive).
+//! - the GitHub release layout the GitHub store reads:
+//!   `{out}/service-{name}_{version}_{os}_{arch}.tar.gz`, holding one file
+//!   `service-{name}` (mode 0755, mtime 0, owner 0:0: reproducible), and
+//!   `{out}/SHA256SUMS` (`sha256sum` format, one line per archive);
+//! - the HTTP-store layout, servable by any static file server:
+//!   `{out}/http/{publisher}/{name}/{version}/service-{name}_{os}_{arch}`
+//!   plus `.sha256`, and `{out}/http/{publisher}/{name}/versions`;
+//! - the man pages, one per command: `{out}/man/agentctl*.1`.
+//!
+//! With `--sign KEY` (a minisign secret key: `agentctl keygen`, or
+//! `minisign -G -W`; an encrypted one takes its password from
+//! `CODEFLY_SIGN_PASSWORD`), each archive gets `{archive}.minisig`, the
+//! HTTP binary `{binary}.minisig`, both with the trusted comment
+//! `codefly-agent {publisher}/{name}:{version} {os}/{arch}`, and
+//! `SHA256SUMS.minisig` signs the sums.
 //!
 //! `{out}` defaults to `{target-dir}/release-artifacts`. With `--registry R`
 //! each binary is also pushed to `R/agents/{publisher}/{name}:{version}` as
-//! an image index with the host platform's entry (agent-store-oci's `push`).
+//! an image index with the host platform's entry (agent-store-oci's
+//! `push_files`), with its signature layer when signing.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -35,6 +48,8 @@ struct Args {
     registry: Option<String>,
     publisher: String,
     out: Option<PathBuf>,
+    sign: Option<PathBuf>,
+    debug: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Args> {
@@ -58,9 +73,11 @@ fn parse_args(args: &[String]) -> Result<Args> {
             "--registry" => out.registry = Some(value("--registry")?),
             "--publisher" => out.publisher = value("--publisher")?,
             "--out" => out.out = Some(PathBuf::from(value("--out")?)),
+            "--sign" => out.sign = Some(PathBuf::from(value("--sign")?)),
+            "--debug" => out.debug = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo xtask release [--registry HOST[/PREFIX]] [--publisher P] [--out DIR]"
+                    "usage: cargo xtask release [--sign KEY] [--registry HOST[/PREFIX]] [--publisher P] [--out DIR] [--debug]"
                 );
                 std::process::exit(0);
             }
@@ -80,12 +97,21 @@ pub(crate) fn release(args: &[String]) -> Result<()> {
     }
     let platform = agent_ref::Platform::current();
 
+    let key = match &args.sign {
+        Some(p) => Some(Signer::read(p)?),
+        None => None,
+    };
     let mut build = cargo(&root);
-    build.args(["build", "--release", "--locked"]);
+    build.arg("build");
+    if !args.debug {
+        build.args(["--release", "--locked"]);
+    }
     for a in &agents {
         build.args(["-p", &a.package, "--bin", &a.bin]);
     }
+    build.args(["-p", "agent-cli", "--bin", "agentctl"]);
     run("build", build)?;
+    let bin_dir = target_dir.join(if args.debug { "debug" } else { "release" });
 
     let out_dir = args
         .out
@@ -105,7 +131,7 @@ pub(crate) fn release(args: &[String]) -> Result<()> {
     }
     let mut pushes = Vec::new();
     for a in &agents {
-        let binary = target_dir.join("release").join(&a.bin);
+        let binary = bin_dir.join(&a.bin);
         let asset = format!(
             "service-{}_{}_{}_{}.tar.gz",
             a.name, a.version, platform.os, platform.arch
@@ -114,8 +140,31 @@ pub(crate) fn release(args: &[String]) -> Result<()> {
         write_archive(&binary, &format!("service-{}", a.name), &archive)?;
         let hash = sha256_file(&archive)?;
         eprintln!("xtask: release: {} ({hash})", archive.display());
+        let agent = agent_ref::AgentRef::new(
+            agent_ref::AgentKind::Service,
+            &args.publisher,
+            &a.name,
+            &a.version,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut binary_sig = None;
+        if let Some(k) = &key {
+            let comment = agent_manager::store::trust::trusted_comment(&agent, &platform);
+            let sig = with_suffix(&archive, ".minisig");
+            fs::write(&sig, k.sign(&archive, &comment)?)
+                .with_context(|| format!("writing {}", sig.display()))?;
+            eprintln!("xtask: release: {}", sig.display());
+            binary_sig = Some(k.sign(&binary, &comment)?);
+        }
+        write_http_layout(
+            &out_dir.join("http"),
+            &agent,
+            &platform,
+            &binary,
+            binary_sig.as_deref(),
+        )?;
         sums.insert(asset, hash);
-        pushes.push((a, binary));
+        pushes.push((agent, binary, binary_sig));
     }
     let mut text = String::new();
     for (file, hash) in &sums {
@@ -123,6 +172,19 @@ pub(crate) fn release(args: &[String]) -> Result<()> {
     }
     fs::write(&sums_path, text).with_context(|| format!("writing {}", sums_path.display()))?;
     eprintln!("xtask: release: {}", sums_path.display());
+    if let Some(k) = &key {
+        let sig = with_suffix(&sums_path, ".minisig");
+        let comment = format!("codefly-release SHA256SUMS {}", args.publisher);
+        fs::write(&sig, k.sign(&sums_path, &comment)?)
+            .with_context(|| format!("writing {}", sig.display()))?;
+        eprintln!("xtask: release: {}", sig.display());
+    }
+    let man = out_dir.join("man");
+    let mut pages = Command::new(bin_dir.join("agentctl"));
+    pages.arg("man").arg(&man);
+    pages.stdout(std::process::Stdio::null());
+    run("man pages", pages)?;
+    eprintln!("xtask: release: {}", man.display());
 
     if let Some(registry) = &args.registry {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -132,17 +194,23 @@ pub(crate) fn release(args: &[String]) -> Result<()> {
         let config = agent_store_oci::RegistryConfig::parse(registry)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_env_credentials();
-        for (a, binary) in pushes {
-            let agent = agent_ref::AgentRef::new(
-                agent_ref::AgentKind::Service,
-                &args.publisher,
-                &a.name,
-                &a.version,
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let files = [(binary, Some(platform.clone()))];
+        let sig_dir = tempfile::tempdir().context("creating a temp directory")?;
+        for (agent, binary, sig) in pushes {
+            let signature = match sig {
+                Some(text) => {
+                    let p = sig_dir.path().join(format!("{}.minisig", agent.name()));
+                    fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+                    Some(p)
+                }
+                None => None,
+            };
+            let files = [agent_store_oci::PushFile {
+                path: binary,
+                platform: Some(platform.clone()),
+                signature,
+            }];
             let pushed = rt
-                .block_on(agent_store_oci::push(&config, &agent, &files))
+                .block_on(agent_store_oci::push_files(&config, &agent, &files))
                 .map_err(|e| anyhow::anyhow!("pushing {agent}: error[{}]: {e}", e.kind()))?;
             eprintln!(
                 "xtask: release: pushed {} ({})",
@@ -150,6 +218,89 @@ pub(crate) fn release(args: &[String]) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// A minisign secret key to sign with.
+struct Signer {
+    text: String,
+    password: Option<String>,
+    path: PathBuf,
+}
+
+impl Signer {
+    fn read(path: &Path) -> Result<Self> {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("reading the secret key {}", path.display()))?;
+        let password = std::env::var("CODEFLY_SIGN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty());
+        Ok(Signer {
+            text,
+            password,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The `.minisig` text of `file` with `comment` as its trusted comment.
+    fn sign(&self, file: &Path, comment: &str) -> Result<String> {
+        agent_manager::store::trust::sign_file(&self.text, self.password.clone(), file, comment)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "signing {} with {}: {e}",
+                    file.display(),
+                    self.path.display()
+                )
+            })
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Writes `{root}/{publisher}/{name}/{version}/service-{name}_{os}_{arch}`
+/// with its `.sha256` (and `.minisig` when signed), and the `versions` file
+/// (one version per line, semver order, existing versions kept).
+fn write_http_layout(
+    root: &Path,
+    agent: &agent_ref::AgentRef,
+    platform: &agent_ref::Platform,
+    binary: &Path,
+    signature: Option<&str>,
+) -> Result<()> {
+    let version = agent
+        .concrete_version()
+        .context("release versions are concrete")?
+        .clone();
+    let agent_dir = root.join(agent.publisher()).join(agent.name());
+    let dir = agent_dir.join(version.to_string());
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = format!("service-{}_{}", agent.name(), platform.suffix());
+    let dst = dir.join(&file);
+    fs::copy(binary, &dst).with_context(|| format!("copying to {}", dst.display()))?;
+    let hash = sha256_file(&dst)?;
+    fs::write(with_suffix(&dst, ".sha256"), format!("{hash}  {file}\n"))
+        .with_context(|| format!("writing {}.sha256", dst.display()))?;
+    if let Some(sig) = signature {
+        fs::write(with_suffix(&dst, ".minisig"), sig)
+            .with_context(|| format!("writing {}.minisig", dst.display()))?;
+    }
+    let versions_path = agent_dir.join("versions");
+    let mut versions: Vec<agent_ref::semver::Version> = fs::read_to_string(&versions_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| agent_ref::semver::Version::parse(l.trim()).ok())
+        .collect();
+    versions.push(version);
+    versions.sort();
+    versions.dedup();
+    let text: String = versions.iter().map(|v| format!("{v}\n")).collect();
+    fs::write(&versions_path, text)
+        .with_context(|| format!("writing {}", versions_path.display()))?;
+    eprintln!("xtask: release: {}", dst.display());
     Ok(())
 }
 
@@ -290,6 +441,32 @@ mod tests {
         let first = fs::read(&archive).unwrap();
         write_archive(&bin, "service-x", &archive).unwrap();
         assert_eq!(first, fs::read(&archive).unwrap());
+    }
+
+    #[test]
+    fn http_layout_and_versions_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("agent-x");
+        fs::write(&bin, b"\x7fELF pretend").unwrap();
+        let root = dir.path().join("http");
+        let p: agent_ref::Platform = "linux/amd64".parse().unwrap();
+        for v in ["1.10.0", "1.2.0", "1.2.0"] {
+            let a: agent_ref::AgentRef = format!("acme/x:{v}").parse().unwrap();
+            write_http_layout(&root, &a, &p, &bin, Some("sig")).unwrap();
+        }
+        let base = root.join("acme/x");
+        assert_eq!(
+            fs::read_to_string(base.join("versions")).unwrap(),
+            "1.2.0\n1.10.0\n"
+        );
+        let f = base.join("1.2.0/service-x_linux_amd64");
+        assert_eq!(fs::read(&f).unwrap(), b"\x7fELF pretend");
+        let sidecar = fs::read_to_string(with_suffix(&f, ".sha256")).unwrap();
+        assert!(sidecar.starts_with(&sha256_file(&f).unwrap()), "{sidecar}");
+        assert_eq!(
+            fs::read_to_string(with_suffix(&f, ".minisig")).unwrap(),
+            "sig"
+        );
     }
 
     #[test]

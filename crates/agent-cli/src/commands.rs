@@ -611,7 +611,7 @@ async fn push(
     files: Vec<PathBuf>,
     platforms: Vec<agent_manager::Platform>,
     registry: &str,
-    _sign: Option<&Path>,
+    sign: Option<&Path>,
 ) -> Result<(), Failure> {
     let agent = ctx.parse_ref(reference)?;
     if agent.concrete_version().is_none() {
@@ -653,12 +653,35 @@ async fn push(
         }
     }
     let config = config.with_env_credentials();
-    let pairs: Vec<(PathBuf, Option<agent_manager::Platform>)> = files
-        .into_iter()
-        .enumerate()
-        .map(|(i, f)| (f, platforms.get(i).cloned()))
-        .collect();
-    let result = agent_manager::stores::oci::push(&config, &agent, &pairs).await?;
+    let key = sign.map(crate::sign::SigningKey::read).transpose()?;
+    let sig_dir = match &key {
+        Some(_) => Some(crate::lockcmd::private_temp_dir("agentctl-push")?),
+        None => None,
+    };
+    let mut push_files = Vec::with_capacity(files.len());
+    for (i, f) in files.into_iter().enumerate() {
+        let platform = platforms.get(i).cloned();
+        let signature = match (&key, &sig_dir) {
+            (Some(k), Some(dir)) => {
+                let signed_for = platform
+                    .clone()
+                    .unwrap_or_else(agent_manager::Platform::current);
+                let text = k.sign(&f, &agent, &signed_for)?;
+                let p = dir.path().join(format!("{i}.minisig"));
+                std::fs::write(&p, text)
+                    .map_err(|e| Failure::io(format!("writing {}", p.display()), &e))?;
+                Some(p)
+            }
+            _ => None,
+        };
+        push_files.push(agent_manager::stores::oci::PushFile {
+            path: f,
+            platform,
+            signature,
+        });
+    }
+    let result = agent_manager::stores::oci::push_files(&config, &agent, &push_files).await?;
+    drop(sig_dir);
     if ctx.json {
         println!("{}", json!(result));
     } else {

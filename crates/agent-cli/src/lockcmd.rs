@@ -213,7 +213,7 @@ async fn fetch(
         let installed = m.pull(agent).await?;
         return Ok(artifact(m, agent, &installed));
     }
-    let tmp = tempfile_dir()?;
+    let tmp = private_temp_dir("agentctl-lock")?;
     let other = ctx.manager_for_platform(platform, tmp.path())?;
     let result = other.pull(agent).await;
     let out = result.map(|installed| artifact(&other, agent, &installed));
@@ -241,10 +241,10 @@ fn store_of(source: &str) -> String {
 }
 
 /// A private temp directory removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -255,11 +255,12 @@ impl Drop for TempDir {
     }
 }
 
-fn tempfile_dir() -> Result<TempDir, Failure> {
+/// A fresh 0700 directory `{tmp}/{prefix}-{pid}-{n}`.
+pub(crate) fn private_temp_dir(prefix: &str) -> Result<TempDir, Failure> {
     use std::os::unix::fs::DirBuilderExt as _;
     let base = std::env::temp_dir();
     for n in 0..100u32 {
-        let p = base.join(format!("agentctl-lock-{}-{n}", std::process::id()));
+        let p = base.join(format!("{prefix}-{}-{n}", std::process::id()));
         match std::fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => return Ok(TempDir(p)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
