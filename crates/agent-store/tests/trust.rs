@@ -414,3 +414,63 @@ async fn nix_outputs_are_trusted_as_nix_trusts_them_unless_said_otherwise() {
         .unwrap_err();
     assert_refused(&strict, &s, &err, "unsigned");
 }
+
+/// Deterministic mutations of a real signature and key (every byte flipped,
+/// every truncation): parsing never panics, and an install with a mutated
+/// signature either verifies (a change in the untrusted comment, or in
+/// base64 padding bits) or is refused as `untrusted` with nothing cached.
+#[tokio::test]
+async fn mutated_signatures_and_keys_never_panic_and_never_pass_unverified() {
+    let s = setup();
+    let keys = minisign_keys(s.dir.path(), "acme");
+    let good = minisign_sign(
+        &keys,
+        &s.bin,
+        &trusted_comment(&s.agent, &s.platform),
+        false,
+    );
+    let i = installer(&s, &[&keys.public]);
+    let small = b"tiny".to_vec();
+    let tiny = s.dir.path().join("tiny");
+    std::fs::write(&tiny, &small).unwrap();
+    let good = {
+        let _ = good;
+        minisign_sign(&keys, &tiny, &trusted_comment(&s.agent, &s.platform), false)
+    };
+    let mut variants: Vec<Vec<u8>> = Vec::new();
+    for pos in 0..good.len() {
+        for bit in [0x01u8, 0x20] {
+            let mut v = good.as_bytes().to_vec();
+            v[pos] ^= bit;
+            variants.push(v);
+        }
+        variants.push(good.as_bytes()[..pos].to_vec());
+    }
+    let path = i.home().binary_path(&s.agent).unwrap();
+    for v in variants {
+        let Ok(text) = String::from_utf8(v) else {
+            continue;
+        };
+        let _ = agent_store::trust::fuzz_parse(&text);
+        let _ = TrustedKey::parse(&text);
+        match install(&i, &s, &small, Some(text.clone())).await {
+            Ok(got) => {
+                assert_eq!(std::fs::read(&got.path).unwrap(), small);
+                std::fs::remove_file(&got.path).unwrap();
+                std::fs::remove_file(i.record_path(&s.agent).unwrap()).unwrap();
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Untrusted, "{e} for {text:?}");
+                assert!(!path.exists());
+            }
+        }
+    }
+    for pos in 0..keys.public.len() {
+        let mut v = keys.public.as_bytes().to_vec();
+        v[pos] ^= 0x01;
+        if let Ok(t) = String::from_utf8(v) {
+            let _ = TrustedKey::parse(&t);
+        }
+        let _ = TrustedKey::parse(&keys.public[..pos]);
+    }
+}
