@@ -199,4 +199,47 @@ mod tests {
         );
         owner.close().await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn load_attaches_to_what_the_variable_lists() {
+        let home = tempfile::tempdir().unwrap();
+        // No store: without the variable this load could only fail.
+        let manager = Manager::builder()
+            .home(AgentHome::new(home.path()))
+            .stores(Vec::new())
+            .build()
+            .unwrap();
+        let owner = agent_spawn::spawn(
+            &agent_testkit::bin_path("agent-echo"),
+            agent_spawn::SpawnOptions::default(),
+        )
+        .await
+        .unwrap();
+        let value = format!(
+            r#"{{"h7test/attach-only": {}}}"#,
+            owner.attach_info().to_json()
+        );
+        // SAFETY: only this test sets the variable, and only `attach_if_listed`
+        // reads it, for a ref no other test loads.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(ATTACH_ENV, value);
+        }
+        let conn = manager
+            .load(&r("h7test/attach-only"), crate::LoadOptions::new())
+            .await
+            .unwrap();
+        assert!(conn.is_attached());
+        assert_eq!(conn.pid(), owner.pid());
+        let reply = EchoClient::new(conn.channel())
+            .echo(EchoRequest {
+                message: "via load".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply.into_inner().message, "via load");
+        manager.cleanup_all().await;
+        assert!(agent_testkit::pid_alive(owner.pid()));
+        owner.close().await;
+    }
 }
