@@ -423,20 +423,11 @@ async fn nix_outputs_are_trusted_as_nix_trusts_them_unless_said_otherwise() {
 async fn mutated_signatures_and_keys_never_panic_and_never_pass_unverified() {
     let s = setup();
     let keys = minisign_keys(s.dir.path(), "acme");
-    let good = minisign_sign(
-        &keys,
-        &s.bin,
-        &trusted_comment(&s.agent, &s.platform),
-        false,
-    );
     let i = installer(&s, &[&keys.public]);
     let small = b"tiny".to_vec();
     let tiny = s.dir.path().join("tiny");
     std::fs::write(&tiny, &small).unwrap();
-    let good = {
-        let _ = good;
-        minisign_sign(&keys, &tiny, &trusted_comment(&s.agent, &s.platform), false)
-    };
+    let good = minisign_sign(&keys, &tiny, &trusted_comment(&s.agent, &s.platform), false);
     let mut variants: Vec<Vec<u8>> = Vec::new();
     for pos in 0..good.len() {
         for bit in [0x01u8, 0x20] {
