@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agent_spawn::{SpawnOptions, spawn};
-use agent_testkit::{bin_path, pid_alive, wait_group_gone};
+use agent_testkit::{bin_path, pid_alive, wait_group_gone, wait_pid_gone};
 
 const AGENT_ENV: &str = "HOST_DEATH_TEST_AGENT";
 
@@ -51,6 +51,7 @@ fn agents_die_with_their_host() {
             "--test-threads=1",
         ])
         .env(AGENT_ENV, &agent)
+        .env("AGENT_TESTKIT_NO_BUILD", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -79,4 +80,98 @@ fn agents_die_with_their_host() {
         wait_group_gone(pid, Duration::from_secs(10)),
         "agent {pid} outlived its host"
     );
+}
+
+const TREE_DIR_ENV: &str = "HOST_DEATH_TREE_DIR";
+
+#[test]
+#[ignore = "run by whole_agent_trees_die_with_their_host as the host process"]
+fn tree_host() {
+    let agent = std::env::var_os(AGENT_ENV).expect("run by whole_agent_trees_die_with_their_host");
+    let dir = std::path::PathBuf::from(std::env::var_os(TREE_DIR_ENV).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conns = Vec::new();
+        for i in 0..2 {
+            let file = dir.join(format!("tree-{i}"));
+            let opts = SpawnOptions {
+                args: vec!["fork-tree".into(), file.into()],
+                ..SpawnOptions::default()
+            };
+            let agent = agent.clone();
+            // From a short-lived task, as a host that does not care would.
+            let conn = tokio::spawn(async move { spawn(agent.as_ref(), opts).await.unwrap() })
+                .await
+                .unwrap();
+            println!("AGENT_PID={}", conn.pid());
+            conns.push(conn);
+        }
+        println!("TREES_READY");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// `kill -9` of a host: every agent, its children and grandchildren are gone.
+#[test]
+fn whole_agent_trees_die_with_their_host() {
+    let agent = bin_path("test-agent");
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "tree_host",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(AGENT_ENV, &agent)
+        .env(TREE_DIR_ENV, dir.path())
+        .env("AGENT_TESTKIT_NO_BUILD", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = host.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut agents = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, p)) = line.split_once("AGENT_PID=") {
+                agents.push(p.trim().parse::<u32>().unwrap());
+            }
+            if line.contains("TREES_READY") {
+                let _ = tx.send(agents);
+                return;
+            }
+        }
+    });
+    let Ok(agents) = rx.recv_timeout(Duration::from_secs(120)) else {
+        host.kill().unwrap();
+        host.wait().unwrap();
+        panic!("the host did not start its agents");
+    };
+    let mut tree: Vec<u32> = agents.clone();
+    for i in 0..2 {
+        let text = std::fs::read_to_string(dir.path().join(format!("tree-{i}"))).unwrap();
+        tree.extend(text.lines().map(|l| l.trim().parse::<u32>().unwrap()));
+    }
+    assert_eq!(tree.len(), 2 + 2 * 4, "{tree:?}");
+    for &pid in &tree {
+        assert!(pid_alive(pid), "{pid} not running before the kill");
+    }
+    host.kill().unwrap(); // SIGKILL: no destructor runs in the host
+    host.wait().unwrap();
+    let start = std::time::Instant::now();
+    for &pid in &tree {
+        assert!(
+            wait_pid_gone(pid, Duration::from_secs(10)),
+            "{pid} of an agent tree ({tree:?}) outlived its host"
+        );
+    }
+    // Informational (no timing assertion): the goal is within 1 s.
+    eprintln!("agent trees gone {:?} after the host died", start.elapsed());
 }
