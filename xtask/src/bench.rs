@@ -211,6 +211,28 @@ async fn run_all(args: &Args) -> Result<()> {
             format!("{:.2}×", rust_close.p50 / gc.p50),
             "≤ 1.0×".into(),
         ));
+        match &go.goplugin {
+            Ok((host, plugin)) => {
+                eprintln!("bench: go-plugin 1.x host on its own plugin × {}", args.n);
+                let gp = crate::go::run_goplugin(host, plugin, args.n)?;
+                let (pl, pc) = (Summary::of_ms(&gp.load_ms), Summary::of_ms(&gp.close_ms));
+                rows.push((
+                    "load go-plugin (own plugin)".into(),
+                    ms(&pl),
+                    "anchor".into(),
+                ));
+                rows.push((
+                    "close go-plugin (own plugin)".into(),
+                    ms(&pc),
+                    "anchor".into(),
+                ));
+                report.insert(
+                    "go_plugin".into(),
+                    json!({ "load_ms": pl.json(), "close_ms": pc.json() }),
+                );
+            }
+            Err(why) => rows.push(("go-plugin".into(), format!("skipped: {why}"), String::new())),
+        }
         report.insert(
             "go_loader".into(),
             json!({

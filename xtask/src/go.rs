@@ -23,10 +23,16 @@ fn skip_file() -> PathBuf {
     out_dir().join("skipped.txt")
 }
 
+fn goplugin_skip_file() -> PathBuf {
+    out_dir().join("goplugin-skipped.txt")
+}
+
 /// The built Go programs.
 pub(crate) struct GoPrograms {
     pub(crate) agent: PathBuf,
     pub(crate) loader: PathBuf,
+    /// hashicorp/go-plugin's host and plugin (host, plugin), or why not.
+    pub(crate) goplugin: Result<(PathBuf, PathBuf), String>,
 }
 
 /// Builds both programs, or records why not (read back by [`built`]).
@@ -38,6 +44,16 @@ pub(crate) fn build_all() {
     match result {
         Ok(()) => {
             let _ = std::fs::remove_file(skip_file());
+            match try_build_goplugin(&dir) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(goplugin_skip_file());
+                }
+                Err(why) => {
+                    let why = format!("{why:#}");
+                    eprintln!("xtask: skipped: go-plugin anchor: {why}");
+                    let _ = std::fs::write(goplugin_skip_file(), why);
+                }
+            }
         }
         Err(why) => {
             let why = format!("{why:#}");
@@ -51,7 +67,6 @@ pub(crate) fn build_all() {
 }
 
 fn try_build(dir: &Path) -> Result<()> {
-    let go = which("go").context("`go` is not on PATH (apt-get install golang-go)")?;
     let grpc = Path::new(GOCODE).join("src/google.golang.org/grpc");
     if !grpc.is_dir() {
         bail!(
@@ -59,8 +74,24 @@ fn try_build(dir: &Path) -> Result<()> {
             grpc.display()
         );
     }
+    go_build(dir, &["agent", "loader"])
+}
+
+fn try_build_goplugin(dir: &Path) -> Result<()> {
+    let gp = Path::new(GOCODE).join("src/github.com/hashicorp/go-plugin");
+    if !gp.is_dir() {
+        bail!(
+            "{} is missing (apt-get install golang-github-hashicorp-go-plugin-dev)",
+            gp.display()
+        );
+    }
+    go_build(dir, &["goplugin-host", "goplugin-plugin"])
+}
+
+fn go_build(dir: &Path, programs: &[&str]) -> Result<()> {
+    let go = which("go").context("`go` is not on PATH (apt-get install golang-go)")?;
     let cache = root().join("target/bench/go-cache");
-    for prog in ["agent", "loader"] {
+    for prog in programs {
         let src = root().join("xtask/go-loader").join(prog);
         let mut cmd = Command::new(&go);
         cmd.args(["build", "-o"])
@@ -97,9 +128,17 @@ fn which(name: &str) -> Option<PathBuf> {
 /// The programs [`build_all`] built, or why there are none.
 pub(crate) fn built() -> Result<GoPrograms, String> {
     let dir = out_dir();
+    let (host, plugin) = (dir.join("goplugin-host"), dir.join("goplugin-plugin"));
+    let goplugin = if host.is_file() && plugin.is_file() {
+        Ok((host, plugin))
+    } else {
+        Err(std::fs::read_to_string(goplugin_skip_file())
+            .unwrap_or_else(|_| "not built".to_owned()))
+    };
     let programs = GoPrograms {
         agent: dir.join("agent"),
         loader: dir.join("loader"),
+        goplugin,
     };
     if programs.agent.is_file() && programs.loader.is_file() {
         return Ok(programs);
@@ -117,16 +156,26 @@ pub(crate) struct GoLoads {
 
 /// Runs the Go loader `n` times on the grpc-go agent.
 pub(crate) fn run_loader(go: &GoPrograms, n: usize) -> Result<GoLoads> {
-    let out = Command::new(&go.loader)
-        .arg("-agent")
-        .arg(&go.agent)
+    run_json(&go.loader, "-agent", &go.agent, n)
+}
+
+/// Runs go-plugin's host `n` times on its plugin.
+pub(crate) fn run_goplugin(host: &Path, plugin: &Path, n: usize) -> Result<GoLoads> {
+    run_json(host, "-plugin", plugin, n)
+}
+
+fn run_json(program: &Path, flag: &str, target: &Path, n: usize) -> Result<GoLoads> {
+    let out = Command::new(program)
+        .arg(flag)
+        .arg(target)
         .arg("-n")
         .arg(n.to_string())
         .output()
-        .with_context(|| format!("running {}", go.loader.display()))?;
+        .with_context(|| format!("running {}", program.display()))?;
     if !out.status.success() {
         bail!(
-            "the Go loader failed ({}): {}",
+            "{} failed ({}): {}",
+            program.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
