@@ -6,7 +6,20 @@
 //! only path by which bytes become a cached binary (temp file in the target
 //! directory, sha256 while writing, verify, fsync, chmod, atomic rename,
 //! per-artifact lock and in-process single-flight). [`StoreChain`] tries
-//! stores in order. Protocol-specific stores live in their own crates
+//! stores in order. [`Cache`] lists, removes and prunes what is installed,
+//! under the installer's own lock. [`trust`] holds the signature policy
+//! ([`TrustPolicy`]; minisign, verified while the bytes stream) and the
+//! signing helpers.
+//!
+//! What a cached binary must pass before [`Installer::cached_path`] returns
+//! it (the load hot path): the home, every cache directory and the binary
+//! are neither group/world-writable nor owned by another user (root
+//! excepted); the record is a small regular file (never a FIFO or symlink);
+//! the binary's identity (device, inode, size, mtime, ctime) equals the
+//! record's — else it is hashed, and a mismatch is never returned; the
+//! current [`TrustPolicy`] admits the recorded signer.
+//!
+//! Protocol-specific stores live in their own crates
 //! (`agent-store-oci`, `-http`, `-nix`, `-github`) and depend only on this one.
 //!
 //! ```no_run
