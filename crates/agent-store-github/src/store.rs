@@ -389,6 +389,25 @@ impl Inner {
         )))
     }
 
+    /// A small asset of the release (checksums, signature), read whole.
+    async fn small_asset(&self, release: &Release, f: &Asset) -> Result<Vec<u8>, GithubError> {
+        let url = self
+            .api
+            .url(&format!("{}/releases/assets/{}", repo_path(release), f.id));
+        let resp = self
+            .api
+            .get(&url, "application/octet-stream", &HeaderMap::new())
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = read_small(resp, &url, self.api.timeout, 64 * 1024)
+                .await
+                .unwrap_or_default();
+            return Err(self.api.status_error(&url, status, &body));
+        }
+        read_small(resp, &url, self.api.timeout, MAX_SMALL_BODY).await
+    }
+
     /// The published sha256 of `asset`: its `digest` field, else a
     /// checksums file of the release, else a `{asset}.sha256` sidecar.
     async fn published_digest(
@@ -405,21 +424,7 @@ impl Inner {
             .iter()
             .filter(|a| is_checksums_file(&a.name) || a.name == sidecar);
         for f in files {
-            let url = self
-                .api
-                .url(&format!("{}/releases/assets/{}", repo_path(release), f.id));
-            let resp = self
-                .api
-                .get(&url, "application/octet-stream", &HeaderMap::new())
-                .await?;
-            if !resp.status().is_success() {
-                let status = resp.status();
-                let body = read_small(resp, &url, self.api.timeout, 64 * 1024)
-                    .await
-                    .unwrap_or_default();
-                return Err(self.api.status_error(&url, status, &body));
-            }
-            let body = read_small(resp, &url, self.api.timeout, MAX_SMALL_BODY).await?;
+            let body = self.small_asset(release, f).await?;
             let text = String::from_utf8_lossy(&body);
             if let Some(d) = find_in_sums(&text, &asset.name, f.name == sidecar) {
                 return Ok(Some((d, f.name.clone())));
