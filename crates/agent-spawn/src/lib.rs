@@ -7,8 +7,38 @@
 //! through [`AgentConn::channel`] carries the token as `x-codefly-token`.
 //! stderr is kept in a 64 KiB [`StderrRing`]; stdout is drained after the
 //! handshake. [`AgentConn::close`] stops the whole group (SIGTERM, grace,
-//! SIGKILL) and reaps it; dropping the last clone kills the group. The agent
-//! also dies with the host (`PR_SET_PDEATHSIG`, set from a dedicated thread).
+//! SIGKILL) and reaps it; dropping the last clone kills the group.
+//!
+//! ## What an agent is given
+//! Its environment is the host's minus the host's store credentials
+//! ([`HOST_SECRET_ENV`](agent_protocol::HOST_SECRET_ENV), always) and minus
+//! [`SpawnOptions::env_remove`], or, with [`SpawnOptions::env_allowlist`], only
+//! the allowlisted variables; then [`SpawnOptions::env`]; then the
+//! `CODEFLY_AGENT_*` variables the host sets. No descriptor but 0, 1, 2 and the
+//! lifeline survives exec (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)` in the
+//! child, falling back to `/proc/self/fd`, then to every number below
+//! `RLIMIT_NOFILE`). The program must be an absolute path. In unix-socket mode
+//! only the assigned socket is accepted in the handshake.
+//!
+//! ## Lifecycle: who signals, who reaps, what dies with the host
+//! - One owner per agent process: [`agent_process::AgentProcess`] holds a pidfd
+//!   from spawn. The leader is signalled through the pidfd; the group only
+//!   while the leader is unreaped, so a recycled pid or group id is never hit.
+//!   One process-wide reaper thread (no async runtime) reaps every agent,
+//!   SIGKILLs what its leader left in the group, and keeps `close`'s SIGKILL
+//!   deadline, so `close` escalates even when the runtime that spawned the
+//!   agent is gone.
+//! - Host death: the agent gets `PR_SET_PDEATHSIG(SIGKILL)` from the
+//!   long-lived spawner thread (the signal follows the *thread* that forked).
+//!   That kills the agent only, so every agent's group is also registered with
+//!   the host's watchdog ([`agent_process::watchdog`]): a process forked once
+//!   per host that SIGKILLs every registered group when the host's end of its
+//!   socket closes, however the host died. Chosen over a subreaper (useless
+//!   once the host itself is dead) and a pid namespace per agent (needs
+//!   privilege, and pid 1 ignores signals it has no handler for, which breaks
+//!   graceful close); cost per load: two `send` calls. Agents that want to
+//!   react themselves get the lifeline: `CODEFLY_AGENT_LIFELINE=FD`, the read
+//!   end of one pipe whose write end only the host holds (close-on-exec).
 //!
 //! ```no_run
 //! use std::path::Path;

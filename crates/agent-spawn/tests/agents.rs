@@ -381,3 +381,28 @@ async fn stderr_sink_receives_a_copy() {
     let copied = String::from_utf8(copy.lock().unwrap().clone()).unwrap();
     assert_eq!(Some(copied.as_str()), e.stderr_tail());
 }
+
+/// `close()` escalates to SIGKILL even when the runtime that spawned the agent
+/// has shut down (the grace deadline is kept by the reaper thread, not a timer
+/// of that runtime).
+#[test]
+fn close_after_the_spawning_runtime_shut_down_still_escalates() {
+    let rt1 = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let conn = rt1.block_on(load("ignore-sigterm"));
+    drop(rt1);
+    let rt2 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let exit = rt2.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), conn.close())
+            .await
+            .expect("close returns")
+    });
+    assert_eq!(exit.signal, Some(libc_sigkill()), "{exit}");
+    assert_gone(conn.pid());
+}
