@@ -54,7 +54,7 @@ pub use install::{
 pub use store::AgentStore;
 pub use trust::{
     KeyPair, PublisherTrust, TrustError, TrustPolicy, TrustedKey, keygen, sign_file,
-    trusted_comment,
+    trusted_comment, verify_detached,
 };
 
 pub use agent_ref::{AgentHome, AgentRef, ErrorKind, Platform};

@@ -509,3 +509,64 @@ fn unencrypted_key(text: &str) -> Option<minisign::SecretKey> {
     let sk = minisign::SecretKey::from_bytes(&bytes).ok()?;
     (!sk.is_encrypted()).then_some(sk)
 }
+
+/// Verifies a detached signature over a whole file that is not itself the
+/// installed binary (GitHub's `{asset}.minisig` signs the release tarball
+/// the binary is extracted from), with the same key lookup, trusted-comment
+/// check and refusals as the installer's streaming path. Hand the result to
+/// the installer as [`crate::Expected::verified_signer`]. `None` signature ⇒
+/// `Ok(None)` (whether unsigned is acceptable stays the installer's
+/// decision); `Ok(None)` too when the publisher has no keys and requires no
+/// signature. Blocking.
+///
+/// # Errors
+/// [`StoreError::Untrusted`] for a malformed signature, an untrusted key, a
+/// comment naming another artifact, or bytes the signature does not verify;
+/// [`StoreError::Io`] when the file cannot be read.
+pub fn verify_detached(
+    policy: &TrustPolicy,
+    agent: &AgentRef,
+    platform: &Platform,
+    file: &Path,
+    signature: Option<&str>,
+) -> Result<Option<Signer>, StoreError> {
+    use std::io::Read as _;
+    let Some(text) = signature else {
+        return Ok(None);
+    };
+    let Some(check) = SigCheck::prepare(
+        policy.for_publisher(agent.publisher()),
+        agent,
+        platform,
+        Some(text),
+    )?
+    else {
+        return Ok(None);
+    };
+    let read_err = |e: std::io::Error| StoreError::io(format!("read {}", file.display()), e);
+    let verdict = if let Some(mut v) = check.stream() {
+        let mut f = std::fs::File::open(file).map_err(read_err)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = f.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            v.update(&buf[..n]);
+        }
+        v.finalize()
+    } else {
+        check.verify_legacy(&std::fs::read(file).map_err(read_err)?)
+    };
+    verdict.map_err(|e| StoreError::Untrusted {
+        path_or_artifact: agent.identifier(),
+        reason: format!(
+            "the signature by key {} does not verify over {} ({e}): tampered or re-signed",
+            check.signer().key_id,
+            file.display()
+        ),
+        fix: "fetch it from a store you trust; the publisher must re-sign it if it changed"
+            .to_owned(),
+    })?;
+    Ok(Some(check.signer()))
+}

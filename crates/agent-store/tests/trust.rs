@@ -465,3 +465,70 @@ async fn mutated_signatures_and_keys_never_panic_and_never_pass_unverified() {
         let _ = TrustedKey::parse(&keys.public[..pos]);
     }
 }
+
+#[tokio::test]
+async fn a_detached_tarball_signature_verifies_and_its_signer_is_recorded() {
+    let s = setup();
+    let keys = minisign_keys(s.dir.path(), "acme");
+    let other = minisign_keys(s.dir.path(), "other");
+    let comment = trusted_comment(&s.agent, &s.platform);
+    let tarball = s.dir.path().join("service-echo_linux_amd64.tar.gz");
+    std::fs::write(&tarball, b"pretend this is a tarball holding the binary").unwrap();
+    let i = installer(&s, &[&keys.public]);
+    for legacy in [false, true] {
+        let sig = minisign_sign(&keys, &tarball, &comment, legacy);
+        let signer =
+            agent_store::verify_detached(i.trust(), &s.agent, &s.platform, &tarball, Some(&sig))
+                .unwrap()
+                .expect("a signer");
+        assert_eq!(signer.key_id, key_id_of(&keys.public));
+        let got = i
+            .install_file(
+                &s.agent,
+                "github:acme-corp/service-echo",
+                &Expected {
+                    verified_signer: Some(signer.clone()),
+                    platform: Some(s.platform.clone()),
+                    ..Expected::default()
+                },
+                &s.bin,
+            )
+            .await
+            .unwrap();
+        assert_eq!(i.record(&s.agent).unwrap().unwrap().signer, Some(signer));
+        assert_eq!(i.cached_path(&s.agent).unwrap(), Some(got.path.clone()));
+        std::fs::remove_file(&got.path).unwrap();
+        std::fs::remove_file(i.record_path(&s.agent).unwrap()).unwrap();
+    }
+    // A tampered tarball, another key, no signature at all.
+    let sig = minisign_sign(&keys, &tarball, &comment, false);
+    std::fs::write(&tarball, b"pretend this is a tarball holding malware!!").unwrap();
+    let err = agent_store::verify_detached(i.trust(), &s.agent, &s.platform, &tarball, Some(&sig))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Untrusted, "{err}");
+    let sig = minisign_sign(&other, &tarball, &comment, false);
+    let err = agent_store::verify_detached(i.trust(), &s.agent, &s.platform, &tarball, Some(&sig))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Untrusted, "{err}");
+    assert_eq!(
+        agent_store::verify_detached(i.trust(), &s.agent, &s.platform, &tarball, None).unwrap(),
+        None
+    );
+    // A claimed signer whose key the policy does not trust is refused.
+    let err = i
+        .install_file(
+            &s.agent,
+            "github:acme-corp/service-echo",
+            &Expected {
+                verified_signer: Some(agent_store::Signer {
+                    key_id: key_id_of(&other.public),
+                    trusted_comment: comment.clone(),
+                }),
+                ..Expected::default()
+            },
+            &s.bin,
+        )
+        .await
+        .unwrap_err();
+    assert_refused(&i, &s, &err, "no longer trusted");
+}

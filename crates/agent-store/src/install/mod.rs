@@ -60,6 +60,12 @@ pub struct Expected {
     /// The platform the artifact is for (its signature's trusted comment
     /// names it); `None` = [`Platform::current`].
     pub platform: Option<Platform>,
+    /// A signature the store already verified over the artifact these bytes
+    /// were extracted from (with [`crate::trust::verify_detached`]; GitHub's
+    /// tarball signature). Used only when `signature` is `None`: the record
+    /// keeps it, and it satisfies a publisher's require-signature if the
+    /// policy admits its key.
+    pub verified_signer: Option<Signer>,
 }
 
 /// An artifact in the cache.
@@ -503,17 +509,38 @@ impl Installer {
     {
         let path = self.home.binary_path(agent)?;
         let platform = expected.platform.clone().unwrap_or_else(Platform::current);
-        let check =
-            if expected.signature.is_none() && self.trust.is_self_verifying(store_name(source)) {
-                None
-            } else {
-                SigCheck::prepare(
-                    self.trust.for_publisher(agent.publisher()),
-                    agent,
-                    &platform,
-                    expected.signature.as_deref(),
-                )?
-            };
+        let pre_verified = expected
+            .signature
+            .is_none()
+            .then_some(expected.verified_signer.as_ref())
+            .flatten();
+        if let Some(signer) = pre_verified
+            && let Err(reason) = self
+                .trust
+                .for_publisher(agent.publisher())
+                .admits(Some(signer))
+        {
+            return Err(StoreError::Untrusted {
+                path_or_artifact: agent.identifier(),
+                reason,
+                fix: format!(
+                    "add the publisher's key to [publishers.\"{}\"] keys",
+                    agent.publisher()
+                ),
+            });
+        }
+        let check = if expected.signature.is_none()
+            && (pre_verified.is_some() || self.trust.is_self_verifying(store_name(source)))
+        {
+            None
+        } else {
+            SigCheck::prepare(
+                self.trust.for_publisher(agent.publisher()),
+                agent,
+                &platform,
+                expected.signature.as_deref(),
+            )?
+        };
         let root = self.home.root().to_path_buf();
         let target = path.clone();
         let (temp_path, file) = tokio::task::spawn_blocking(move || {
@@ -601,7 +628,7 @@ impl Installer {
         }
 
         let signer = match &check {
-            None => None,
+            None => pre_verified.cloned(),
             Some(c) => {
                 let verdict = match verdict {
                     Some(v) => v,
