@@ -242,4 +242,54 @@ mod tests {
         assert!(agent_testkit::pid_alive(owner.pid()));
         owner.close().await;
     }
+
+    /// Not attach, but H7's other wiring in this crate: `LoadOptions::restart`.
+    /// The registry keeps a supervised agent across its restarts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_with_restart_survives_a_crash_and_stays_listed() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = Manager::builder()
+            .home(AgentHome::new(home.path()))
+            .stores(Vec::new())
+            .build()
+            .unwrap();
+        let path = agent_testkit::bin_path("agent-echo");
+        let conn = manager
+            .load_path(
+                &path,
+                crate::LoadOptions::new().restart(agent_spawn::RestartPolicy::on_failure()),
+            )
+            .await
+            .unwrap();
+        let mut events = conn.events();
+        let mut client = EchoClient::new(conn.channel());
+        let first = conn.pid();
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(i32::try_from(first).unwrap(), libc::SIGKILL) };
+        assert_eq!(rc, 0);
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let agent_spawn::AgentEvent::Started { .. } = events.recv().await.unwrap() {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("restarted");
+        let reply = client
+            .echo(EchoRequest {
+                message: "after the crash".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply.into_inner().message, "after the crash");
+        assert_ne!(conn.pid(), first);
+        assert_eq!(manager.active().len(), 1, "{:?}", manager.active());
+        assert_eq!(manager.cleanup_all().await, 1);
+        assert!(agent_testkit::wait_pid_gone(
+            conn.pid(),
+            Duration::from_secs(30)
+        ));
+    }
 }
