@@ -36,6 +36,15 @@
 //! any checksum the agent is installed with a `tracing` warning, or refused
 //! with [`GithubStoreBuilder::require_checksum`].
 //!
+//! **Signatures.** The release asset `{asset}.minisig` is the minisign
+//! signature of the tarball (what `minisign -S -m {asset}` makes, with the
+//! trusted comment `codefly-agent {publisher}/{name}:{version} {os}/{arch}`).
+//! It is verified over the downloaded archive before anything is extracted
+//! ([`agent_store::trust::verify_detached`]) against the installer's trust
+//! policy, and the signer reaches the install record; a release without one
+//! is unsigned, which a publisher with `require-signature` refuses
+//! (`untrusted`, nothing cached).
+//!
 //! **Extraction** happens in a private temp dir under the cache dir: only
 //! regular files and directories; absolute paths, `..`, symlinks, hard links
 //! and device files reject the whole archive (`integrity`), as do more than

@@ -408,6 +408,23 @@ impl Inner {
         read_small(resp, &url, self.api.timeout, MAX_SMALL_BODY).await
     }
 
+    /// The minisign signature of `asset` (the tarball): the release asset
+    /// `{asset}.minisig`, or `None` when the release has none.
+    async fn signature(
+        &self,
+        release: &Release,
+        asset: &Asset,
+    ) -> Result<Option<String>, GithubError> {
+        let name = format!("{}.minisig", asset.name);
+        match release.assets.iter().find(|a| a.name == name) {
+            Some(f) => {
+                let body = self.small_asset(release, f).await?;
+                Ok(Some(String::from_utf8_lossy(&body).into_owned()))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The published sha256 of `asset`: its `digest` field, else a
     /// checksums file of the release, else a `{asset}.sha256` sidecar.
     async fn published_digest(
@@ -540,6 +557,7 @@ impl Inner {
             .into());
         }
         let published = self.published_digest(&release, asset).await?;
+        let signature = self.signature(&release, asset).await?;
 
         let tmp_root = self.cache_dir.join("tmp");
         create_private_dir_all(&tmp_root)
@@ -589,6 +607,25 @@ impl Inner {
             ),
         }
 
+        // The signature is over the tarball: verify it before anything is
+        // extracted from it; the installer records the signer and applies
+        // the publisher's require-signature to what it is handed.
+        let verified_signer = {
+            let policy = installer.trust().clone();
+            let (agent, platform, archive) = (agent.clone(), platform.clone(), archive.clone());
+            tokio::task::spawn_blocking(move || {
+                agent_store::trust::verify_detached(
+                    &policy,
+                    &agent,
+                    &platform,
+                    &archive,
+                    signature.as_deref(),
+                )
+            })
+            .await
+            .map_err(|e| GithubError::io("signature check task", std::io::Error::other(e)))??
+        };
+
         let out_dir = tmp.path().join("x");
         create_private_dir_all(&out_dir)
             .map_err(|e| GithubError::io(format!("create {}", out_dir.display()), e))?;
@@ -602,8 +639,13 @@ impl Inner {
         .map_err(|e| GithubError::io("extraction task", std::io::Error::other(e)))??;
 
         let source = format!("github:{owner}/{repo}@{tag}");
+        let expected = Expected {
+            platform: Some(platform.clone()),
+            verified_signer,
+            ..Expected::default()
+        };
         let installed = installer
-            .install_file(agent, &source, &Expected::default(), &bin)
+            .install_file(agent, &source, &expected, &bin)
             .await?;
         drop(tmp);
         Ok(installed)
