@@ -198,6 +198,14 @@ fn load_hold_ends_on_sigterm_and_the_agent_is_gone() {
     let j: serde_json::Value = serde_json::from_str(&line).unwrap();
     let pid = u32::try_from(j["pid"].as_u64().unwrap()).unwrap();
     assert!(agent_testkit::pid_alive(pid), "held agent is running");
+    // What another process needs to attach: pid, endpoint, token.
+    let token = j["token"].as_str().unwrap();
+    assert_eq!(token.len(), 64, "{j}");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{j}");
+    assert!(
+        j["endpoint"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{j}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(agent_testkit::pid_alive(pid), "still held");
     let ctl_pid = i32::try_from(child.id()).unwrap();
@@ -211,6 +219,90 @@ fn load_hold_ends_on_sigterm_and_the_agent_is_gone() {
         agent_testkit::wait_pid_gone(pid, GONE),
         "agent {pid} left running"
     );
+}
+
+#[test]
+fn load_hold_restart_on_failure_reports_each_restart_then_gives_up() {
+    let home = Home::new();
+    home.install_mode("crashy", "1.0.0", "die-after-load");
+    let r = ctl(
+        &home,
+        &[
+            "load",
+            "crashy:1.0.0",
+            "--hold",
+            "--restart",
+            "on-failure",
+            "--max-restarts",
+            "2",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let exits = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("exited (exit status 1)"))
+        .count();
+    assert!(exits >= 2, "each exit with its status: {}", r.stderr);
+    assert!(r.stderr.contains("restarting in"), "{}", r.stderr);
+    assert!(r.stderr.contains("restarted: pid"), "{}", r.stderr);
+    let gave_up = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error[agent-exited]"))
+        .unwrap();
+    assert!(gave_up.contains("giving up"), "{}", r.stderr);
+    // The first JSON line is the load; the last the error document.
+    let last = r.stdout.lines().last().unwrap();
+    let j: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(j["error"]["kind"], "agent-exited");
+    // --restart without a hold is a usage mistake, not a silent no-op.
+    ctl(&home, &["load", "crashy:1.0.0", "--restart", "always"]).assert_kind("invalid-ref");
+}
+
+#[test]
+fn agent_logs_become_host_events_with_their_level() {
+    let home = Home::new();
+    let dst = home.binary("services", "codefly.dev", "slogger", "1.0.0");
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    // A Go slog JSON handler line, then a healthy agent.
+    common::write_script(
+        &dst,
+        &format!(
+            "echo '{{\"time\":\"2026-12-01T00:00:00Z\",\"level\":\"WARN\",\"msg\":\"disk almost full\",\"free_mb\":3}}' >&2\nexec '{}' serve\n",
+            common::test_agent().display()
+        ),
+    );
+    let load = |extra: &[&str]| {
+        let mut args = vec!["load", "slogger:1.0.0", "--for", "300ms"];
+        args.extend_from_slice(extra);
+        let r = ctl(&home, &args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stderr
+    };
+    let parsed = load(&["-v"]);
+    let line = parsed
+        .lines()
+        .find(|l| l.contains("disk almost full"))
+        .unwrap_or_else(|| panic!("no host event: {parsed}"));
+    assert!(line.contains("WARN"), "the agent's level: {line}");
+    assert!(line.contains("free_mb"), "its fields: {line}");
+    assert!(
+        !line.contains("\"msg\""),
+        "parsed, not the raw JSON: {line}"
+    );
+    let raw = load(&["-v", "--agent-logs", "raw"]);
+    let line = raw
+        .lines()
+        .find(|l| l.contains("disk almost full"))
+        .unwrap_or_else(|| panic!("no raw event: {raw}"));
+    assert!(
+        line.contains("INFO") && line.contains("\"level\":\"WARN\""),
+        "{line}"
+    );
+    let off = load(&["-v", "--agent-logs", "off"]);
+    assert!(!off.contains("disk almost full"), "{off}");
 }
 
 // ---------------------------------------------------------------- error kinds

@@ -268,7 +268,7 @@ pub(crate) enum AgentLogsMode {
     /// JSON log lines (tracing, slog, zap, hclog) become host log events with
     /// their level; other lines become info events (shown with -v).
     Parsed,
-    /// The agent's stderr is copied to ours as is.
+    /// Every line becomes an info event as written, JSON or not (shown with -v).
     Raw,
     /// The agent's stderr is only kept for error reports.
     Off,
@@ -289,7 +289,8 @@ pub(crate) struct SpawnArgs {
     /// Serve on a unix socket in a private directory instead of loopback TCP.
     #[arg(long)]
     pub(crate) uds: bool,
-    /// What becomes of the agent's stderr: parsed (host log events, shown with -v), raw, off.
+    /// What becomes of the agent's stderr: parsed (host log events with their
+    /// levels, shown with -v), raw (info events as written), off.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = AgentLogsMode::Parsed)]
     pub(crate) agent_logs: AgentLogsMode,
 }

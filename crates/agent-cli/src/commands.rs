@@ -9,7 +9,7 @@ use agent_manager::{AgentConn, ErrorKind, LoadOptions, Manager, ManagerBuilder};
 use serde_json::json;
 
 use crate::cache;
-use crate::cli::{Cli, Command, LoadArgs, PruneArgs, SpawnArgs};
+use crate::cli::{AgentLogsMode, Cli, Command, LoadArgs, PruneArgs, RestartWhen, SpawnArgs};
 use crate::report::{Failure, Percentiles, human_size, ms};
 
 /// Global settings every command sees.
@@ -59,6 +59,24 @@ impl Ctx {
             b = b.lockfile(p);
         }
         Ok(b.build()?)
+    }
+
+    /// The manager for `load` and `bench`: agent stderr handled as `--agent-logs` says.
+    pub(crate) fn manager_for_load(&self, spawn: &SpawnArgs) -> Result<Manager, Failure> {
+        use agent_manager::spawn::AgentLogs;
+        let mut b = self.builder(false)?.locked(self.locked);
+        if let Some(p) = agent_manager::lock::discover(self.lockfile.as_deref()) {
+            b = b.lockfile(p);
+        }
+        let base = agent_manager::SpawnOptions {
+            agent_logs: match spawn.agent_logs {
+                AgentLogsMode::Parsed => AgentLogs::Parsed,
+                AgentLogsMode::Raw => AgentLogs::Raw,
+                AgentLogsMode::Off => AgentLogs::Off,
+            },
+            ..agent_manager::SpawnOptions::default()
+        };
+        Ok(b.spawn_options(base).build()?)
     }
 
     /// The manager with no lock file at all (for `agentctl lock` itself).
@@ -343,8 +361,23 @@ fn temp_bytes(dir: &Path, prefix: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `--restart` and `--max-restarts` as a policy (`None` for never).
+fn restart_policy(args: &LoadArgs) -> Option<agent_manager::spawn::RestartPolicy> {
+    use agent_manager::spawn::RestartPolicy;
+    let mut p = match args.restart {
+        RestartWhen::Never => return None,
+        RestartWhen::OnFailure => RestartPolicy::on_failure(),
+        RestartWhen::Always => RestartPolicy::always(),
+    };
+    if let Some(n) = args.max_restarts {
+        p.max_restarts = n;
+    }
+    Some(p)
+}
+
 fn load_options(spawn: &SpawnArgs) -> LoadOptions {
     let mut o = LoadOptions::new().unix_socket(spawn.uds);
+
     if let Some(d) = spawn.startup_timeout {
         o = o.startup_timeout(d);
     }
@@ -382,7 +415,7 @@ async fn load_target(
 
 async fn load(ctx: &Ctx, args: LoadArgs) -> Result<(), Failure> {
     let t = target(ctx, &args.reference)?;
-    let m = ctx.manager(false)?;
+    let m = ctx.manager_for_load(&args.spawn)?;
     let mut opts = load_options(&args.spawn);
     if let Some(w) = &args.workdir {
         opts = opts.workdir(absolute(w)?);
@@ -390,20 +423,32 @@ async fn load(ctx: &Ctx, args: LoadArgs) -> Result<(), Failure> {
     for (k, v) in &args.env {
         opts = opts.env(k, v);
     }
+    let held = args.hold || args.for_.is_some();
+    if let Some(policy) = restart_policy(&args) {
+        if !held {
+            return Err(Failure::new(
+                ErrorKind::InvalidRef,
+                "--restart needs --hold or --for (a load that closes at once has nothing to restart)",
+            ));
+        }
+        opts = opts.restart(policy);
+    }
     let started = Instant::now();
     let (conn, reference, version) = load_target(&m, &t, opts).await?;
     let load_ms = ms(started.elapsed());
     if ctx.json {
-        println!(
-            "{}",
-            json!({
-                "ref": reference,
-                "version": version,
-                "pid": conn.pid(),
-                "endpoint": conn.endpoint().to_string(),
-                "load_ms": load_ms,
-            })
-        );
+        let mut doc = json!({
+            "ref": reference,
+            "version": version,
+            "pid": conn.pid(),
+            "endpoint": conn.endpoint().to_string(),
+            "load_ms": load_ms,
+        });
+        // Held: what another process needs to attach (CODEFLY_AGENT_ATTACH).
+        if held {
+            doc["token"] = json!(conn.token());
+        }
+        println!("{doc}");
     } else {
         println!("loaded   {reference}");
         println!("pid      {}", conn.pid());
@@ -441,20 +486,60 @@ async fn hold(ctx: &Ctx, conn: &AgentConn, for_: Option<Duration>) -> Result<(),
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        () = timer => {}
-        status = conn.exited() => {
-            let mut f = Failure::new(
-                ErrorKind::AgentExited,
-                format!("the agent exited while held ({status})"),
-            );
-            f.stderr_tail = Some(conn.stderr_tail()).filter(|t| !t.is_empty());
-            return Err(f);
+    tokio::pin!(timer);
+    let mut events = conn.events();
+    // Exits and restarts go to stderr (also with --json: stdout stays one document per line).
+    let mut listening = !ctx.quiet;
+    let exited = conn.exited();
+    tokio::pin!(exited);
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            () = &mut timer => return Ok(()),
+            ev = events.recv(), if listening => match ev {
+                Ok(ev) => print_event(&ev),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                // No more events (an unsupervised agent, or supervision over).
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => listening = false,
+            },
+            status = &mut exited => {
+                if let Some(gave_up) = conn.failure() {
+                    let mut f = Failure::from_error(gave_up.kind(), &gave_up);
+                    f.stderr_tail = Some(gave_up.stderr_tail().to_owned()).filter(|t| !t.is_empty());
+                    return Err(f);
+                }
+                let mut f = Failure::new(
+                    ErrorKind::AgentExited,
+                    format!("the agent exited while held ({status})"),
+                );
+                f.stderr_tail = Some(conn.stderr_tail()).filter(|t| !t.is_empty());
+                return Err(f);
+            }
         }
     }
-    Ok(())
+}
+
+/// A supervision event on stderr: each exit with its status, each restart.
+fn print_event(ev: &agent_manager::spawn::AgentEvent) {
+    use agent_manager::spawn::AgentEvent;
+    match ev {
+        AgentEvent::Started {
+            pid,
+            endpoint,
+            restarts,
+        } if *restarts > 0 => {
+            eprintln!("restarted: pid {pid} on {endpoint} (restart {restarts})");
+        }
+        AgentEvent::Exited { pid, status, .. } => eprintln!("agent {pid} exited ({status})"),
+        AgentEvent::Restarting { attempt, delay } => {
+            eprintln!("restarting in {}ms (attempt {attempt})", delay.as_millis());
+        }
+        AgentEvent::RestartFailed { attempt, error, .. } => {
+            eprintln!("restart {attempt} failed: {error}");
+        }
+        _ => {}
+    }
 }
 
 async fn bench(ctx: &Ctx, reference: &str, n: u32, spawn: &SpawnArgs) -> Result<(), Failure> {
@@ -468,7 +553,7 @@ async fn bench(ctx: &Ctx, reference: &str, n: u32, spawn: &SpawnArgs) -> Result<
         }
         p @ Target::Path(_) => p,
     };
-    let m = ctx.manager(false)?;
+    let m = ctx.manager_for_load(spawn)?;
     let (mut loads, mut closes) = (Vec::new(), Vec::new());
     for i in 0..n {
         let started = Instant::now();
