@@ -130,6 +130,39 @@ impl AgentProcess {
         Ok(process)
     }
 
+    /// Takes ownership of a child started without `std::process` (e.g. by
+    /// `clone(CLONE_PIDFD | CLONE_VM | CLONE_VFORK)`), from its pid and pidfd,
+    /// and hands it to the reaper thread.
+    ///
+    /// # Safety
+    /// `pid` must be a child of this process that nothing else will reap,
+    /// not reaped yet, and `pidfd` must refer to it. (Not memory safety: a
+    /// wrong pid breaks the one guarantee this type exists for.)
+    ///
+    /// # Errors
+    /// The reaper thread could not be started.
+    #[allow(unsafe_code)]
+    pub unsafe fn from_pidfd(
+        pid: u32,
+        pidfd: OwnedFd,
+        group: bool,
+    ) -> io::Result<Arc<AgentProcess>> {
+        let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+        let process = Arc::new(AgentProcess {
+            pid,
+            pidfd,
+            group,
+            in_watchdog: AtomicBool::new(false),
+            state: Mutex::new(State {
+                exit: None,
+                callbacks: Vec::new(),
+            }),
+            exited: Condvar::new(),
+        });
+        reaper()?.send(Cmd::Watch(Arc::clone(&process)));
+        Ok(process)
+    }
+
     /// The child's pid (its process-group id too when it leads a group).
     #[must_use]
     pub fn pid(&self) -> u32 {

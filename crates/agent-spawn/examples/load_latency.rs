@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release -p agent-echo
-//! cargo run --release -p agent-spawn --example load_latency -- target/release/agent-echo [N] [--uds]
+//! cargo run --release -p agent-spawn --example load_latency -- target/release/agent-echo [N] [--uds] [--host-mib=M]
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -28,6 +28,14 @@ async fn main() {
     let program = PathBuf::from(args.first().expect("usage: load_latency AGENT [N] [--uds]"));
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200);
     let uds = args.iter().any(|a| a == "--uds");
+    // A bigger host (touched heap), to see what the spawn costs as the host grows.
+    let host_mib: usize = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--host-mib="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let ballast = vec![1u8; host_mib << 20];
+    std::hint::black_box(&ballast);
     if std::env::var_os("LOAD_LATENCY_TRACE").is_some() {
         // Span timings (spawn, handshake, ready, close) on stderr.
         tracing_subscriber::fmt()

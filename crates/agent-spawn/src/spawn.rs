@@ -5,7 +5,6 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use tracing::Instrument;
 use crate::conn::{Parts, wait_exit};
 use crate::error::{SpawnError, SpawnFailure};
 use crate::logs::{AgentLogger, AgentLogs};
-use crate::process::{Spawned, lifeline_read_end, spawn_in_group};
+use crate::process::{Exec, Spawned, lifeline_read_end, spawn_in_group};
 use crate::token::fresh_token;
 use crate::{
     AgentConn, Endpoint, ExitInfo, Handshake, HandshakeError, MAX_HANDSHAKE_LEN, StderrRing,
@@ -177,33 +176,34 @@ const HOST_SET: &[&str] = &[
     INSECURE_ENV,
 ];
 
-/// Applies the environment rules of [`SpawnOptions`] to `command`.
-fn apply_env(command: &mut Command, opts: &SpawnOptions) {
-    match &opts.env_allowlist {
-        Some(extra) => {
-            command.env_clear();
-            for (name, value) in std::env::vars_os() {
-                if name.to_str().is_some_and(|n| env_allowed(n, extra)) {
-                    command.env(name, value);
-                }
-            }
-        }
-        None => {
-            for name in HOST_SECRET_ENV {
-                command.env_remove(name);
-            }
-            for name in &opts.env_remove {
-                command.env_remove(name);
-            }
-        }
-    }
-    for name in HOST_SET {
-        command.env_remove(name);
-    }
+/// The agent's environment by the rules of [`SpawnOptions`], before the
+/// variables the host sets.
+fn build_env(opts: &SpawnOptions) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = match &opts.env_allowlist {
+        Some(extra) => std::env::vars_os()
+            .filter(|(name, _)| name.to_str().is_some_and(|n| env_allowed(n, extra)))
+            .collect(),
+        None => std::env::vars_os()
+            .filter(|(name, _)| {
+                !HOST_SECRET_ENV.iter().any(|s| OsStr::new(s) == name)
+                    && !opts.env_remove.iter().any(|r| r == name)
+            })
+            .collect(),
+    };
+    env.retain(|(name, _)| !HOST_SET.iter().any(|h| OsStr::new(h) == name));
     for (name, value) in &opts.env {
         if !HOST_SET.iter().any(|h| OsStr::new(h) == name) {
-            command.env(name, value);
+            set_env(&mut env, name.clone(), value.clone());
         }
+    }
+    env
+}
+
+fn set_env(env: &mut Vec<(OsString, OsString)>, name: OsString, value: OsString) {
+    if let Some(slot) = env.iter_mut().find(|(n, _)| *n == name) {
+        slot.1 = value;
+    } else {
+        env.push((name, value));
     }
 }
 
@@ -244,36 +244,37 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
     };
     let socket_path = socket_dir.as_ref().map(|d| d.path().join("agent.sock"));
 
-    let mut command = Command::new(program);
-    command
-        .args(&opts.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    apply_env(&mut command, &opts);
-    command.env(TOKEN_ENV, &token);
+    let mut env = build_env(&opts);
+    set_env(&mut env, TOKEN_ENV.into(), token.clone().into());
     if opts.agent_logs != AgentLogs::Off {
-        command.env(LOG_ENV, LOG_JSON);
+        set_env(&mut env, LOG_ENV.into(), LOG_JSON.into());
     }
     if let Some(dir) = &opts.workdir {
-        command.current_dir(dir).env(WORKDIR_ENV, dir);
+        set_env(&mut env, WORKDIR_ENV.into(), dir.clone().into_os_string());
     }
     if let Some(path) = &socket_path {
-        command.env(UDS_PATH_ENV, path);
+        set_env(&mut env, UDS_PATH_ENV.into(), path.clone().into_os_string());
     }
     let lifeline = if opts.lifeline {
         let fd = lifeline_read_end().map_err(io_err("cannot create the lifeline pipe"))?;
-        command.env(LIFELINE_ENV, fd.to_string());
+        set_env(&mut env, LIFELINE_ENV.into(), fd.to_string().into());
         Some(fd)
     } else {
         None
+    };
+    let exec = Exec {
+        program: program.to_owned(),
+        args: opts.args.clone(),
+        env,
+        cwd: opts.workdir.clone(),
+        keep_fd: lifeline,
     };
 
     let Spawned {
         process,
         stdout,
         stderr,
-    } = spawn_in_group(command, lifeline)
+    } = spawn_in_group(exec)
         .await
         .map_err(|source| SpawnFailure::Spawn {
             program: program.to_owned(),
