@@ -641,6 +641,52 @@ fn prune_keeps_the_highest() {
 }
 
 #[test]
+fn prune_by_last_use_and_by_size() {
+    let home = Home::new();
+    for v in ["1.0.0", "2.0.0", "3.0.0"] {
+        home.install_echo(v);
+    }
+    // 1.0.0 was last used 40 days ago (no record: the binary's mtime counts).
+    let old = home.binary("services", "codefly.dev", "echo", "1.0.0");
+    let st = std::process::Command::new("touch")
+        .args(["-d", "40 days ago"])
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let j = ctl(
+        &home,
+        &["prune", "--unused-for", "30d", "--dry-run", "--json"],
+    )
+    .json();
+    assert_eq!(j["removed"][0]["ref"], "codefly.dev/echo:1.0.0", "{j}");
+    assert!(old.exists(), "--dry-run removes nothing");
+    let r = ctl(&home, &["prune", "--unused-for", "30d"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!old.exists());
+    assert!(
+        home.binary("services", "codefly.dev", "echo", "2.0.0")
+            .exists()
+    );
+    // The cache must fit in one binary's size: the least recently used goes.
+    let two = home.binary("services", "codefly.dev", "echo", "2.0.0");
+    let size = std::fs::metadata(&two).unwrap().len();
+    let st = std::process::Command::new("touch")
+        .args(["-d", "2 days ago"])
+        .arg(&two)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = ctl(&home, &["prune", "--max-size", &size.to_string(), "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["removed"][0]["ref"], "codefly.dev/echo:2.0.0");
+    assert!(
+        home.binary("services", "codefly.dev", "echo", "3.0.0")
+            .exists()
+    );
+}
+
+#[test]
 fn quiet_prints_only_results() {
     let home = Home::new();
     home.install_echo("0.1.0");
