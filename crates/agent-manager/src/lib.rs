@@ -81,6 +81,7 @@
 //! readable by an agent running as that user: the environment is what the
 //! host controls, not the file system.
 
+mod attach;
 pub mod compat;
 pub mod config;
 mod env;
@@ -109,6 +110,7 @@ pub use agent_store::{
 pub use config::{Config, ConfigError, EffectiveConfig, Origin, Setting};
 pub use env::{AGENT_STORES_ENV, EnvConfig, StoreId, StoreSelection};
 pub use error::{ManagerError, NOT_FOUND_REMEDY, StoreAnswer};
+pub use attach::{ATTACH_ENV, DEFAULT_ATTACH_TIMEOUT};
 pub use manager::{ActiveAgent, LoadOptions, Manager, ManagerBuilder, StderrSink};
 
 /// The README's examples, compiled as doctests so they stay true.

@@ -277,6 +277,7 @@ pub struct LoadOptions {
     env_remove: Vec<OsString>,
     managed: Option<bool>,
     verify: Option<VerifyMode>,
+    restart: Option<agent_spawn::RestartPolicy>,
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -294,6 +295,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("env_remove", &self.env_remove)
             .field("managed", &self.managed)
             .field("verify", &self.verify)
+            .field("restart", &self.restart)
             .finish()
     }
 }
@@ -385,6 +387,13 @@ impl LoadOptions {
         self.verify = Some(mode);
         self
     }
+    /// Restart the agent when it exits, as `policy` says (default never):
+    /// the returned connection and its channel follow the restarts (see
+    /// [`agent_spawn::supervise`]).
+    pub fn restart(mut self, policy: agent_spawn::RestartPolicy) -> Self {
+        self.restart = Some(policy);
+        self
+    }
 
     /// `self` on top of `d` (the manager's defaults): set fields win, env and args are appended.
     fn over(self, d: &LoadOptions) -> LoadOptions {
@@ -407,6 +416,7 @@ impl LoadOptions {
             env_remove,
             managed: self.managed.or(d.managed),
             verify: self.verify.or(d.verify),
+            restart: self.restart.or(d.restart),
         }
     }
 
@@ -766,6 +776,12 @@ impl Manager {
     ) -> Result<AgentConn, ManagerError> {
         let span = info_span!("load", agent = %agent);
         async {
+            // CODEFLY_AGENT_ATTACH (H7, src/attach.rs): attach instead of spawning.
+            let dial = opts.dial_timeout.or(self.inner.defaults.dial_timeout);
+            let dial = dial.unwrap_or(crate::attach::DEFAULT_ATTACH_TIMEOUT);
+            if let Some(conn) = self.attach_if_listed(agent, dial).await? {
+                return Ok(conn);
+            }
             let resolved = self.resolve(agent).await?;
             let path = if self
                 .inner
@@ -851,8 +867,10 @@ impl Manager {
 
     async fn spawn_at(&self, path: &Path, opts: LoadOptions) -> Result<AgentConn, ManagerError> {
         let started = Instant::now();
-        let spawn_opts = opts.over(&self.inner.defaults).into_spawn(&self.inner.base);
-        let conn = agent_spawn::spawn(path, spawn_opts).await?;
+        let opts = opts.over(&self.inner.defaults);
+        let restart = opts.restart.unwrap_or_default();
+        let spawn_opts = opts.into_spawn(&self.inner.base);
+        let conn = agent_spawn::spawn_with_restart(path, spawn_opts, restart).await?;
         debug!(
             pid = conn.pid(),
             endpoint = %conn.endpoint(),
@@ -862,7 +880,7 @@ impl Manager {
         Ok(conn)
     }
 
-    fn register(&self, unique: String, conn: &AgentConn, managed: bool) {
+    pub(crate) fn register(&self, unique: String, conn: &AgentConn, managed: bool) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let held = if managed {
             Held::Managed(conn.clone())
