@@ -196,49 +196,28 @@ impl StoreChain {
         agent: &AgentRef,
         platform: &Platform,
     ) -> Result<Authority, StoreError> {
-        let mut answers: Vec<(String, StoreError)> = Vec::new();
-        for store in &self.stores {
-            let name = store.name();
-            let span = tracing::debug_span!("versions", store = name, agent = %agent.identifier());
-            match self
-                .retry
-                .run(name, || store.versions(agent, platform))
-                .instrument(span)
-                .await
-            {
-                Ok(mut versions) if !versions.is_empty() => {
-                    versions.sort_unstable();
-                    versions.dedup();
-                    tracing::debug!(store = name, count = versions.len(), "authoritative store");
-                    return Ok(Authority {
-                        store: name.to_owned(),
-                        versions,
-                        answers: answers
-                            .iter()
-                            .map(|(n, e)| (n.clone(), e.to_string()))
-                            .collect(),
+        let (store, mut versions, answers) = self
+            .first_answer("versions", agent, |store| async move {
+                let versions = store.versions(agent, platform).await?;
+                if versions.is_empty() {
+                    // Lists nothing: as good as missing, ask the next store.
+                    return Err(StoreError::Missing {
+                        store: store.name().to_owned(),
+                        what: format!("version of {}", agent.identifier()),
                     });
                 }
-                Ok(_) => answers.push((
-                    name.to_owned(),
-                    StoreError::Missing {
-                        store: name.to_owned(),
-                        what: format!("version of {}", agent.identifier()),
-                    },
-                )),
-                Err(e) => {
-                    let kind = e.kind();
-                    tracing::info!(store = name, error = %e, "store could not list versions");
-                    answers.push((name.to_owned(), e));
-                    if !self.moves_on(kind) {
-                        return Err(StoreError::Chain { kind, answers });
-                    }
-                }
-            }
-        }
-        Err(StoreError::Chain {
-            kind: overall_kind(&answers),
-            answers,
+                Ok(versions)
+            })
+            .await?;
+        versions.sort_unstable();
+        versions.dedup();
+        Ok(Authority {
+            store,
+            versions,
+            answers: answers
+                .iter()
+                .map(|(n, e)| (n.clone(), e.to_string()))
+                .collect(),
         })
     }
 
@@ -268,34 +247,50 @@ impl StoreChain {
         platform: &Platform,
         installer: &Installer,
     ) -> Result<Installed, StoreError> {
+        self.first_answer("pull", agent, |store| {
+            store.pull(agent, platform, installer)
+        })
+        .await
+        .map(|(_, installed, _)| installed)
+    }
+
+    /// Asks each store in order (each through the retry policy) until one
+    /// answers: returns its name, its answer and what the stores before it
+    /// said. Moves on only as [`StoreChain::moves_on`] allows: a store that
+    /// is down, tampered bytes, a refused signature or a local failure stops
+    /// the chain — asking another store would hide it, or let a lower store
+    /// take the agent over.
+    async fn first_answer<'a, T, F, Fut>(
+        &'a self,
+        op: &'static str,
+        agent: &AgentRef,
+        mut ask: F,
+    ) -> Result<(String, T, Vec<(String, StoreError)>), StoreError>
+    where
+        F: FnMut(&'a Arc<dyn AgentStore>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         let mut answers: Vec<(String, StoreError)> = Vec::new();
         for store in &self.stores {
             let name = store.name();
-            let span = tracing::info_span!("pull", store = name, agent = %agent.identifier());
-            match self
-                .retry
-                .run(name, || store.pull(agent, platform, installer))
-                .instrument(span)
-                .await
-            {
-                Ok(installed) => {
+            let span = tracing::info_span!("store", op, store = name, agent = %agent.identifier());
+            match self.retry.run(name, || ask(store)).instrument(span).await {
+                Ok(answer) => {
                     if !answers.is_empty() {
                         tracing::info!(
+                            op,
                             store = name,
                             skipped = answers.len(),
-                            "pulled after earlier stores did not have it"
+                            "answered after earlier stores did not have it"
                         );
                     }
-                    return Ok(installed);
+                    return Ok((name.to_owned(), answer, answers));
                 }
                 Err(e) => {
                     let kind = e.kind();
-                    tracing::info!(store = name, error = %e, "store could not deliver");
+                    tracing::info!(op, store = name, error = %e, "store could not answer");
                     answers.push((name.to_owned(), e));
                     if !self.moves_on(kind) {
-                        // A store that is down, tampered bytes, a refused
-                        // signature or a local failure: asking another store
-                        // would hide it (or let a lower store take over).
                         return Err(StoreError::Chain { kind, answers });
                     }
                 }
