@@ -1,6 +1,7 @@
 //! `agentctl`: the command line for agent-manager.
 //!
-//! Resolve, pull, load, benchmark, list, remove and publish agents. Output
+//! Resolve, pull, load, benchmark, list, remove, publish (and sign), lock,
+//! inspect (`info`, `doctor`, `config`) agents; shell completions. Output
 //! contracts (scripts rely on them): `resolve` prints `publisher/name:version`;
 //! `pull` prints the binary's absolute path as its last stdout line; `--json`
 //! prints one JSON document on stdout; failures print `error[KIND]: message`
