@@ -552,3 +552,69 @@ async fn locked_refuses_a_ref_the_lock_does_not_list() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotLocked, "{e}");
 }
+
+/// Issue 15 through the facade: `[publishers."P"] keys` in the config file
+/// reach the installer. An unsigned binary of a publisher with keys is
+/// `untrusted` and not cached; the same binary signed by the listed key
+/// (with the contract's trusted comment) loads.
+#[tokio::test]
+async fn publisher_keys_from_the_config_file_are_enforced() {
+    use agent_manager::store::{keygen, sign_file, trusted_comment};
+    let echo = std::fs::read(common::echo()).unwrap();
+    let kp = keygen().unwrap();
+    let public = kp
+        .public
+        .lines()
+        .rfind(|l| !l.trim().is_empty() && !l.starts_with("untrusted comment:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let config = |home: &Home, base: &str| {
+        let file = home.path().join("config.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[stores]\nhttp = \"{base}\"\ngithub = false\n\n[publishers.\"codefly.dev\"]\nkeys = [\"{public}\"]\n"
+            ),
+        )
+        .unwrap();
+        Manager::builder()
+            .env_config(env(home, &[]))
+            .build()
+            .unwrap()
+    };
+    let agent: AgentRef = "codefly.dev/echo:0.4.0".parse().unwrap();
+
+    let server = Server::start(layout("0.4.0", &echo, &echo));
+    let home = Home::new();
+    let m = config(&home, &server.base);
+    let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Untrusted, "{e}");
+    assert!(
+        !home
+            .binary("services", "codefly.dev", "echo", "0.4.0")
+            .exists()
+    );
+    // The refused download may leave the server's thread blocked writing a
+    // body nobody reads; leak it rather than join it.
+    std::mem::forget(server);
+
+    let sig = sign_file(
+        &kp.secret,
+        None,
+        &common::echo(),
+        &trusted_comment(&agent, &Platform::current()),
+    )
+    .unwrap();
+    let mut files = layout("0.4.0", &echo, &echo);
+    let url = format!(
+        "/codefly.dev/echo/0.4.0/service-echo_{}",
+        Platform::current().suffix()
+    );
+    files.insert(format!("{url}.minisig"), sig.into_bytes());
+    let server = Server::start(files);
+    let home = Home::new();
+    let m = config(&home, &server.base);
+    let conn = m.load(&agent, LoadOptions::new()).await.unwrap();
+    conn.close().await;
+}

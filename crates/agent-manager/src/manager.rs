@@ -240,7 +240,9 @@ impl ManagerBuilder {
         };
         Ok(Manager {
             inner: Arc::new(Inner {
-                installer: Installer::new(home.clone()).with_verify(verify),
+                installer: Installer::new(home.clone())
+                    .with_verify(verify)
+                    .with_trust(settings.trust_policy()?),
                 home,
                 source: settings.source.value,
                 chain,

@@ -182,6 +182,37 @@ impl Settings {
         self.publisher(publisher).and_then(|p| p.stores.as_deref())
     }
 
+    /// The signing policy of `[publishers."P"]` (and `"*"`) for the installer.
+    ///
+    /// # Errors
+    /// [`ManagerError::Config`] naming the key that is not a minisign public key.
+    pub(crate) fn trust_policy(&self) -> Result<agent_store::TrustPolicy, crate::ManagerError> {
+        let mut policy = agent_store::TrustPolicy::new();
+        for (name, p) in &self.publishers {
+            let mut keys = Vec::with_capacity(p.keys.len());
+            for (i, k) in p.keys.iter().enumerate() {
+                let key = agent_store::TrustedKey::parse(k).map_err(|e| {
+                    crate::ManagerError::Config(self.key_error(
+                        &self.publishers_origin,
+                        &format!("publishers.\"{name}\".keys[{i}]"),
+                        "",
+                        e.to_string(),
+                        "the base64 line of a minisign .pub file".to_owned(),
+                    ))
+                })?;
+                keys.push(key);
+            }
+            policy = policy.publisher(
+                name,
+                agent_store::PublisherTrust {
+                    keys,
+                    require_signature: p.requires_signature(),
+                },
+            );
+        }
+        Ok(policy)
+    }
+
     /// Every setting with its origin, for a person (never a secret).
     pub(crate) fn effective(&self) -> EffectiveConfig {
         let mut e = EffectiveConfig {
