@@ -107,10 +107,10 @@ pub use agent_store::{
     AgentStore, Fallback, Installed, Installer, StoreChain, StoreError, VerifyMode,
 };
 
+pub use attach::{ATTACH_ENV, DEFAULT_ATTACH_TIMEOUT};
 pub use config::{Config, ConfigError, EffectiveConfig, Origin, Setting};
 pub use env::{AGENT_STORES_ENV, EnvConfig, StoreId, StoreSelection};
 pub use error::{ManagerError, NOT_FOUND_REMEDY, StoreAnswer};
-pub use attach::{ATTACH_ENV, DEFAULT_ATTACH_TIMEOUT};
 pub use manager::{ActiveAgent, LoadOptions, Manager, ManagerBuilder, StderrSink};
 
 /// The README's examples, compiled as doctests so they stay true.
