@@ -24,6 +24,7 @@ const TARGETS: &[(&str, &str)] = &[
     ("crates/agent-store-oci/fuzz", "select_layer"),
     ("crates/agent-store-github/fuzz", "extract"),
     ("crates/agent-store/fuzz", "minisig"),
+    ("crates/agent-manager/fuzz", "lockfile"),
 ];
 
 /// What one run produced.
