@@ -15,12 +15,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_manager::stores::http::HttpStore;
-use agent_manager::stores::oci::{OciStore, RegistryConfig, push};
 use agent_manager::store::{
     AgentHome, AgentRef, ErrorKind, Installed, Installer, Platform, RetryPolicy, StoreChain,
     StoreError,
 };
+use agent_manager::stores::http::HttpStore;
+use agent_manager::stores::oci::{OciStore, RegistryConfig, push};
 use agent_testkit::proxy::{Fault, FaultProxy};
 use agent_testkit::registry::LocalRegistry;
 use sha2::Digest as _;

@@ -13,9 +13,9 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use agent_manager::stores::oci::{SelectError, Selected, TITLE_ANNOTATION, select_layer};
 use agent_manager::reference::{AgentRef, ErrorKind, Platform};
 use agent_manager::spawn::{Endpoint, Handshake, SpawnError};
+use agent_manager::stores::oci::{SelectError, Selected, TITLE_ANNOTATION, select_layer};
 use proptest::prelude::*;
 
 fn config(cases: u32) -> ProptestConfig {

@@ -534,7 +534,10 @@ async fn a_lifeline_that_is_not_an_open_pipe_is_ignored_with_a_warning() {
     let mut agent = start(
         agent_echo(),
         &[],
-        &[("CODEFLY_AGENT_TOKEN", TOKEN), ("CODEFLY_AGENT_LIFELINE", "987")],
+        &[
+            ("CODEFLY_AGENT_TOKEN", TOKEN),
+            ("CODEFLY_AGENT_LIFELINE", "987"),
+        ],
     )
     .await;
     assert_eq!(health(agent.channel().await).await, ServingStatus::Serving);
