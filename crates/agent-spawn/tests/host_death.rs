@@ -156,8 +156,23 @@ fn whole_agent_trees_die_with_their_host() {
     };
     let mut tree: Vec<u32> = agents.clone();
     for i in 0..2 {
-        let text = std::fs::read_to_string(dir.path().join(format!("tree-{i}"))).unwrap();
-        tree.extend(text.lines().map(|l| l.trim().parse::<u32>().unwrap()));
+        // The agent's helpers append their pids as they start: wait for all
+        // four complete lines rather than read a file still being written.
+        let path = dir.path().join(format!("tree-{i}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let pids = loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let pids: Vec<u32> = text
+                .split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .collect();
+            if pids.len() >= 4 || std::time::Instant::now() > deadline {
+                break pids;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        tree.extend(pids);
     }
     assert_eq!(tree.len(), 2 + 2 * 4, "{tree:?}");
     for &pid in &tree {

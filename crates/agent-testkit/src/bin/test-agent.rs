@@ -139,7 +139,10 @@ fn append_pid(file: &str, pid: u32) {
         .append(true)
         .open(file)
         .expect("open the pid file");
-    writeln!(f, "{pid}").expect("write the pid file");
+    // One write(2) per line: O_APPEND makes it atomic, so concurrent nodes
+    // never interleave (`writeln!` may split the number and the newline).
+    f.write_all(format!("{pid}\n").as_bytes())
+        .expect("write the pid file");
 }
 
 /// `env NAME=VALUE` lines, then `fd N TARGET` lines (from /proc/self/fd).
