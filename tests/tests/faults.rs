@@ -224,8 +224,10 @@ fn http_store(proxy: &FaultProxy, stall: Duration) -> Arc<HttpStore> {
     )
 }
 
-/// One pull through the HTTP store is two requests: the sidecar, then the binary.
-const HTTP_REQUESTS_PER_PULL: usize = 2;
+/// One pull through the HTTP store is three requests: the `.sha256` sidecar,
+/// the `.minisig` signature (a 404 here: the test agent is unsigned), then
+/// the binary.
+const HTTP_REQUESTS_PER_PULL: usize = 3;
 
 #[tokio::test]
 async fn http_truncated_body_is_unavailable_retried_and_recovers() {
@@ -239,7 +241,7 @@ async fn http_truncated_body_is_unavailable_retried_and_recovers() {
     assert_eq!(
         proxy.connections(),
         3 * HTTP_REQUESTS_PER_PULL,
-        "three attempts, each a sidecar and a cut download"
+        "three attempts, each a sidecar, a signature and a cut download"
     );
     assert_nothing_installed(&home, &echo("1.0.0"));
     proxy.clear();
@@ -316,7 +318,7 @@ async fn http_5xx_burst_of_two_is_retried_and_succeeds() {
         proxy.burst(code, 2);
         let home = home();
         assert_exact(&pull(&chain, &echo("1.0.0"), &home).await.unwrap(), &bytes);
-        // Two attempts end at their first request (the sidecar); the third makes both.
+        // Two attempts end at their first request (the sidecar); the third makes all three.
         assert_eq!(proxy.connections(), 2 + HTTP_REQUESTS_PER_PULL, "{code}");
     }
 }
