@@ -54,9 +54,21 @@ impl Ctx {
     /// The manager, honouring the lock file (`--lockfile`, the variable, or
     /// `./agents.lock`) and `--locked`.
     pub(crate) fn manager(&self, refresh: bool) -> Result<Manager, Failure> {
+        self.manager_with_progress(refresh, None)
+    }
+
+    /// [`Ctx::manager`] whose installer reports each pull's bytes to `progress`.
+    pub(crate) fn manager_with_progress(
+        &self,
+        refresh: bool,
+        progress: Option<agent_manager::store::ProgressFn>,
+    ) -> Result<Manager, Failure> {
         let mut b = self.builder(refresh)?.locked(self.locked);
         if let Some(p) = agent_manager::lock::discover(self.lockfile.as_deref()) {
             b = b.lockfile(p);
+        }
+        if let Some(progress) = progress {
+            b = b.progress(progress);
         }
         Ok(b.build()?)
     }
@@ -262,13 +274,12 @@ async fn pull(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Resul
         }
         Target::Agent(a) => a,
     };
-    let m = ctx.manager(refresh)?;
+    let bar = (ctx.chatty() && std::io::stderr().is_terminal()).then(PullBar::new);
+    let m = ctx.manager_with_progress(refresh, bar.as_ref().map(PullBar::callback))?;
     let resolved = resolve_or_pin(&m, &agent, release).await?;
-    let progress = (ctx.chatty() && std::io::stderr().is_terminal())
-        .then(|| Progress::start(m.home(), &resolved));
     let result = m.pull(&resolved).await;
-    if let Some(p) = progress {
-        p.finish();
+    if let Some(bar) = bar {
+        bar.finish();
     }
     let installed = result?;
     if ctx.json {
@@ -309,56 +320,51 @@ fn not_found_path(p: &Path, e: &std::io::Error) -> Failure {
     }
 }
 
-/// A spinner on stderr showing the bytes of the download in progress (the
-/// installer's temp file beside the final path).
-struct Progress {
+/// A progress bar on stderr fed by the installer's progress callback: a
+/// spinner until the store announces a size, then a bar with an ETA. Nothing
+/// is drawn for a pull served from the cache (the installer never reports).
+struct PullBar {
     bar: indicatif::ProgressBar,
-    task: tokio::task::JoinHandle<()>,
 }
 
-impl Progress {
-    fn start(home: &AgentHome, agent: &AgentRef) -> Self {
-        let bar = indicatif::ProgressBar::new_spinner();
+impl PullBar {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::hidden();
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} pulling {msg} {bytes} ({bytes_per_sec}, {elapsed})",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
-        bar.set_message(agent.identifier());
-        bar.enable_steady_tick(Duration::from_millis(100));
-        let dir = home.publisher_dir(agent);
-        let prefix = format!(".{}__{}.tmp.", agent.name(), agent.version_spec());
-        let b = bar.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                b.set_position(temp_bytes(&dir, &prefix));
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        PullBar { bar }
+    }
+
+    fn callback(&self) -> agent_manager::store::ProgressFn {
+        let bar = self.bar.clone();
+        std::sync::Arc::new(move |p: agent_manager::store::Progress| {
+            if bar.is_hidden() && !p.done {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.set_message(p.agent.identifier());
+                bar.enable_steady_tick(Duration::from_millis(100));
             }
-        });
-        Progress { bar, task }
+            if let Some(total) = p.total
+                && bar.length() != Some(total)
+            {
+                bar.set_length(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:30} pulling {msg} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+            }
+            bar.set_position(p.bytes);
+        })
     }
 
     fn finish(self) {
-        self.task.abort();
         self.bar.finish_and_clear();
     }
-}
-
-fn temp_bytes(dir: &Path, prefix: &str) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(prefix))
-        })
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .max()
-        .unwrap_or(0)
 }
 
 /// `--restart` and `--max-restarts` as a policy (`None` for never).

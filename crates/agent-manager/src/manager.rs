@@ -42,6 +42,7 @@ pub struct ManagerBuilder {
     base: SpawnOptions,
     lockfile: Option<PathBuf>,
     locked: bool,
+    progress: Option<agent_store::ProgressFn>,
 }
 
 impl std::fmt::Debug for ManagerBuilder {
@@ -155,6 +156,14 @@ impl ManagerBuilder {
         self
     }
 
+    /// Called by the installer as the bytes of every pull arrive (and once
+    /// more when it ends), from the installing task: keep it quick (update a
+    /// progress bar, send on a channel). `agentctl pull` draws its bar from it.
+    pub fn progress(mut self, progress: agent_store::ProgressFn) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
     /// Builds the manager: reads the configuration file (with `from_env`),
     /// merges the settings and builds the stores they select.
     ///
@@ -238,11 +247,15 @@ impl ManagerBuilder {
             VerifySetting::Fingerprint => VerifyMode::Fingerprint,
             VerifySetting::Always => VerifyMode::Always,
         };
+        let mut installer = Installer::new(home.clone())
+            .with_verify(verify)
+            .with_trust(settings.trust_policy()?);
+        if let Some(progress) = self.progress {
+            installer = installer.with_progress(progress);
+        }
         Ok(Manager {
             inner: Arc::new(Inner {
-                installer: Installer::new(home.clone())
-                    .with_verify(verify)
-                    .with_trust(settings.trust_policy()?),
+                installer,
                 home,
                 source: settings.source.value,
                 chain,
