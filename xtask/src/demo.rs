@@ -29,7 +29,7 @@ pub(crate) fn demo(args: &[String]) -> Result<()> {
         }
     }
 
-    let binary = build_echo()?;
+    let (binary, agentctl) = build_echo()?;
     let home = match std::env::var_os("CODEFLY_HOME").filter(|h| !h.is_empty()) {
         Some(h) => PathBuf::from(h),
         None => crate::root().join("target").join("demo-home"),
@@ -39,12 +39,14 @@ pub(crate) fn demo(args: &[String]) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(&binary, &home, &message))
+    runtime.block_on(run(&binary, &agentctl, &home, &message))
 }
 
 /// `cargo build --release -p agent-echo`, returning the executable's path.
-fn build_echo() -> Result<PathBuf> {
-    eprintln!("demo: building agent-echo (release)…");
+/// Builds the example agent and `agentctl` (release) in one cargo call and
+/// returns their paths, so the demo's "try:" lines name a binary that exists.
+fn build_echo() -> Result<(PathBuf, PathBuf)> {
+    eprintln!("demo: building agent-echo and agentctl (release)…");
     let mut cmd = crate::cargo();
     cmd.args([
         "build",
@@ -53,6 +55,10 @@ fn build_echo() -> Result<PathBuf> {
         "agent-echo",
         "--bin",
         "agent-echo",
+        "-p",
+        "agent-cli",
+        "--bin",
+        "agentctl",
         "--message-format=json-render-diagnostics",
     ])
     .stdout(Stdio::piped());
@@ -60,18 +66,21 @@ fn build_echo() -> Result<PathBuf> {
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!("building agent-echo failed ({})", out.status);
+        bail!("building agent-echo and agentctl failed ({})", out.status);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "agent-echo")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .context("cargo did not report the agent-echo executable")
+    let executable = |name: &str| {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .with_context(|| format!("cargo did not report the {name} executable"))
+    };
+    Ok((executable("agent-echo")?, executable("agentctl")?))
 }
 
-async fn run(binary: &Path, home_dir: &Path, message: &str) -> Result<()> {
+async fn run(binary: &Path, agentctl: &Path, home_dir: &Path, message: &str) -> Result<()> {
     let home = AgentHome::new(home_dir);
     let agent = AgentRef::parse(&format!("codefly.dev/echo:{}", agent_echo::VERSION))?;
 
@@ -141,11 +150,13 @@ async fn run(binary: &Path, home_dir: &Path, message: &str) -> Result<()> {
         "  agent home      {}  (CODEFLY_HOME)",
         home.root().display()
     );
+    // Name the agentctl just built, so the lines run as printed on a fresh
+    // machine; `cargo install` puts it on the PATH for good.
+    let ctl = agentctl.display();
+    let root = home.root().display();
     println!("try:");
-    println!("  agentctl --home {} ls", home.root().display());
-    println!(
-        "  agentctl --home {} load echo --hold",
-        home.root().display()
-    );
+    println!("  {ctl} --home {root} ls");
+    println!("  {ctl} --home {root} load echo --hold");
+    println!("(to put agentctl on your PATH: cargo install --locked --path crates/agent-cli)");
     Ok(())
 }
