@@ -348,6 +348,17 @@ async fn run_all(args: &Args) -> Result<()> {
         "≤ 1.25× curl, RSS ≤ 32 MiB".into(),
     ));
     rows.push((
+        format!("pull {} MiB agentctl, signed", args.pull_mib),
+        format!(
+            "{:.0} ms, RSS {} MiB (minisign verified while streaming)",
+            pull.signed_ms, pull.signed_rss_mib
+        ),
+        format!(
+            "signed/unsigned = {:.2}× (target ≤ 1.05×)",
+            pull.signed_ms / pull.ours_ms
+        ),
+    ));
+    rows.push((
         format!("pull {} MiB curl", args.pull_mib),
         format!(
             "{:.0} ms, {:.0} MiB/s, RSS {} MiB",
@@ -648,6 +659,8 @@ struct PullFigures {
     ours_ms: f64,
     ours_mibps: f64,
     ours_rss_mib: u64,
+    signed_ms: f64,
+    signed_rss_mib: u64,
     curl_ms: f64,
     curl_mibps: f64,
     curl_rss_mib: u64,
@@ -659,6 +672,7 @@ impl PullFigures {
         json!({
             "mib": mib,
             "agentctl": { "ms": round3(self.ours_ms), "mib_per_s": round3(self.ours_mibps), "max_rss_mib": self.ours_rss_mib },
+            "agentctl_signed": { "ms": round3(self.signed_ms), "max_rss_mib": self.signed_rss_mib, "ratio_vs_unsigned": round3(self.signed_ms / self.ours_ms) },
             "curl": { "ms": round3(self.curl_ms), "mib_per_s": round3(self.curl_mibps), "max_rss_mib": self.curl_rss_mib },
             "curl_and_fsync": { "ms": round3(self.curl_sync_ms) },
             "ratio": round3(self.ours_ms / self.curl_ms),
@@ -683,6 +697,41 @@ async fn pull_vs_curl(
     let pushed = agent_store_oci::push(config, &r, &[(big.clone(), None)])
         .await
         .map_err(|e| anyhow::anyhow!("push: {e}"))?;
+    // The same bytes, signed (minisign, prehashed) and pulled under a policy
+    // that requires the signature: the cost of verification while streaming.
+    let signed: AgentRef = "codefly.dev/bigsigned:1.0.0".parse()?;
+    let keys = agent_manager::store::trust::keygen().map_err(|e| anyhow::anyhow!("keygen: {e}"))?;
+    let comment =
+        agent_manager::store::trust::trusted_comment(&signed, &agent_manager::Platform::current());
+    let minisig = work.path().join("big.bin.minisig");
+    std::fs::write(
+        &minisig,
+        agent_manager::store::trust::sign_file(&keys.secret, None, &big, &comment)
+            .map_err(|e| anyhow::anyhow!("sign: {e}"))?,
+    )?;
+    agent_store_oci::push_files(
+        config,
+        &signed,
+        &[agent_store_oci::PushFile {
+            path: big.clone(),
+            platform: None,
+            signature: Some(minisig),
+        }],
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("push signed: {e}"))?;
+    let public = keys
+        .public
+        .lines()
+        .last()
+        .context("an empty public key")?
+        .trim()
+        .to_owned();
+    let signed_config = work.path().join("config.toml");
+    std::fs::write(
+        &signed_config,
+        format!("[publishers.\"codefly.dev\"]\nkeys = [\"{public}\"]\n"),
+    )?;
     std::fs::remove_file(&big)?;
     let digest = &pushed.layers.first().context("no layer pushed")?.digest;
     let url = format!(
@@ -692,6 +741,7 @@ async fn pull_vs_curl(
     );
 
     let mut ours: Vec<ChildRun> = Vec::new();
+    let mut signed_runs: Vec<ChildRun> = Vec::new();
     let mut curl: Vec<ChildRun> = Vec::new();
     let mut curl_sync: Vec<ChildRun> = Vec::new();
     for i in 0..runs {
@@ -710,6 +760,28 @@ async fn pull_vs_curl(
         ours.push(tokio::task::block_in_place(|| {
             run_child(agentctl, &args, &env)
         })?);
+        std::fs::remove_dir_all(&home)?;
+
+        let signed_args: [&std::ffi::OsStr; 5] = [
+            "--home".as_ref(),
+            home.as_os_str(),
+            "-q".as_ref(),
+            "pull".as_ref(),
+            "codefly.dev/bigsigned:1.0.0".as_ref(),
+        ];
+        let signed_env = [
+            env[0].clone(),
+            env[1].clone(),
+            ("CODEFLY_CONFIG", signed_config.display().to_string()),
+        ];
+        let run = tokio::task::block_in_place(|| run_child(agentctl, &signed_args, &signed_env))?;
+        let record =
+            std::fs::read_to_string(home.join("agents/services/codefly.dev/bigsigned__1.0.0.json"))
+                .context("the signed pull installed nothing")?;
+        if !record.contains(&comment) {
+            bail!("the signed pull's record names no signer: {record}");
+        }
+        signed_runs.push(run);
         std::fs::remove_dir_all(&home)?;
 
         let out = work.path().join("curl.out");
@@ -754,6 +826,8 @@ async fn pull_vs_curl(
         ours_ms,
         ours_mibps: mibf / (ours_ms / 1e3),
         ours_rss_mib: rss(&ours),
+        signed_ms: wall(&signed_runs),
+        signed_rss_mib: rss(&signed_runs),
         curl_ms,
         curl_mibps: mibf / (curl_ms / 1e3),
         curl_rss_mib: rss(&curl),
