@@ -275,6 +275,23 @@ async fn run_all(args: &Args) -> Result<()> {
         json!({ "agents": args.fanout, "total_ms": round3(fan), "one_load_p50_ms": round3(single.p50), "ratio": round3(fan_ratio) }),
     );
 
+    eprintln!("bench: restart latency (SIGKILL → new agent serving) × 30");
+    let (serving, first_call) = restart_latency(&echo, 30).await?;
+    rows.push((
+        "restart crash → serving".into(),
+        format!("p50 {:.3} ms  p90 {:.3} ms", serving.p50, serving.p90),
+        "backoff 0 (the default policy adds 200 ms ±20 %)".into(),
+    ));
+    rows.push((
+        "restart crash → first call".into(),
+        format!("p50 {:.3} ms  p90 {:.3} ms", first_call.p50, first_call.p90),
+        "through the channel taken before the crash".into(),
+    ));
+    report.insert(
+        "restart".into(),
+        json!({ "serving_p50_ms": round3(serving.p50), "serving_p90_ms": round3(serving.p90), "first_call_p50_ms": round3(first_call.p50) }),
+    );
+
     eprintln!("bench: scale, {} agents held by one host", args.scale);
     let sc = scale(&echo, args.scale, args.n.min(30)).await?;
     rows.push((
@@ -410,6 +427,56 @@ fn bench_opts() -> SpawnOptions {
 }
 
 /// Spawn → health-checked channel, then graceful close, `n` times.
+/// A supervised agent (restart always, backoff 0) SIGKILLed `n` times: from
+/// each kill to the `Started` event of its successor, and to the first call
+/// that succeeds through the channel taken before the first crash.
+async fn restart_latency(path: &Path, n: usize) -> Result<(Summary, Summary)> {
+    use agent_echo::pb::{EchoRequest, echo_client::EchoClient};
+    use agent_manager::spawn::{AgentEvent, RestartPolicy, supervise};
+    let policy = RestartPolicy::always()
+        .with_max_restarts(u32::MAX)
+        .with_backoff(Duration::ZERO, Duration::ZERO);
+    let conn = supervise(path, bench_opts(), policy)
+        .await
+        .with_context(|| format!("supervising {}", path.display()))?;
+    let mut client = EchoClient::new(conn.channel());
+    let mut events = conn.events();
+    let (mut serving, mut first_call) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let pid = i32::try_from(conn.pid()).context("pid")?;
+        let t0 = Instant::now();
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our live child.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Ok(AgentEvent::Started { .. }) = events.recv().await {
+                    return;
+                }
+            }
+        })
+        .await
+        .context("no restart within 30 s")?;
+        serving.push(t0.elapsed());
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while client
+                .echo(EchoRequest {
+                    message: "x".into(),
+                })
+                .await
+                .is_err()
+            {}
+        })
+        .await
+        .context("no successful call within 30 s of a restart")?;
+        first_call.push(t0.elapsed());
+    }
+    conn.close().await;
+    Ok((Summary::of(&serving), Summary::of(&first_call)))
+}
+
 async fn load_close(path: &Path, n: usize) -> Result<(Summary, Summary)> {
     let mut load = Vec::with_capacity(n);
     let mut close = Vec::with_capacity(n);
