@@ -48,8 +48,7 @@
 //! handle the app got from `load` stops the agent even though it is listed.
 //! Opt in to the registry owning it, go-plugin's `Managed`, with
 //! [`LoadOptions::managed`]`(true)`: it then runs until `close`, `cleanup`,
-//! its own exit, or the manager being dropped. (Until agent-spawn's weak
-//! handle lands, the registry holds every agent as if managed.)
+//! its own exit, or the manager being dropped.
 //!
 //! # Configuration
 //!
