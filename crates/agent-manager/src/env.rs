@@ -40,7 +40,7 @@ pub enum StoreId {
 }
 
 impl StoreId {
-    /// Every store, in the default order (DESIGN.md): nix → oci → http → github.
+    /// Every store, in the default order (ARCHITECTURE.md): nix → oci → http → github.
     pub const DEFAULT_ORDER: [StoreId; 4] =
         [StoreId::Nix, StoreId::Oci, StoreId::Http, StoreId::Github];
 

@@ -45,7 +45,7 @@ GitHub releases are tried unless [stores] github = false), \
 or check the publisher, name and version of the reference";
 
 /// Everything that can go wrong in the manager. [`ManagerError::kind`] maps
-/// each to a stable kind of DESIGN.md.
+/// each to a stable kind (`agent_ref::ErrorKind`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManagerError {
@@ -135,7 +135,7 @@ fn not_found_message(agent: &str, answers: &[StoreAnswer]) -> String {
 }
 
 impl ManagerError {
-    /// The stable kind (DESIGN.md), e.g. [`ErrorKind::BinaryNotFound`].
+    /// The stable kind (ARCHITECTURE.md), e.g. [`ErrorKind::BinaryNotFound`].
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -43,7 +43,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Every kind, in the order of DESIGN.md.
+    /// Every kind, in the order of the README's table.
     pub const ALL: [ErrorKind; 16] = [
         ErrorKind::InvalidRef,
         ErrorKind::BinaryNotFound,

@@ -85,7 +85,7 @@ pub enum SpawnFailure {
 }
 
 impl SpawnFailure {
-    /// The stable kind of DESIGN.md.
+    /// The stable kind (`agent_ref::ErrorKind`; ARCHITECTURE.md, "Errors").
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -114,7 +114,7 @@ pub struct SpawnError {
 }
 
 impl SpawnError {
-    /// The stable kind of DESIGN.md.
+    /// The stable kind (`agent_ref::ErrorKind`; ARCHITECTURE.md, "Errors").
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         self.failure.kind()

@@ -95,7 +95,7 @@ pub enum GithubError {
 }
 
 impl GithubError {
-    /// The stable kind (DESIGN.md). A redirect to a foreign host is
+    /// The stable kind (ARCHITECTURE.md). A redirect to a foreign host is
     /// `integrity`: the store was steered towards bytes we do not trust, and
     /// the chain must not silently fall through to another store.
     #[must_use]

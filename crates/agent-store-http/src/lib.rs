@@ -1,6 +1,6 @@
 //! `agent-store-http`: an [`agent_store::AgentStore`] over plain HTTP(S).
 //!
-//! Layout (DESIGN.md):
+//! Layout (ARCHITECTURE.md):
 //! - `{base}/{publisher}/{name}/{version}/service-{name}_{os}_{arch}` — the binary;
 //! - the same URL + `.sha256` — its digest (the first whitespace-separated
 //!   token, as `sha256sum` writes it). The sidecar is **required**: an artifact

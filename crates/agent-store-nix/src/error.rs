@@ -70,7 +70,7 @@ pub enum NixError {
 }
 
 impl NixError {
-    /// The stable kind (DESIGN.md): a missing attribute or an output without
+    /// The stable kind (ARCHITECTURE.md): a missing attribute or an output without
     /// an agent is `artifact-missing`; local I/O is `io`; everything else
     /// (nix missing, evaluation or build failure, timeout) is `store-unavailable`.
     #[must_use]

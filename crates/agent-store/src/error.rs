@@ -113,7 +113,7 @@ fn chain_message(answers: &[(String, StoreError)]) -> String {
 }
 
 impl StoreError {
-    /// The stable kind (DESIGN.md).
+    /// The stable kind (ARCHITECTURE.md).
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
