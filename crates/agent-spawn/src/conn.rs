@@ -161,6 +161,8 @@ pub(crate) struct Parts {
     pub(crate) interceptor: TokenInterceptor,
     pub(crate) stderr: StderrRing,
     pub(crate) exit_rx: watch::Receiver<Option<ExitInfo>>,
+    /// Turns true when the I/O thread has read the agent's stderr to EOF.
+    pub(crate) stderr_eof: watch::Receiver<bool>,
     pub(crate) grace: Duration,
     pub(crate) socket_dir: Option<tempfile::TempDir>,
 }
@@ -345,6 +347,16 @@ impl AgentConn {
             Repr::Spawned(inner) => inner.parts.stderr.tail(),
             Repr::Supervised(s) => s.stderr_tail(),
             Repr::Attached(_) => String::new(),
+        }
+    }
+
+    /// Waits (at most `max`) until everything the agent wrote to stderr is in
+    /// the ring: an exit can be seen before its last stderr bytes are read, and
+    /// a report of the exit should carry them.
+    pub(crate) async fn stderr_settled(&self, max: Duration) {
+        if let Repr::Spawned(inner) = &self.repr {
+            let mut eof = inner.parts.stderr_eof.clone();
+            let _ = tokio::time::timeout(max, eof.wait_for(|done| *done)).await;
         }
     }
 

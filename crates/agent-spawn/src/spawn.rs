@@ -355,6 +355,7 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
                 interceptor,
                 stderr: ring,
                 exit_rx,
+                stderr_eof: eof_rx,
                 grace: opts.grace,
                 socket_dir,
             }))

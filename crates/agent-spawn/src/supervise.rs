@@ -37,6 +37,9 @@ use crate::{
     AgentChannel, AgentConn, Endpoint, ExitInfo, SpawnError, SpawnOptions, StderrRing, StderrSink,
 };
 
+/// How long an exit report waits for the agent's last stderr bytes.
+const STDERR_SETTLE: Duration = Duration::from_secs(2);
+
 /// When a supervised agent is started again after it exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RestartMode {
@@ -712,6 +715,8 @@ impl Supervisor {
             };
             // The agent exited by itself.
             self.state.send_modify(|s| s.phase = Phase::Down);
+            // The exit can be seen before its last stderr bytes are read.
+            conn.stderr_settled(STDERR_SETTLE).await;
             let mut tail = conn.stderr_tail();
             conn.close().await; // removes the socket directory
             tracing::warn!(pid, %status, tail = %last_lines(&tail, 5), "supervised agent exited");
