@@ -78,23 +78,46 @@ where
         let mut hasher = Sha256::new();
         let mut written: u64 = 0;
         let mut flushed: u64 = 0;
-        let mut verifier = check.as_ref().and_then(SigCheck::stream);
-        while let Some(buf) = rx.blocking_recv() {
-            hasher.update(&buf);
-            if let Some(v) = verifier.as_mut() {
-                v.update(&buf);
-            }
-            file.write_all(&buf)?;
-            written += buf.len() as u64;
-            if written - flushed >= WRITEBACK_EVERY {
-                start_writeback(&file, flushed, written - flushed);
-                flushed = written;
-            }
-            // The reader may be gone already; then the buffer is just dropped.
-            let _ = back_tx.send(buf);
-        }
-        file.sync_all()?;
-        let verdict = verifier.map(|mut v| v.finalize().map_err(|e| e.to_string()));
+        // The signature's hash (BLAKE2b for prehashed minisign) runs on a
+        // thread of its own, beside sha256 and the writes: on two cores the
+        // verification then costs a copy of each chunk, not a second pass.
+        let (result, verdict) = std::thread::scope(|scope| {
+            let (vtx, vrx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+            let verifier = check.as_ref().and_then(SigCheck::stream).map(|mut v| {
+                scope.spawn(move || {
+                    for chunk in vrx {
+                        v.update(&chunk);
+                    }
+                    v.finalize().map_err(|e| e.to_string())
+                })
+            });
+            let result = (|| -> io::Result<()> {
+                while let Some(buf) = rx.blocking_recv() {
+                    if verifier.is_some() {
+                        // Only fails when the verifier thread is gone: its
+                        // verdict (an error) is reported below.
+                        let _ = vtx.send(buf.clone());
+                    }
+                    hasher.update(&buf);
+                    file.write_all(&buf)?;
+                    written += buf.len() as u64;
+                    if written - flushed >= WRITEBACK_EVERY {
+                        start_writeback(&file, flushed, written - flushed);
+                        flushed = written;
+                    }
+                    // The reader may be gone already; then the buffer is just dropped.
+                    let _ = back_tx.send(buf);
+                }
+                file.sync_all()
+            })();
+            drop(vtx);
+            let verdict = verifier.map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("the signature verifier panicked".to_owned()))
+            });
+            (result, verdict)
+        });
+        result?;
         Ok((Sha256Digest(hasher.finalize().into()), verdict, check))
     });
 
