@@ -115,19 +115,7 @@ impl AgentProcess {
                 return Err(e);
             }
         };
-        let process = Arc::new(AgentProcess {
-            pid,
-            pidfd,
-            group,
-            in_watchdog: AtomicBool::new(false),
-            state: Mutex::new(State {
-                exit: None,
-                callbacks: Vec::new(),
-            }),
-            exited: Condvar::new(),
-        });
-        reaper()?.send(Cmd::Watch(Arc::clone(&process)));
-        Ok(process)
+        Self::watched(pid, pidfd, group)
     }
 
     /// Takes ownership of a child started without `std::process` (e.g. by
@@ -148,6 +136,11 @@ impl AgentProcess {
         group: bool,
     ) -> io::Result<Arc<AgentProcess>> {
         let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+        Self::watched(pid, pidfd, group)
+    }
+
+    /// The one place an `AgentProcess` is made: owned, then handed to the reaper thread.
+    fn watched(pid: libc::pid_t, pidfd: OwnedFd, group: bool) -> io::Result<Arc<AgentProcess>> {
         let process = Arc::new(AgentProcess {
             pid,
             pidfd,
