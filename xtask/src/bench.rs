@@ -32,7 +32,21 @@ struct Args {
     dedup: usize,
     versions: usize,
     scale: usize,
+    /// Sections to run (`--only a,b`); empty = all.
+    only: Vec<String>,
 }
+
+impl Args {
+    /// Whether the section `name` runs (every one unless `--only` was given).
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
+}
+
+/// The sections `--only` accepts.
+const SECTIONS: &[&str] = &[
+    "load", "phases", "fanout", "restart", "scale", "resolve", "dedup", "pull",
+];
 
 fn parse_args(args: &[String]) -> Result<Args> {
     let mut a = Args {
@@ -44,6 +58,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
         dedup: 64,
         versions: 1000,
         scale: 200,
+        only: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -53,13 +68,21 @@ fn parse_args(args: &[String]) -> Result<Args> {
             "--agent" => a.agents.push(PathBuf::from(value()?)),
             "--pull-mib" => a.pull_mib = value()?.parse().context("--pull-mib")?,
             "--scale" => a.scale = value()?.parse().context("--scale")?,
+            "--only" => {
+                for section in value()?.split(',') {
+                    if !SECTIONS.contains(&section) {
+                        bail!("unknown bench section {section:?} (one of {SECTIONS:?})");
+                    }
+                    a.only.push(section.to_owned());
+                }
+            }
             "--quick" => {
                 a.n = 30;
                 a.pull_mib = 32;
                 a.pull_runs = 1;
             }
             other => bail!(
-                "unknown bench argument {other:?} (use -n N, --agent PATH, --pull-mib M, --scale N, --quick)"
+                "unknown bench argument {other:?} (use -n N, --agent PATH, --pull-mib M, --scale N, --only SECTION,…, --quick)"
             ),
         }
     }
@@ -132,266 +155,287 @@ async fn run_all(args: &Args) -> Result<()> {
             ));
         }
     }
-    let mut loads = Vec::new();
-    let mut rust_on_go: Option<(Summary, Summary)> = None;
-    for (label, path) in &agents {
-        eprintln!("bench: load/close {label} × {}", args.n);
-        let (load, close) = load_close(path, args.n).await?;
-        eprintln!(
-            "bench: floor (spawn + handshake + TCP connect) {label} × {}",
-            args.n
-        );
-        let os_floor = floor(path, args.n, false).await?;
-        let floor = floor(path, args.n, true).await?;
-        let ratio = load.p50 / floor.p50;
-        let is_echo = label == "agent-echo";
-        rows.push((
-            format!("load {label}"),
-            ms(&load),
-            if is_echo {
-                "p50 ≤ 1.0 ms".into()
-            } else {
-                String::new()
-            },
-        ));
-        rows.push((
-            format!("floor {label}"),
-            ms(&floor),
-            "fork+pdeathsig, no gRPC".into(),
-        ));
-        rows.push((
-            format!("os floor {label}"),
-            ms(&os_floor),
-            "posix_spawn, no gRPC".into(),
-        ));
-        rows.push((
-            format!("load/floor {label}"),
-            format!("{ratio:.2}×"),
-            if is_echo {
-                "≤ 1.1×".into()
-            } else {
-                String::new()
-            },
-        ));
-        rows.push((format!("close {label}"), ms(&close), String::new()));
-        if label == "grpc-go agent" {
-            rust_on_go = Some((load, close));
-        }
-        loads.push(json!({
-            "agent": label, "load_ms": load.json(), "floor_ms": floor.json(), "os_floor_ms": os_floor.json(),
-            "close_ms": close.json(), "load_over_floor_p50": round3(ratio),
-        }));
-    }
-    report.insert("load".into(), Value::Array(loads));
-
-    if let (Ok(go), Some((rust_load, rust_close))) = (&go, rust_on_go) {
-        eprintln!(
-            "bench: Go loader (seed-faithful) on the grpc-go agent × {}",
-            args.n
-        );
-        let g = crate::go::run_loader(go, args.n)?;
-        let (gl, gc) = (Summary::of_ms(&g.load_ms), Summary::of_ms(&g.close_ms));
-        rows.push((
-            "load grpc-go agent, Go loader".into(),
-            ms(&gl),
-            "seed's Load".into(),
-        ));
-        rows.push((
-            "load Rust/Go loader".into(),
-            format!("{:.2}×", rust_load.p50 / gl.p50),
-            "≤ 0.8×".into(),
-        ));
-        rows.push((
-            "close grpc-go agent, Go loader".into(),
-            ms(&gc),
-            String::new(),
-        ));
-        rows.push((
-            "close Rust/Go loader".into(),
-            format!("{:.2}×", rust_close.p50 / gc.p50),
-            "≤ 1.0×".into(),
-        ));
-        match &go.goplugin {
-            Ok((host, plugin)) => {
-                eprintln!("bench: go-plugin 1.x host on its own plugin × {}", args.n);
-                let gp = crate::go::run_goplugin(host, plugin, args.n)?;
-                let (pl, pc) = (Summary::of_ms(&gp.load_ms), Summary::of_ms(&gp.close_ms));
-                rows.push((
-                    "load go-plugin (own plugin)".into(),
-                    ms(&pl),
-                    "anchor".into(),
-                ));
-                rows.push((
-                    "close go-plugin (own plugin)".into(),
-                    ms(&pc),
-                    "anchor".into(),
-                ));
-                report.insert(
-                    "go_plugin".into(),
-                    json!({ "load_ms": pl.json(), "close_ms": pc.json() }),
-                );
+    if args.wants("load") {
+        let mut loads = Vec::new();
+        let mut rust_on_go: Option<(Summary, Summary)> = None;
+        for (label, path) in &agents {
+            eprintln!("bench: load/close {label} × {}", args.n);
+            let (load, close) = load_close(path, args.n).await?;
+            eprintln!(
+                "bench: floor (spawn + handshake + TCP connect) {label} × {}",
+                args.n
+            );
+            let os_floor = floor(path, args.n, false).await?;
+            let floor = floor(path, args.n, true).await?;
+            let ratio = load.p50 / floor.p50;
+            let is_echo = label == "agent-echo";
+            rows.push((
+                format!("load {label}"),
+                ms(&load),
+                if is_echo {
+                    "p50 ≤ 1.0 ms".into()
+                } else {
+                    String::new()
+                },
+            ));
+            rows.push((
+                format!("floor {label}"),
+                ms(&floor),
+                "fork+pdeathsig, no gRPC".into(),
+            ));
+            rows.push((
+                format!("os floor {label}"),
+                ms(&os_floor),
+                "posix_spawn, no gRPC".into(),
+            ));
+            rows.push((
+                format!("load/floor {label}"),
+                format!("{ratio:.2}×"),
+                if is_echo {
+                    "≤ 1.1×".into()
+                } else {
+                    String::new()
+                },
+            ));
+            rows.push((format!("close {label}"), ms(&close), String::new()));
+            if label == "grpc-go agent" {
+                rust_on_go = Some((load, close));
             }
-            Err(why) => rows.push(("go-plugin".into(), format!("skipped: {why}"), String::new())),
+            loads.push(json!({
+                "agent": label, "load_ms": load.json(), "floor_ms": floor.json(), "os_floor_ms": os_floor.json(),
+                "close_ms": close.json(), "load_over_floor_p50": round3(ratio),
+            }));
         }
+        report.insert("load".into(), Value::Array(loads));
+
+        if let (Ok(go), Some((rust_load, rust_close))) = (&go, rust_on_go) {
+            eprintln!(
+                "bench: Go loader (seed-faithful) on the grpc-go agent × {}",
+                args.n
+            );
+            let g = crate::go::run_loader(go, args.n)?;
+            let (gl, gc) = (Summary::of_ms(&g.load_ms), Summary::of_ms(&g.close_ms));
+            rows.push((
+                "load grpc-go agent, Go loader".into(),
+                ms(&gl),
+                "seed's Load".into(),
+            ));
+            rows.push((
+                "load Rust/Go loader".into(),
+                format!("{:.2}×", rust_load.p50 / gl.p50),
+                "≤ 0.8×".into(),
+            ));
+            rows.push((
+                "close grpc-go agent, Go loader".into(),
+                ms(&gc),
+                String::new(),
+            ));
+            rows.push((
+                "close Rust/Go loader".into(),
+                format!("{:.2}×", rust_close.p50 / gc.p50),
+                "≤ 1.0×".into(),
+            ));
+            match &go.goplugin {
+                Ok((host, plugin)) => {
+                    eprintln!("bench: go-plugin 1.x host on its own plugin × {}", args.n);
+                    let gp = crate::go::run_goplugin(host, plugin, args.n)?;
+                    let (pl, pc) = (Summary::of_ms(&gp.load_ms), Summary::of_ms(&gp.close_ms));
+                    rows.push((
+                        "load go-plugin (own plugin)".into(),
+                        ms(&pl),
+                        "anchor".into(),
+                    ));
+                    rows.push((
+                        "close go-plugin (own plugin)".into(),
+                        ms(&pc),
+                        "anchor".into(),
+                    ));
+                    report.insert(
+                        "go_plugin".into(),
+                        json!({ "load_ms": pl.json(), "close_ms": pc.json() }),
+                    );
+                }
+                Err(why) => {
+                    rows.push(("go-plugin".into(), format!("skipped: {why}"), String::new()));
+                }
+            }
+            report.insert(
+                "go_loader".into(),
+                json!({
+                    "load_ms": gl.json(), "close_ms": gc.json(), "phases_p50_ms": g.phases,
+                    "rust_over_go_load_p50": round3(rust_load.p50 / gl.p50),
+                    "rust_over_go_close_p50": round3(rust_close.p50 / gc.p50),
+                }),
+            );
+        }
+    }
+
+    if args.wants("phases") {
+        eprintln!("bench: one load in phases (agent-echo) × {}", args.n);
+        let phases = crate::phases::breakdown(&echo, args.n).await?;
+        for (name, p50) in &phases.steps {
+            rows.push((
+                format!("  phase {name}"),
+                format!("p50 {p50:.3} ms"),
+                "agent-echo, stepwise".into(),
+            ));
+        }
+        for (name, p50) in &phases.spawn_events {
+            rows.push((
+                format!("  agent-spawn {name}"),
+                format!("p50 {p50:.3} ms"),
+                "from its phase events".into(),
+            ));
+        }
+        report.insert("phases".into(), phases.json());
+    }
+
+    if args.wants("fanout") {
+        let single = load_close(&echo, 20).await?.0;
+        eprintln!("bench: fan-out {} distinct agents", args.fanout);
+        let fan = fan_out(&echo, args.fanout).await?;
+        let fan_ratio = fan / single.p50;
+        rows.push((
+            format!("fan-out {} agents", args.fanout),
+            format!("{fan:.2} ms ({fan_ratio:.1}× one load)"),
+            "≤ 16× one load".into(),
+        ));
         report.insert(
-            "go_loader".into(),
-            json!({
-                "load_ms": gl.json(), "close_ms": gc.json(), "phases_p50_ms": g.phases,
-                "rust_over_go_load_p50": round3(rust_load.p50 / gl.p50),
-                "rust_over_go_close_p50": round3(rust_close.p50 / gc.p50),
-            }),
+            "fan_out".into(),
+            json!({ "agents": args.fanout, "total_ms": round3(fan), "one_load_p50_ms": round3(single.p50), "ratio": round3(fan_ratio) }),
         );
     }
 
-    eprintln!("bench: one load in phases (agent-echo) × {}", args.n);
-    let phases = crate::phases::breakdown(&echo, args.n).await?;
-    for (name, p50) in &phases.steps {
+    if args.wants("restart") {
+        eprintln!("bench: restart latency (SIGKILL → new agent serving) × 30");
+        let (serving, first_call) = restart_latency(&echo, 30).await?;
         rows.push((
-            format!("  phase {name}"),
-            format!("p50 {p50:.3} ms"),
-            "agent-echo, stepwise".into(),
+            "restart crash → serving".into(),
+            format!("p50 {:.3} ms  p90 {:.3} ms", serving.p50, serving.p90),
+            "backoff 0 (the default policy adds 200 ms ±20 %)".into(),
         ));
-    }
-    for (name, p50) in &phases.spawn_events {
         rows.push((
-            format!("  agent-spawn {name}"),
-            format!("p50 {p50:.3} ms"),
-            "from its phase events".into(),
+            "restart crash → first call".into(),
+            format!("p50 {:.3} ms  p90 {:.3} ms", first_call.p50, first_call.p90),
+            "through the channel taken before the crash".into(),
         ));
+        report.insert(
+            "restart".into(),
+            json!({ "serving_p50_ms": round3(serving.p50), "serving_p90_ms": round3(serving.p90), "first_call_p50_ms": round3(first_call.p50) }),
+        );
     }
-    report.insert("phases".into(), phases.json());
 
-    let single = load_close(&echo, 20).await?.0;
-    eprintln!("bench: fan-out {} distinct agents", args.fanout);
-    let fan = fan_out(&echo, args.fanout).await?;
-    let fan_ratio = fan / single.p50;
-    rows.push((
-        format!("fan-out {} agents", args.fanout),
-        format!("{fan:.2} ms ({fan_ratio:.1}× one load)"),
-        "≤ 16× one load".into(),
-    ));
-    report.insert(
-        "fan_out".into(),
-        json!({ "agents": args.fanout, "total_ms": round3(fan), "one_load_p50_ms": round3(single.p50), "ratio": round3(fan_ratio) }),
-    );
+    if args.wants("scale") {
+        eprintln!("bench: scale, {} agents held by one host", args.scale);
+        let sc = scale(&echo, args.scale, args.n.min(30)).await?;
+        rows.push((
+            format!("scale {} held: host RSS/agent", args.scale),
+            format!("{:.0} KiB", sc.rss_kib_per_agent),
+            "≤ 256 KiB".into(),
+        ));
+        rows.push((
+            format!("scale {} held: host fds/agent", args.scale),
+            format!("{:.2}", sc.fds_per_agent),
+            "≤ 4".into(),
+        ));
+        rows.push((
+            format!("scale load #{} vs #1", args.scale + 1),
+            format!(
+                "p50 {:.3} vs {:.3} ms ({:.2}×)",
+                sc.nth.p50,
+                sc.first.p50,
+                sc.nth.p50 / sc.first.p50
+            ),
+            "≈ 1×".into(),
+        ));
+        report.insert("scale".into(), sc.json(args.scale));
+    }
 
-    eprintln!("bench: restart latency (SIGKILL → new agent serving) × 30");
-    let (serving, first_call) = restart_latency(&echo, 30).await?;
-    rows.push((
-        "restart crash → serving".into(),
-        format!("p50 {:.3} ms  p90 {:.3} ms", serving.p50, serving.p90),
-        "backoff 0 (the default policy adds 200 ms ±20 %)".into(),
-    ));
-    rows.push((
-        "restart crash → first call".into(),
-        format!("p50 {:.3} ms  p90 {:.3} ms", first_call.p50, first_call.p90),
-        "through the channel taken before the crash".into(),
-    ));
-    report.insert(
-        "restart".into(),
-        json!({ "serving_p50_ms": round3(serving.p50), "serving_p90_ms": round3(serving.p90), "first_call_p50_ms": round3(first_call.p50) }),
-    );
+    if args.wants("resolve") {
+        eprintln!(
+            "bench: resolve latest over {} installed versions",
+            args.versions
+        );
+        let resolve = resolve_many(args.versions, args.n).await?;
+        rows.push((
+            format!("resolve latest /{}", args.versions),
+            ms(&resolve),
+            "p50 ≤ 1 ms".into(),
+        ));
+        report.insert(
+            "resolve".into(),
+            json!({ "installed_versions": args.versions, "ms": resolve.json() }),
+        );
+    }
 
-    eprintln!("bench: scale, {} agents held by one host", args.scale);
-    let sc = scale(&echo, args.scale, args.n.min(30)).await?;
-    rows.push((
-        format!("scale {} held: host RSS/agent", args.scale),
-        format!("{:.0} KiB", sc.rss_kib_per_agent),
-        "≤ 256 KiB".into(),
-    ));
-    rows.push((
-        format!("scale {} held: host fds/agent", args.scale),
-        format!("{:.2}", sc.fds_per_agent),
-        "≤ 4".into(),
-    ));
-    rows.push((
-        format!("scale load #{} vs #1", args.scale + 1),
-        format!(
-            "p50 {:.3} vs {:.3} ms ({:.2}×)",
-            sc.nth.p50,
-            sc.first.p50,
-            sc.nth.p50 / sc.first.p50
-        ),
-        "≈ 1×".into(),
-    ));
-    report.insert("scale".into(), sc.json(args.scale));
+    if args.wants("dedup") || args.wants("pull") {
+        let registry = agent_testkit::registry::LocalRegistry::start()?;
+        eprintln!("bench: registry at {}", registry.addr());
+        let config = RegistryConfig::parse(&registry.addr().to_string())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    eprintln!(
-        "bench: resolve latest over {} installed versions",
-        args.versions
-    );
-    let resolve = resolve_many(args.versions, args.n).await?;
-    rows.push((
-        format!("resolve latest /{}", args.versions),
-        ms(&resolve),
-        "p50 ≤ 1 ms".into(),
-    ));
-    report.insert(
-        "resolve".into(),
-        json!({ "installed_versions": args.versions, "ms": resolve.json() }),
-    );
+        if args.wants("dedup") {
+            eprintln!(
+                "bench: dedup, {} concurrent loads of one uncached ref",
+                args.dedup
+            );
+            let downloads = dedup(&registry, &config, &echo, args.dedup).await?;
+            rows.push((
+                format!("dedup {} loads", args.dedup),
+                format!("{downloads} blob download(s)"),
+                "= 1".into(),
+            ));
+            report.insert(
+                "dedup".into(),
+                json!({ "loads": args.dedup, "blob_downloads": downloads }),
+            );
+        }
 
-    let registry = agent_testkit::registry::LocalRegistry::start()?;
-    eprintln!("bench: registry at {}", registry.addr());
-    let config =
-        RegistryConfig::parse(&registry.addr().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    eprintln!(
-        "bench: dedup, {} concurrent loads of one uncached ref",
-        args.dedup
-    );
-    let downloads = dedup(&registry, &config, &echo, args.dedup).await?;
-    rows.push((
-        format!("dedup {} loads", args.dedup),
-        format!("{downloads} blob download(s)"),
-        "= 1".into(),
-    ));
-    report.insert(
-        "dedup".into(),
-        json!({ "loads": args.dedup, "blob_downloads": downloads }),
-    );
-
-    eprintln!(
-        "bench: pull {} MiB, agentctl vs curl × {}",
-        args.pull_mib, args.pull_runs
-    );
-    let pull = pull_vs_curl(&registry, &config, &agentctl, args.pull_mib, args.pull_runs).await?;
-    rows.push((
-        format!("pull {} MiB agentctl", args.pull_mib),
-        format!(
-            "{:.0} ms, {:.0} MiB/s, RSS {} MiB",
-            pull.ours_ms, pull.ours_mibps, pull.ours_rss_mib
-        ),
-        "≤ 1.25× curl, RSS ≤ 32 MiB".into(),
-    ));
-    rows.push((
-        format!("pull {} MiB agentctl, signed", args.pull_mib),
-        format!(
-            "{:.0} ms, RSS {} MiB (minisign verified while streaming)",
-            pull.signed_ms, pull.signed_rss_mib
-        ),
-        format!(
-            "signed/unsigned = {:.2}× (target ≤ 1.05×)",
-            pull.signed_ms / pull.ours_ms
-        ),
-    ));
-    rows.push((
-        format!("pull {} MiB curl", args.pull_mib),
-        format!(
-            "{:.0} ms, {:.0} MiB/s, RSS {} MiB",
-            pull.curl_ms, pull.curl_mibps, pull.curl_rss_mib
-        ),
-        format!("ours/curl = {:.2}×", pull.ours_ms / pull.curl_ms),
-    ));
-    rows.push((
-        format!("pull {} MiB curl + fsync", args.pull_mib),
-        format!("{:.0} ms", pull.curl_sync_ms),
-        format!(
-            "ours/(curl+fsync) = {:.2}×",
-            pull.ours_ms / pull.curl_sync_ms
-        ),
-    ));
-    report.insert("pull".into(), pull.json(args.pull_mib));
+        if args.wants("pull") {
+            eprintln!(
+                "bench: pull {} MiB, agentctl vs curl × {}",
+                args.pull_mib, args.pull_runs
+            );
+            let pull =
+                pull_vs_curl(&registry, &config, &agentctl, args.pull_mib, args.pull_runs).await?;
+            rows.push((
+                format!("pull {} MiB agentctl", args.pull_mib),
+                format!(
+                    "{:.0} ms, {:.0} MiB/s, RSS {} MiB, CPU {:.0} ms",
+                    pull.ours_ms, pull.ours_mibps, pull.ours_rss_mib, pull.ours_cpu_ms
+                ),
+                "≤ 1.25× curl, RSS ≤ 32 MiB".into(),
+            ));
+            rows.push((
+                format!("pull {} MiB agentctl, signed", args.pull_mib),
+                format!(
+                    "{:.0} ms, RSS {} MiB, CPU {:.0} ms (minisign verified while streaming)",
+                    pull.signed_ms, pull.signed_rss_mib, pull.signed_cpu_ms
+                ),
+                format!(
+                    "signed/unsigned = {:.2}× (target ≤ 1.05×)",
+                    pull.signed_ms / pull.ours_ms
+                ),
+            ));
+            rows.push((
+                format!("pull {} MiB curl", args.pull_mib),
+                format!(
+                    "{:.0} ms, {:.0} MiB/s, RSS {} MiB, CPU {:.0} ms",
+                    pull.curl_ms, pull.curl_mibps, pull.curl_rss_mib, pull.curl_cpu_ms
+                ),
+                format!("ours/curl = {:.2}×", pull.ours_ms / pull.curl_ms),
+            ));
+            rows.push((
+                format!("pull {} MiB curl + fsync", args.pull_mib),
+                format!("{:.0} ms", pull.curl_sync_ms),
+                format!(
+                    "ours/(curl+fsync) = {:.2}×",
+                    pull.ours_ms / pull.curl_sync_ms
+                ),
+            ));
+            report.insert("pull".into(), pull.json(args.pull_mib));
+        }
+    }
 
     report.insert(
         "machine".into(),
@@ -732,15 +776,18 @@ struct PullFigures {
     curl_mibps: f64,
     curl_rss_mib: u64,
     curl_sync_ms: f64,
+    ours_cpu_ms: f64,
+    signed_cpu_ms: f64,
+    curl_cpu_ms: f64,
 }
 
 impl PullFigures {
     fn json(&self, mib: u64) -> Value {
         json!({
             "mib": mib,
-            "agentctl": { "ms": round3(self.ours_ms), "mib_per_s": round3(self.ours_mibps), "max_rss_mib": self.ours_rss_mib },
-            "agentctl_signed": { "ms": round3(self.signed_ms), "max_rss_mib": self.signed_rss_mib, "ratio_vs_unsigned": round3(self.signed_ms / self.ours_ms) },
-            "curl": { "ms": round3(self.curl_ms), "mib_per_s": round3(self.curl_mibps), "max_rss_mib": self.curl_rss_mib },
+            "agentctl": { "ms": round3(self.ours_ms), "cpu_ms": round3(self.ours_cpu_ms), "mib_per_s": round3(self.ours_mibps), "max_rss_mib": self.ours_rss_mib },
+            "agentctl_signed": { "ms": round3(self.signed_ms), "cpu_ms": round3(self.signed_cpu_ms), "max_rss_mib": self.signed_rss_mib, "ratio_vs_unsigned": round3(self.signed_ms / self.ours_ms) },
+            "curl": { "ms": round3(self.curl_ms), "cpu_ms": round3(self.curl_cpu_ms), "mib_per_s": round3(self.curl_mibps), "max_rss_mib": self.curl_rss_mib },
             "curl_and_fsync": { "ms": round3(self.curl_sync_ms) },
             "ratio": round3(self.ours_ms / self.curl_ms),
             "ratio_vs_curl_and_fsync": round3(self.ours_ms / self.curl_sync_ms),
@@ -886,6 +933,13 @@ async fn pull_vs_curl(
         )
     };
     let rss = |v: &[ChildRun]| v.iter().map(|r| r.max_rss_kib).max().unwrap_or(0) / 1024;
+    let cpu = |v: &[ChildRun]| {
+        median(
+            &v.iter()
+                .map(|r| r.cpu.as_secs_f64() * 1e3)
+                .collect::<Vec<_>>(),
+        )
+    };
     #[allow(clippy::cast_precision_loss)]
     let mibf = mib as f64;
     let (ours_ms, curl_ms, curl_sync_ms) = (wall(&ours), wall(&curl), wall(&curl_sync));
@@ -893,6 +947,9 @@ async fn pull_vs_curl(
         ours_ms,
         ours_mibps: mibf / (ours_ms / 1e3),
         ours_rss_mib: rss(&ours),
+        ours_cpu_ms: cpu(&ours),
+        signed_cpu_ms: cpu(&signed_runs),
+        curl_cpu_ms: cpu(&curl),
         signed_ms: wall(&signed_runs),
         signed_rss_mib: rss(&signed_runs),
         curl_ms,

@@ -91,6 +91,8 @@ pub(crate) fn fd_count() -> Result<u64> {
 pub(crate) struct ChildRun {
     pub(crate) wall: Duration,
     pub(crate) max_rss_kib: u64,
+    /// User + system CPU time of the child.
+    pub(crate) cpu: Duration,
 }
 
 const GNU_TIME: &str = "/usr/bin/time";
@@ -109,7 +111,7 @@ pub(crate) fn run_child(
     }
     let out = tempfile::NamedTempFile::new().context("temp file for time's report")?;
     let mut cmd = Command::new(GNU_TIME);
-    cmd.args(["-f", "%M", "-o"])
+    cmd.args(["-f", "%M %U %S", "-o"])
         .arg(out.path())
         .arg(program)
         .args(args);
@@ -126,12 +128,25 @@ pub(crate) fn run_child(
         bail!("{cmd:?} failed ({status})");
     }
     let report = std::fs::read_to_string(out.path()).context("reading time's report")?;
-    let max_rss_kib = report
+    let fields: Vec<&str> = report
         .lines()
         .last()
-        .and_then(|l| l.trim().parse().ok())
-        .with_context(|| format!("time's report is not a number: {report:?}"))?;
-    Ok(ChildRun { wall, max_rss_kib })
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let (Some(max_rss_kib), Some(user), Some(sys)) = (
+        fields.first().and_then(|f| f.parse::<u64>().ok()),
+        fields.get(1).and_then(|f| f.parse::<f64>().ok()),
+        fields.get(2).and_then(|f| f.parse::<f64>().ok()),
+    ) else {
+        bail!("time's report is not \"RSS user sys\": {report:?}");
+    };
+    let cpu = Duration::from_secs_f64(user + sys);
+    Ok(ChildRun {
+        wall,
+        max_rss_kib,
+        cpu,
+    })
 }
 
 #[cfg(test)]

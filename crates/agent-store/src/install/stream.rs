@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -82,23 +83,31 @@ where
         // thread of its own, beside sha256 and the writes: on two cores the
         // verification then costs a copy of each chunk, not a second pass.
         let (result, verdict) = std::thread::scope(|scope| {
-            let (vtx, vrx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+            // Chunks are shared with the verifier, not copied: whichever of
+            // the two threads is done with a chunk last hands it back to the
+            // reader for reuse (`Arc::into_inner` gives it to exactly one).
+            let (vtx, vrx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(CHUNKS_IN_FLIGHT);
             let verifier = check.as_ref().and_then(SigCheck::stream).map(|mut v| {
+                let back = back_tx.clone();
                 scope.spawn(move || {
                     for chunk in vrx {
                         v.update(&chunk);
+                        if let Some(buf) = Arc::into_inner(chunk) {
+                            let _ = back.send(buf);
+                        }
                     }
                     v.finalize().map_err(|e| e.to_string())
                 })
             });
             let result = (|| -> io::Result<()> {
                 while let Some(buf) = rx.blocking_recv() {
+                    let buf = Arc::new(buf);
                     if verifier.is_some() {
                         // Only fails when the verifier thread is gone: its
                         // verdict (an error) is reported below.
-                        let _ = vtx.send(buf.clone());
+                        let _ = vtx.send(Arc::clone(&buf));
                     }
-                    hasher.update(&buf);
+                    hasher.update(&buf[..]);
                     file.write_all(&buf)?;
                     written += buf.len() as u64;
                     if written - flushed >= WRITEBACK_EVERY {
@@ -106,7 +115,9 @@ where
                         flushed = written;
                     }
                     // The reader may be gone already; then the buffer is just dropped.
-                    let _ = back_tx.send(buf);
+                    if let Some(buf) = Arc::into_inner(buf) {
+                        let _ = back_tx.send(buf);
+                    }
                 }
                 file.sync_all()
             })();
