@@ -494,7 +494,9 @@ async fn a_locked_ref_resolves_without_any_store_and_loads_when_the_digest_match
 }
 
 /// Issue 15: a binary whose sha256 is not the lock's is `integrity`: it is
-/// not run and nothing of it stays in the cache.
+/// not run, and it never reaches the cache path, not even for a moment
+/// (watched with inotify: a binary renamed into place and removed after the
+/// check would show up as a move into the directory).
 #[tokio::test]
 async fn a_binary_that_differs_from_the_lock_is_integrity_not_run_not_cached() {
     let echo = std::fs::read(common::echo()).unwrap();
@@ -502,6 +504,17 @@ async fn a_binary_that_differs_from_the_lock_is_integrity_not_run_not_cached() {
     let home = Home::new();
     let lockfile = home.path().join("agents.lock");
     write_lock(&lockfile, "0.4.0", &"0".repeat(64));
+    let cached = home.binary("services", "codefly.dev", "echo", "0.4.0");
+    let dir = cached.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    for d in [
+        home.path().join("agents"),
+        home.path().join("agents/services"),
+        dir.to_path_buf(),
+    ] {
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    }
+    let watch = common::DirWatch::new(dir);
     let store: Arc<dyn AgentStore> = Arc::new(HttpStore::new(server.base.clone()).unwrap());
     let m = Manager::builder()
         .home(AgentHome::new(home.path()))
@@ -516,11 +529,30 @@ async fn a_binary_that_differs_from_the_lock_is_integrity_not_run_not_cached() {
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
     assert!(e.to_string().contains("agents.lock"), "{e}");
     assert!(m.active().is_empty());
-    let cached = home.binary("services", "codefly.dev", "echo", "0.4.0");
     assert!(!cached.exists(), "left in the cache: {}", cached.display());
     let e = m.pull(&"echo".parse().unwrap()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
     assert!(!cached.exists());
+    let seen = watch.names();
+    assert!(
+        seen.iter().any(|n| n.contains(".tmp.")),
+        "the watch saw no install at all: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|n| n == "echo__0.4.0" || n == "echo__0.4.0.json"),
+        "the unlocked binary (or its record) was at the cache path for a while: {seen:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".lock"))
+            .count(),
+        0,
+        "something of the install stayed"
+    );
 }
 
 /// Issue 15: with `locked`, a ref the lock does not list is `not-locked`,

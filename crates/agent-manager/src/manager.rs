@@ -768,8 +768,25 @@ impl Manager {
                 unavailable: false,
             });
         }
+        // A locked ref installs under a pin: bytes that do not hash to the
+        // lock's sha256 are refused before they reach the cache path.
+        let pin = i
+            .lock
+            .expected_sha256(agent, &i.platform)
+            .and_then(|hex| hex.parse().ok())
+            .map(|sha256| agent_store::Pin {
+                sha256,
+                by: format!(
+                    "the lock file {}",
+                    i.lock.path().unwrap_or(Path::new("")).display()
+                ),
+            });
+        let installer = match pin {
+            Some(pin) => i.installer.clone().with_pin(pin),
+            None => i.installer.clone(),
+        };
         chain
-            .pull(agent, &i.platform, &i.installer)
+            .pull(agent, &i.platform, &installer)
             .await
             .map_err(|e| ManagerError::from_store(&agent.identifier(), vec![local], e))
     }

@@ -49,7 +49,7 @@ pub use digest::Sha256Digest;
 pub use error::StoreError;
 pub use install::{
     DEFAULT_MAX_SIZE, Expected, FileIdentity, InstallRecord, Installed, Installer, LockTimeouts,
-    Progress, ProgressFn, Signer, VerifyMode,
+    Pin, Progress, ProgressFn, Signer, VerifyMode,
 };
 pub use store::AgentStore;
 pub use trust::{

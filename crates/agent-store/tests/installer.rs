@@ -134,6 +134,40 @@ async fn wrong_digest_is_integrity_and_leaves_nothing() {
     assert!(installer.record(&agent).unwrap().is_none());
 }
 
+/// A pin (a lock file's sha256) holds whatever the store says: the store's
+/// own digest may agree with the bytes, they still must be the pinned ones.
+#[tokio::test]
+async fn a_pinned_digest_refuses_other_bytes_before_they_reach_the_cache() {
+    let (_d, installer, agent) = setup();
+    let bytes = payload(70_000);
+    let pinned = installer.clone().with_pin(agent_store::Pin {
+        sha256: digest(b"what the lock says"),
+        by: "the lock file /p/agents.lock".to_owned(),
+    });
+    let expected = Expected {
+        sha256: Some(digest(&bytes)),
+        ..Expected::default()
+    };
+    let err = pinned
+        .install_reader(&agent, "http:x", &expected, &bytes[..])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(err.to_string().contains("/p/agents.lock"), "{err}");
+    assert_nothing_installed(&installer, &agent);
+    assert!(installer.record(&agent).unwrap().is_none());
+
+    let pinned = installer.clone().with_pin(agent_store::Pin {
+        sha256: digest(&bytes),
+        by: "the lock file /p/agents.lock".to_owned(),
+    });
+    let got = pinned
+        .install_reader(&agent, "http:x", &Expected::default(), &bytes[..])
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&got.path).unwrap(), bytes);
+}
+
 #[tokio::test]
 async fn wrong_size_is_integrity() {
     let (_d, installer, agent) = setup();

@@ -158,3 +158,69 @@ pub fn ctl(home: &Home, args: &[&str]) -> Run {
     c.args(args);
     run(c)
 }
+
+/// The names created in, or moved into, one directory while a watch is held
+/// (inotify: every event, however brief the file's life, so a test can
+/// prove a file never appeared, not merely that it is gone now).
+#[cfg(target_os = "linux")]
+pub struct DirWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code, dead_code)]
+impl DirWatch {
+    /// Watches `dir` (which must exist) for creations and moves into it.
+    pub fn new(dir: &std::path::Path) -> DirWatch {
+        use std::os::fd::FromRawFd as _;
+        use std::os::unix::ffi::OsStrExt as _;
+        // SAFETY: plain syscalls; the descriptor is owned from here on.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(
+            raw >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+        // SAFETY: `path` is a valid C string for the duration of the call.
+        let wd = unsafe {
+            libc::inotify_add_watch(raw, path.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO)
+        };
+        assert!(
+            wd >= 0,
+            "inotify_add_watch {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+        DirWatch { fd }
+    }
+
+    /// Every name created or moved in since the watch began (or the last call).
+    pub fn names(&self) -> Vec<String> {
+        use std::os::fd::AsRawFd as _;
+        let mut names = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: `buf` is valid for `buf.len()` bytes.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let Ok(n) = usize::try_from(n) else { break };
+            if n == 0 {
+                break;
+            }
+            let mut at = 0;
+            let header = std::mem::size_of::<libc::inotify_event>();
+            while at + header <= n {
+                // SAFETY: the kernel wrote a whole event at `at`.
+                let ev: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+                let len = ev.len as usize;
+                let name = &buf[at + header..at + header + len];
+                let name = name.split(|&b| b == 0).next().unwrap_or_default();
+                names.push(String::from_utf8_lossy(name).into_owned());
+                at += header + len;
+            }
+        }
+        names
+    }
+}

@@ -130,6 +130,18 @@ pub struct Installer {
     progress: Option<ProgressFn>,
     lock: LockTimeouts,
     trust: Arc<TrustPolicy>,
+    pin: Option<Arc<Pin>>,
+}
+
+/// A digest that an install must produce whatever its store says (a lock
+/// file's sha256): bytes that hash otherwise are refused as
+/// [`StoreError::Integrity`] before they reach the cache path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The sha256 the installed bytes must have.
+    pub sha256: Sha256Digest,
+    /// Who pins it, for the error (`the lock file /p/agents.lock`).
+    pub by: String,
 }
 
 impl std::fmt::Debug for Installer {
@@ -140,6 +152,7 @@ impl std::fmt::Debug for Installer {
             .field("progress", &self.progress.is_some())
             .field("lock", &self.lock)
             .field("trust", &self.trust)
+            .field("pin", &self.pin)
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +167,18 @@ impl Installer {
             progress: None,
             lock: LockTimeouts::default(),
             trust: Arc::new(TrustPolicy::default()),
+            pin: None,
         }
+    }
+
+    /// Every install by this installer must hash to `pin.sha256` (meant for
+    /// a clone that installs one artifact, as a lock file pins it): other
+    /// bytes are refused before the rename, so they are never at the cache
+    /// path, not even for a moment.
+    #[must_use]
+    pub fn with_pin(mut self, pin: Pin) -> Self {
+        self.pin = Some(Arc::new(pin));
+        self
     }
 
     /// Which signatures are required and accepted, per publisher (default:
@@ -624,6 +648,12 @@ impl Installer {
         if let Some(want) = expected.sha256.filter(|w| *w != digest) {
             return Err(integrity(format!(
                 "expected sha256 {want}, got {digest} ({size} bytes)"
+            )));
+        }
+        if let Some(pin) = self.pin.as_deref().filter(|p| p.sha256 != digest) {
+            return Err(integrity(format!(
+                "its sha256 is {digest} ({size} bytes), but {} pins {}",
+                pin.by, pin.sha256
             )));
         }
 
