@@ -270,7 +270,15 @@ async fn attach_inner(
         // Never sends: without a pid the exit is not observable.
         tokio::spawn(async move { exit_tx.closed().await });
     }
-    let channel = crate::spawn::ready(&info.endpoint, interceptor.clone(), dial_timeout).await?;
+    // Closing an attached agent signals nothing: its transport is not kept.
+    let transport = crate::spawn::Transport::default();
+    let channel = crate::spawn::ready(
+        &info.endpoint,
+        interceptor.clone(),
+        dial_timeout,
+        &transport,
+    )
+    .await?;
     tracing::debug!("attached");
     Ok(crate::AgentConn::attached(Attached {
         info,

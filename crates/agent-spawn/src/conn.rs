@@ -157,6 +157,8 @@ pub(crate) struct Parts {
     pub(crate) process: Arc<AgentProcess>,
     pub(crate) handshake: Handshake,
     pub(crate) channel: Channel,
+    /// The channel's socket, shut down first by [`AgentConn::close`].
+    pub(crate) transport: crate::spawn::Transport,
     pub(crate) token: String,
     pub(crate) interceptor: TokenInterceptor,
     pub(crate) stderr: StderrRing,
@@ -417,9 +419,13 @@ impl AgentConn {
         }
     }
 
-    /// Stops the agent: SIGTERM to its group, up to the grace period for it to
-    /// exit, then SIGKILL to the group; reaps it, kills whatever is left of the
-    /// group, and removes the socket directory. Supervised: stops supervision
+    /// Stops the agent: ends this host's connection to it (calls still in
+    /// flight on the channel fail with `UNAVAILABLE`, as after the seed's
+    /// `conn.Close()`), then SIGTERM to its group, up to the grace period for
+    /// it to exit, then SIGKILL to the group; reaps it, kills whatever is left
+    /// of the group, and removes the socket directory. With no connection of
+    /// ours left to drain, a graceful server (tonic, grpc-go's
+    /// `GracefulStop`) exits at once. Supervised: stops supervision
     /// too. Attached: signals nothing (unknown status returned).
     ///
     /// Idempotent and safe to call concurrently: every caller gets the same
@@ -445,6 +451,9 @@ impl AgentConn {
 
 async fn shutdown(inner: &Inner) -> ExitInfo {
     let parts = &inner.parts;
+    // Our side of the connection first: a graceful server (grpc-go's
+    // GracefulStop, tonic's serve_with_shutdown) then has nothing to drain.
+    parts.transport.shutdown();
     // SIGTERM to the group now; the reaper thread SIGKILLs it when the
     // grace period is over (no timer of ours: it holds even when this
     // future is dropped or its runtime shut down).

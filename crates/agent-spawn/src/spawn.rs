@@ -2,10 +2,10 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use agent_process::AgentProcess;
@@ -321,6 +321,7 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         .map_err(io_err("cannot start the agent's I/O thread"))?;
 
     let accepted = &opts.accepted_versions;
+    let transport = Transport::default();
     let start = async {
         let handshake = handshake(
             line_rx,
@@ -331,9 +332,14 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         .instrument(tracing::debug_span!("handshake"))
         .await?;
         phase("handshake");
-        let channel = ready(&handshake.endpoint, interceptor.clone(), opts.dial_timeout)
-            .instrument(tracing::debug_span!("ready", endpoint = %handshake.endpoint))
-            .await?;
+        let channel = ready(
+            &handshake.endpoint,
+            interceptor.clone(),
+            opts.dial_timeout,
+            &transport,
+        )
+        .instrument(tracing::debug_span!("ready", endpoint = %handshake.endpoint))
+        .await?;
         phase("serving");
         Ok::<_, SpawnError>((handshake, channel))
     };
@@ -351,6 +357,7 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
                 process,
                 handshake,
                 channel,
+                transport,
                 token,
                 interceptor,
                 stderr: ring,
@@ -421,14 +428,44 @@ async fn handshake(
     Ok(handshake)
 }
 
+/// The socket under a channel, so that closing an agent can end our side of
+/// the connection before the agent is asked to stop (as the seed's
+/// `cc.Close()` before SIGTERM): a graceful server then has no open
+/// connection to drain and exits at once. Holds a duplicate of the
+/// descriptor of the newest connection the channel made.
+#[derive(Clone, Default)]
+pub(crate) struct Transport(Arc<Mutex<Option<OwnedFd>>>);
+
+impl Transport {
+    fn set(&self, fd: BorrowedFd<'_>) {
+        if let Ok(dup) = fd.try_clone_to_owned() {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(dup);
+        }
+    }
+
+    /// Shuts the connection down (both directions): calls in flight fail
+    /// with `UNAVAILABLE`, the agent reads end-of-file.
+    #[allow(unsafe_code)]
+    pub(crate) fn shutdown(&self) {
+        if let Some(fd) = self.0.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            // SAFETY: `fd` is an open socket descriptor we own; shutdown only
+            // changes the socket's state, the descriptor stays valid.
+            unsafe {
+                libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
+            }
+        }
+    }
+}
+
 /// Connects, then asks `grpc.health.v1.Health/Check("")` until SERVING.
 pub(crate) async fn ready(
     endpoint: &Endpoint,
     interceptor: TokenInterceptor,
     dial_timeout: Duration,
+    transport: &Transport,
 ) -> Result<Channel, SpawnError> {
     let deadline = Instant::now() + dial_timeout;
-    let channel = connect(endpoint, deadline, dial_timeout).await?;
+    let channel = connect(endpoint, deadline, dial_timeout, transport).await?;
     tracing::debug!(phase = "connected", "spawn phase");
 
     let mut health = HealthClient::new(InterceptedService::new(channel.clone(), interceptor));
@@ -468,10 +505,11 @@ async fn connect(
     endpoint: &Endpoint,
     deadline: Instant,
     dial_timeout: Duration,
+    transport: &Transport,
 ) -> Result<Channel, SpawnError> {
     let mut backoff = Duration::from_micros(500);
     loop {
-        let attempt = tokio::time::timeout_at(deadline, connect_once(endpoint)).await;
+        let attempt = tokio::time::timeout_at(deadline, connect_once(endpoint, transport)).await;
         let last = match attempt {
             Ok(Ok(channel)) => return Ok(channel),
             Ok(Err(e)) => error_chain(&e),
@@ -490,21 +528,34 @@ async fn connect(
     }
 }
 
-async fn connect_once(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
+async fn connect_once(
+    endpoint: &Endpoint,
+    transport: &Transport,
+) -> Result<Channel, tonic::transport::Error> {
+    let transport = transport.clone();
     match endpoint {
         Endpoint::Tcp(addr) => {
+            let addr = *addr;
             tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-                .tcp_nodelay(true)
-                .connect()
+                .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                    let transport = transport.clone();
+                    async move {
+                        let stream = tokio::net::TcpStream::connect(addr).await?;
+                        stream.set_nodelay(true)?;
+                        transport.set(stream.as_fd());
+                        Ok::<_, io::Error>(TokioIo::new(stream))
+                    }
+                }))
                 .await
         }
         Endpoint::Unix(path) => {
             let path = path.clone();
             tonic::transport::Endpoint::from_static("http://localhost")
                 .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-                    let path = path.clone();
+                    let (path, transport) = (path.clone(), transport.clone());
                     async move {
                         let stream = tokio::net::UnixStream::connect(path).await?;
+                        transport.set(stream.as_fd());
                         Ok::<_, io::Error>(TokioIo::new(stream))
                     }
                 }))
