@@ -2,9 +2,10 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -431,15 +432,27 @@ async fn handshake(
 /// The socket under a channel, so that closing an agent can end our side of
 /// the connection before the agent is asked to stop (as the seed's
 /// `cc.Close()` before SIGTERM): a graceful server then has no open
-/// connection to drain and exits at once. Holds a duplicate of the
-/// descriptor of the newest connection the channel made.
+/// connection to drain and exits at once.
+///
+/// Holds the descriptor number of the newest connection the channel made,
+/// not a duplicate (a host holding 200 agents keeps no extra descriptor per
+/// agent): the connection's [`Tracked`] wrapper clears the entry, under the
+/// same lock, before its socket closes, so the number is never stale.
 #[derive(Clone, Default)]
-pub(crate) struct Transport(Arc<Mutex<Option<OwnedFd>>>);
+pub(crate) struct Transport(Arc<Mutex<Option<(u64, RawFd)>>>);
+
+/// Tells one connection from the next in a [`Transport`].
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(0);
 
 impl Transport {
-    fn set(&self, fd: BorrowedFd<'_>) {
-        if let Ok(dup) = fd.try_clone_to_owned() {
-            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(dup);
+    /// Makes `stream` the connection that [`Transport::shutdown`] ends.
+    fn track<S: AsRawFd>(&self, stream: S) -> Tracked<S> {
+        let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((id, stream.as_raw_fd()));
+        Tracked {
+            stream,
+            transport: self.clone(),
+            id,
         }
     }
 
@@ -447,13 +460,82 @@ impl Transport {
     /// with `UNAVAILABLE`, the agent reads end-of-file.
     #[allow(unsafe_code)]
     pub(crate) fn shutdown(&self) {
-        if let Some(fd) = self.0.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            // SAFETY: `fd` is an open socket descriptor we own; shutdown only
+        let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, fd)) = *slot {
+            // SAFETY: while the entry is set (and we hold the lock) its
+            // `Tracked` is alive, so `fd` is its open socket; shutdown only
             // changes the socket's state, the descriptor stays valid.
             unsafe {
-                libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
+                libc::shutdown(fd, libc::SHUT_RDWR);
             }
         }
+    }
+}
+
+/// A connection registered in a [`Transport`] while it is open.
+struct Tracked<S> {
+    stream: S,
+    transport: Transport,
+    id: u64,
+}
+
+impl<S> Drop for Tracked<S> {
+    fn drop(&mut self) {
+        // Runs before `stream` (and its descriptor) is dropped.
+        let mut slot = self
+            .transport
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some_and(|(id, _)| id == self.id) {
+            *slot = None;
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -542,8 +624,7 @@ async fn connect_once(
                     async move {
                         let stream = tokio::net::TcpStream::connect(addr).await?;
                         stream.set_nodelay(true)?;
-                        transport.set(stream.as_fd());
-                        Ok::<_, io::Error>(TokioIo::new(stream))
+                        Ok::<_, io::Error>(TokioIo::new(transport.track(stream)))
                     }
                 }))
                 .await
@@ -555,8 +636,7 @@ async fn connect_once(
                     let (path, transport) = (path.clone(), transport.clone());
                     async move {
                         let stream = tokio::net::UnixStream::connect(path).await?;
-                        transport.set(stream.as_fd());
-                        Ok::<_, io::Error>(TokioIo::new(stream))
+                        Ok::<_, io::Error>(TokioIo::new(transport.track(stream)))
                     }
                 }))
                 .await
