@@ -299,7 +299,9 @@ async fn run_all(args: &Args) -> Result<()> {
     }
 
     if args.wants("fanout") {
-        let single = load_close(&echo, 20).await?.0;
+        // As many samples as the load rows: with 20, the denominator alone
+        // swung 2.1–3.3 ms between runs.
+        let single = load_close(&echo, args.n).await?.0;
         eprintln!("bench: fan-out {} distinct agents", args.fanout);
         let fan = fan_out(&echo, args.fanout).await?;
         let fan_ratio = fan.total_ms / single.p50;
