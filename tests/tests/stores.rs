@@ -507,13 +507,6 @@ async fn a_binary_that_differs_from_the_lock_is_integrity_not_run_not_cached() {
     let cached = home.binary("services", "codefly.dev", "echo", "0.4.0");
     let dir = cached.parent().unwrap();
     std::fs::create_dir_all(dir).unwrap();
-    for d in [
-        home.path().join("agents"),
-        home.path().join("agents/services"),
-        dir.to_path_buf(),
-    ] {
-        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    }
     let watch = common::DirWatch::new(dir);
     let store: Arc<dyn AgentStore> = Arc::new(HttpStore::new(server.base.clone()).unwrap());
     let m = Manager::builder()

@@ -5,7 +5,6 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -437,22 +436,19 @@ async fn handshake(
 /// Holds the descriptor number of the newest connection the channel made,
 /// not a duplicate (a host holding 200 agents keeps no extra descriptor per
 /// agent): the connection's [`Tracked`] wrapper clears the entry, under the
-/// same lock, before its socket closes, so the number is never stale.
+/// same lock, before its socket closes, so the number is never stale. Two
+/// connections alive at once have different numbers, so a wrapper clears
+/// the entry only if it still names its own socket.
 #[derive(Clone, Default)]
-pub(crate) struct Transport(Arc<Mutex<Option<(u64, RawFd)>>>);
-
-/// Tells one connection from the next in a [`Transport`].
-static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(0);
+pub(crate) struct Transport(Arc<Mutex<Option<RawFd>>>);
 
 impl Transport {
     /// Makes `stream` the connection that [`Transport::shutdown`] ends.
     fn track<S: AsRawFd>(&self, stream: S) -> Tracked<S> {
-        let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((id, stream.as_raw_fd()));
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(stream.as_raw_fd());
         Tracked {
             stream,
             transport: self.clone(),
-            id,
         }
     }
 
@@ -461,7 +457,7 @@ impl Transport {
     #[allow(unsafe_code)]
     pub(crate) fn shutdown(&self) {
         let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, fd)) = *slot {
+        if let Some(fd) = *slot {
             // SAFETY: while the entry is set (and we hold the lock) its
             // `Tracked` is alive, so `fd` is its open socket; shutdown only
             // changes the socket's state, the descriptor stays valid.
@@ -473,13 +469,12 @@ impl Transport {
 }
 
 /// A connection registered in a [`Transport`] while it is open.
-struct Tracked<S> {
+struct Tracked<S: AsRawFd> {
     stream: S,
     transport: Transport,
-    id: u64,
 }
 
-impl<S> Drop for Tracked<S> {
+impl<S: AsRawFd> Drop for Tracked<S> {
     fn drop(&mut self) {
         // Runs before `stream` (and its descriptor) is dropped.
         let mut slot = self
@@ -487,13 +482,13 @@ impl<S> Drop for Tracked<S> {
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if slot.is_some_and(|(id, _)| id == self.id) {
+        if *slot == Some(self.stream.as_raw_fd()) {
             *slot = None;
         }
     }
 }
 
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
+impl<S: AsRawFd + tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -503,7 +498,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
     }
 }
 
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
+impl<S: AsRawFd + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

@@ -254,16 +254,17 @@ impl TrustPolicy {
 /// A parsed `.minisig`.
 pub(crate) struct ParsedSignature {
     pub(crate) key_id: String,
-    pub(crate) sig: minisign_verify::Signature,
-    /// For a prehashed signature, the same signature relabelled as legacy
-    /// (`Ed`): a prehashed minisign signature *is* Ed25519 over the 64-byte
-    /// BLAKE2b-512 of the file, and the global signature covers only the
-    /// signature bytes and the trusted comment, not the algorithm id. So
-    /// verifying this over a BLAKE2b-512 we compute ourselves is the
-    /// prehashed verification, with the Ed25519 still minisign-verify's; the
-    /// hash then runs at the speed of the `blake2` crate, not of
-    /// minisign-verify's portable BLAKE2b.
-    over_prehash: Option<minisign_verify::Signature>,
+    /// Whether the signature is over the BLAKE2b-512 of the file (`ED`).
+    prehashed: bool,
+    /// The signature as minisign-verify checks it. A prehashed one is
+    /// relabelled legacy (`Ed`): a prehashed minisign signature *is* Ed25519
+    /// over the 64-byte BLAKE2b-512 of the file, and the global signature
+    /// covers only the signature bytes and the trusted comment, not the
+    /// algorithm id. So checking it as legacy over a BLAKE2b-512 we compute
+    /// ourselves ([`PrehashVerifier`]) is the prehashed verification, with
+    /// the Ed25519 still minisign-verify's; the hash then runs at the speed
+    /// of the `blake2` crate, not of minisign-verify's portable BLAKE2b.
+    sig: minisign_verify::Signature,
 }
 
 impl ParsedSignature {
@@ -297,28 +298,27 @@ impl ParsedSignature {
                 ));
             }
         };
-        let sig = minisign_verify::Signature::decode(text)
-            .map_err(|e| TrustError::new(WHAT, e.to_string()))?;
-        let over_prehash = if prehashed {
+        let relabelled;
+        let text = if prehashed {
             let mut legacy = bin.clone();
             legacy[..2].copy_from_slice(&ALG_LEGACY);
             let line = base64::engine::general_purpose::STANDARD.encode(&legacy);
-            let relabelled: Vec<&str> = text
+            relabelled = text
                 .lines()
                 .enumerate()
                 .map(|(i, l)| if i == 1 { line.as_str() } else { l })
-                .collect();
-            Some(
-                minisign_verify::Signature::decode(&relabelled.join("\n"))
-                    .map_err(|e| TrustError::new(WHAT, e.to_string()))?,
-            )
+                .collect::<Vec<&str>>()
+                .join("\n");
+            relabelled.as_str()
         } else {
-            None
+            text
         };
+        let sig = minisign_verify::Signature::decode(text)
+            .map_err(|e| TrustError::new(WHAT, e.to_string()))?;
         Ok(ParsedSignature {
             key_id: key_id_hex(&bin[2..10]),
+            prehashed,
             sig,
-            over_prehash,
         })
     }
 
@@ -435,26 +435,28 @@ impl SigCheck {
     /// A streaming verifier over the bytes (prehashed signatures only).
     pub(crate) fn stream(&self) -> Option<PrehashVerifier<'_>> {
         use blake2::Digest as _;
-        Some(PrehashVerifier {
+        self.sig.prehashed.then(|| PrehashVerifier {
             check: self,
-            over_prehash: self.sig.over_prehash.as_ref()?,
             hasher: blake2::Blake2b512::new(),
         })
     }
 
     /// Verifies a legacy (whole-message) signature over `bytes`.
+    /// A prehashed signature is refused here: its `sig` is relabelled legacy
+    /// and holds only over the prehash ([`SigCheck::stream`]).
     pub(crate) fn verify_legacy(&self, bytes: &[u8]) -> Result<(), minisign_verify::Error> {
+        if self.sig.prehashed {
+            return Err(minisign_verify::Error::UnexpectedAlgorithm);
+        }
         self.key.key.verify(bytes, &self.sig.sig, true)
     }
 }
 
 /// Verifies a prehashed minisign signature as the bytes stream past:
 /// BLAKE2b-512 of everything given to [`PrehashVerifier::update`], then
-/// minisign-verify's Ed25519 over that hash (see
-/// `ParsedSignature::over_prehash`).
+/// minisign-verify's Ed25519 over that hash (see [`ParsedSignature`]).
 pub(crate) struct PrehashVerifier<'a> {
     check: &'a SigCheck,
-    over_prehash: &'a minisign_verify::Signature,
     hasher: blake2::Blake2b512,
 }
 
@@ -470,7 +472,10 @@ impl PrehashVerifier<'_> {
     pub(crate) fn finalize(self) -> Result<(), minisign_verify::Error> {
         use blake2::Digest as _;
         let prehash = self.hasher.finalize();
-        self.check.key.key.verify(&prehash, self.over_prehash, true)
+        self.check
+            .key
+            .key
+            .verify(&prehash, &self.check.sig.sig, true)
     }
 }
 

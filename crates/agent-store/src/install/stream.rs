@@ -80,8 +80,8 @@ where
         let mut written: u64 = 0;
         let mut flushed: u64 = 0;
         // The signature's hash (BLAKE2b for prehashed minisign) runs on a
-        // thread of its own, beside sha256 and the writes: on two cores the
-        // verification then costs a copy of each chunk, not a second pass.
+        // thread of its own, beside sha256 and the writes, reading the same
+        // chunks.
         let (result, verdict) = std::thread::scope(|scope| {
             // Chunks are shared with the verifier, not copied: whichever of
             // the two threads is done with a chunk last hands it back to the
