@@ -695,3 +695,37 @@ fn quiet_prints_only_results() {
     assert!(r.stderr.is_empty(), "{}", r.stderr);
     assert!(r.stdout.contains("loaded"));
 }
+
+// ---------------------------------------------------------------- stdout
+
+/// `agentctl ls | head -0`: the reader is gone before the first line. The
+/// command ends quietly with 0 (it panicked with 101 before).
+#[test]
+fn a_closed_stdout_pipe_ends_the_command_quietly() {
+    let home = Home::new();
+    for v in ["1.0.0", "1.1.0"] {
+        home.install_mode("echo", v, "serve");
+    }
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut c = common::agentctl(&home);
+    c.args(["ls"]).stdout(writer).stderr(Stdio::piped());
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+/// Any other stdout failure is an `io` error naming stdout, exit 1.
+#[test]
+fn a_full_stdout_is_an_io_error() {
+    let home = Home::new();
+    home.install_mode("echo", "1.0.0", "serve");
+    let mut c = common::agentctl(&home);
+    c.args(["ls"])
+        .stdout(std::fs::File::create("/dev/full").unwrap());
+    let r = run(c);
+    r.assert_kind("io");
+    assert!(r.stderr.contains("cannot write to stdout"), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+}

@@ -231,9 +231,9 @@ async fn resolve(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Re
     let agent = match target(ctx, reference)? {
         Target::Path(p) => {
             if ctx.json {
-                println!("{}", json!({ "ref": p, "path": p }));
+                outln!("{}", json!({ "ref": p, "path": p }));
             } else {
-                println!("{}", p.display());
+                outln!("{}", p.display());
             }
             return Ok(());
         }
@@ -242,7 +242,7 @@ async fn resolve(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Re
     let m = ctx.manager(refresh)?;
     let resolved = resolve_or_pin(&m, &agent, release).await?;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "ref": resolved.identifier(),
@@ -253,7 +253,7 @@ async fn resolve(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Re
             })
         );
     } else {
-        println!("{}", resolved.identifier());
+        outln!("{}", resolved.identifier());
     }
     Ok(())
 }
@@ -263,12 +263,12 @@ async fn pull(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Resul
         Target::Path(p) => {
             let meta = std::fs::metadata(&p).map_err(|e| not_found_path(&p, &e))?;
             if ctx.json {
-                println!(
+                outln!(
                     "{}",
                     json!({ "ref": p, "path": p, "size": meta.len(), "source": "path" })
                 );
             } else {
-                println!("{}", p.display());
+                outln!("{}", p.display());
             }
             return Ok(());
         }
@@ -283,7 +283,7 @@ async fn pull(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Resul
     }
     let installed = result?;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "ref": resolved.identifier(),
@@ -304,7 +304,7 @@ async fn pull(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Resul
                 installed.source
             );
         }
-        println!("{}", installed.path.display());
+        outln!("{}", installed.path.display());
     }
     Ok(())
 }
@@ -454,12 +454,12 @@ async fn load(ctx: &Ctx, args: LoadArgs) -> Result<(), Failure> {
         if held {
             doc["token"] = json!(conn.token());
         }
-        println!("{doc}");
+        outln!("{doc}");
     } else {
-        println!("loaded   {reference}");
-        println!("pid      {}", conn.pid());
-        println!("endpoint {}", conn.endpoint());
-        println!("load     {load_ms:.3} ms");
+        outln!("loaded   {reference}");
+        outln!("pid      {}", conn.pid());
+        outln!("endpoint {}", conn.endpoint());
+        outln!("load     {load_ms:.3} ms");
     }
     if args.hold || args.for_.is_some() {
         hold(ctx, &conn, args.for_).await?;
@@ -580,16 +580,20 @@ async fn bench(ctx: &Ctx, reference: &str, n: u32, spawn: &SpawnArgs) -> Result<
         return Ok(());
     };
     if ctx.json {
-        println!("{}", json!({ "n": n, "load_ms": l, "close_ms": c }));
+        outln!("{}", json!({ "n": n, "load_ms": l, "close_ms": c }));
     } else {
-        println!("{n} rounds");
-        println!(
+        outln!("{n} rounds");
+        outln!(
             "load   p50 {:>9.3} ms  p90 {:>9.3} ms  max {:>9.3} ms",
-            l.p50, l.p90, l.max
+            l.p50,
+            l.p90,
+            l.max
         );
-        println!(
+        outln!(
             "close  p50 {:>9.3} ms  p90 {:>9.3} ms  max {:>9.3} ms",
-            c.p50, c.p90, c.max
+            c.p50,
+            c.p90,
+            c.max
         );
     }
     Ok(())
@@ -600,7 +604,7 @@ fn ls(ctx: &Ctx, reference: Option<&str>) -> Result<(), Failure> {
     let only = reference.map(|r| ctx.parse_ref(r)).transpose()?;
     let entries = cache::list(&home, ctx.kind, only.as_ref(), true)?;
     if ctx.json {
-        println!("{}", json!(entries));
+        outln!("{}", json!(entries));
         return Ok(());
     }
     if entries.is_empty() {
@@ -616,7 +620,7 @@ fn ls(ctx: &Ctx, reference: Option<&str>) -> Result<(), Failure> {
         } else {
             format!(" [{}]", e.kind)
         };
-        println!(
+        outln!(
             "{:<width$}  {:>10}  {:<12}  {:<23}  {:<9}  {}  {}{kind}",
             e.reference,
             human_size(e.size),
@@ -651,9 +655,9 @@ fn config(ctx: &Ctx) -> Result<(), Failure> {
     let m = ctx.manager(false)?;
     let effective = m.effective_config();
     if ctx.json {
-        println!("{}", json!(effective));
+        outln!("{}", json!(effective));
     } else {
-        print!("{effective}");
+        out!("{effective}");
     }
     Ok(())
 }
@@ -671,7 +675,7 @@ fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<(), Failure> {
     let (removed, kept) = cache::prune(&home, ctx.kind, &policy)?;
     if args.dry_run && !ctx.json {
         for e in &removed {
-            println!("would remove {} {}", e.reference, e.path.display());
+            outln!("would remove {} {}", e.reference, e.path.display());
         }
         return Ok(());
     }
@@ -685,11 +689,11 @@ fn print_removed(ctx: &Ctx, removed: &[cache::Entry], kept: Option<&[cache::Entr
         if let Some(k) = kept {
             doc["kept"] = json!(k);
         }
-        println!("{doc}");
+        outln!("{doc}");
         return;
     }
     for e in removed {
-        println!("removed {} {}", e.reference, e.path.display());
+        outln!("removed {} {}", e.reference, e.path.display());
     }
     if ctx.chatty() && removed.is_empty() {
         eprintln!("nothing to remove");
@@ -774,7 +778,7 @@ async fn push(
     let result = agent_manager::stores::oci::push_files(&config, &agent, &push_files).await?;
     drop(sig_dir);
     if ctx.json {
-        println!("{}", json!(result));
+        outln!("{}", json!(result));
     } else {
         for l in &result.layers {
             let platform = l
@@ -792,7 +796,7 @@ async fn push(
                 );
             }
         }
-        println!("{}@{}", result.reference, result.digest);
+        outln!("{}@{}", result.reference, result.digest);
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ pub(crate) fn man(dir: &Path) -> Result<(), Failure> {
         write_page(dir, &page, &name, &mut written)?;
     }
     for p in &written {
-        println!("{}", p.display());
+        outln!("{}", p.display());
     }
     Ok(())
 }

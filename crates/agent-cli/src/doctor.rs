@@ -138,7 +138,7 @@ pub(crate) async fn doctor(ctx: &Ctx) -> Result<(), Failure> {
 
     let failed: Vec<&Check> = checks.iter().filter(|c| c.status == Status::Fail).collect();
     if ctx.json {
-        println!("{}", json!({ "ok": failed.is_empty(), "checks": checks }));
+        outln!("{}", json!({ "ok": failed.is_empty(), "checks": checks }));
     } else {
         print_table(&checks);
     }
@@ -172,20 +172,20 @@ fn print_table(checks: &[Check]) {
         .max()
         .unwrap_or(5)
         .max(5);
-    println!("{:<w$}  {:<6}  DETAIL", "CHECK", "STATUS");
+    outln!("{:<w$}  {:<6}  DETAIL", "CHECK", "STATUS");
     for c in checks {
         let latency = c
             .latency_ms
             .map(|l| format!(" ({l:.1} ms)"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:<w$}  {:<6}  {}{latency}",
             c.check,
             c.status.as_str(),
             c.detail
         );
         if let Some(fix) = &c.fix {
-            println!("{:<w$}  {:<6}  fix: {fix}", "", "");
+            outln!("{:<w$}  {:<6}  fix: {fix}", "", "");
         }
     }
 }

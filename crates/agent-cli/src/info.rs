@@ -136,7 +136,7 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
             }
             Err(e) => json!({ "error": format!("error[{}]: {e}", e.kind()) }),
         };
-        println!(
+        outln!(
             "{}",
             json!({
                 "ref": base.identifier().trim_end_matches(":latest"),
@@ -159,22 +159,22 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "agent        {}/{} ({})",
         agent.publisher(),
         agent.name(),
         agent.kind()
     );
-    println!("platform     {platform}");
+    outln!("platform     {platform}");
     match &authority {
-        Ok(a) => println!(
+        Ok(a) => outln!(
             "authority    {} (the first store, in order, that lists it)",
             a.store
         ),
-        Err(e) => println!("authority    none: error[{}]: {e}", e.kind()),
+        Err(e) => outln!("authority    none: error[{}]: {e}", e.kind()),
     }
     if per_store.is_empty() {
-        println!("stores       none configured for {}", agent.publisher());
+        outln!("stores       none configured for {}", agent.publisher());
     }
     for (name, a) in &per_store {
         let mark = match &authority {
@@ -182,27 +182,27 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
             _ => "",
         };
         match a {
-            Ok(v) => println!("store {name:<6} {}{mark}", versions_text(v)),
-            Err(e) => println!("store {name:<6} {e}"),
+            Ok(v) => outln!("store {name:<6} {}{mark}", versions_text(v)),
+            Err(e) => outln!("store {name:<6} {e}"),
         }
     }
-    println!("{:<12} {resolved_text}", agent.version_spec().to_string());
-    println!("  because    {why}");
+    outln!("{:<12} {resolved_text}", agent.version_spec().to_string());
+    outln!("  because    {why}");
     match (&locked, &lock_path) {
-        (Some(l), Some(p)) => println!(
+        (Some(l), Some(p)) => outln!(
             "lock         {} pins {} (requested {})",
             p.display(),
             l.version,
             l.requested
         ),
-        (None, Some(p)) if p.exists() => println!("lock         {} does not list it", p.display()),
-        _ => println!("lock         none"),
+        (None, Some(p)) if p.exists() => outln!("lock         {} does not list it", p.display()),
+        _ => outln!("lock         none"),
     }
     if installed.is_empty() {
-        println!("installed    none");
+        outln!("installed    none");
     }
     for e in &installed {
-        println!(
+        outln!(
             "installed    {} {:>10}  {}  {}",
             e.version,
             human_size(e.size),

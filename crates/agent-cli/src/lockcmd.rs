@@ -185,12 +185,12 @@ pub(crate) async fn lock(
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({ "lockfile": path, "written": changed, "entries": entries })
         );
     } else {
-        println!("{}", path.display());
+        outln!("{}", path.display());
     }
     Ok(())
 }

@@ -69,7 +69,7 @@ pub(crate) fn keygen(ctx: &Ctx, out: &Path, force: bool) -> Result<(), Failure> 
     write_new(out, &kp.secret, 0o600, force)?;
     write_new(&public_file, &kp.public, 0o644, force)?;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "secret_key": out,
@@ -79,7 +79,7 @@ pub(crate) fn keygen(ctx: &Ctx, out: &Path, force: bool) -> Result<(), Failure> 
             })
         );
     } else {
-        println!("{}", key.to_base64());
+        outln!("{}", key.to_base64());
         if ctx.chatty() {
             eprintln!(
                 "wrote {} (secret, keep it private) and {} (key id {})",

@@ -1,0 +1,47 @@
+//! Standard output that a closed pipe does not turn into a panic.
+//!
+//! `println!` panics when stdout is gone (`agentctl ls | head -1`). Every
+//! stdout line goes through [`write`] instead: a reader that went away ends
+//! the process quietly with status 0, as `ripgrep` and `cargo` do (the output
+//! was not wanted any more; agents still running are ended by the host
+//! watchdog, as on any host exit); any other write error is reported as
+//! `error[io]` and exits 1.
+
+use std::io::{self, Write as _};
+
+/// Prints like `print!`, through [`write`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::stdout::write(format_args!($($arg)*), false)
+    };
+}
+
+/// Prints like `println!`, through [`write`].
+macro_rules! outln {
+    () => {
+        $crate::stdout::write(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout::write(format_args!($($arg)*), true)
+    };
+}
+
+/// Writes `args` (and a newline) to stdout; see the module docs for errors.
+pub(crate) fn write(args: std::fmt::Arguments<'_>, newline: bool) {
+    let mut stdout = io::stdout().lock();
+    let written = stdout.write_fmt(args).and_then(|()| {
+        if newline {
+            stdout.write_all(b"\n")?;
+        }
+        // Line-buffered anyway on a terminal; a pipe must see each line too
+        // (`agentctl load` prints, then holds the agent).
+        stdout.flush()
+    });
+    if let Err(e) = written {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error[io]: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
