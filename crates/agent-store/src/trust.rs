@@ -627,3 +627,15 @@ pub fn verify_detached(
     })?;
     Ok(Some(check.signer()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::key_id_hex;
+
+    #[test]
+    fn key_ids_are_sixteen_hex_digits_even_with_leading_zeros() {
+        // Little-endian on the wire: the last byte is the most significant.
+        let id = [0x9f, 0xa3, 0x76, 0x30, 0x9b, 0x49, 0xda, 0x01];
+        assert_eq!(key_id_hex(&id), "01DA499B3076A39F");
+    }
+}
