@@ -589,15 +589,14 @@ async fn load_close(path: &Path, n: usize) -> Result<(Summary, Summary)> {
 
 /// [`load_close`] on a current-thread runtime of its own thread.
 fn load_close_current_thread(path: &Path, n: usize) -> Result<(Summary, Summary)> {
-    let path = path.to_owned();
     std::thread::scope(|scope| {
         scope
-            .spawn(move || {
+            .spawn(|| {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .context("tokio runtime")?
-                    .block_on(load_close(&path, n))
+                    .block_on(load_close(path, n))
             })
             .join()
             .map_err(|_| anyhow::anyhow!("the current-thread load bench panicked"))?
@@ -607,28 +606,24 @@ fn load_close_current_thread(path: &Path, n: usize) -> Result<(Summary, Summary)
 /// Milliseconds to SHA-256 and to BLAKE2b-512 `mib` MiB already in memory
 /// (the faster of three), in 256 KiB updates as the installer does.
 fn hash_floor(mib: usize) -> (f64, f64) {
-    use blake2::Digest as _;
     let data = vec![0x5a_u8; mib << 20];
-    let time = |f: &dyn Fn()| {
-        (0..3)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .fold(f64::INFINITY, f64::min)
-    };
-    let sha = time(&|| {
-        let mut h = sha2::Sha256::new();
-        data.chunks(256 << 10).for_each(|c| h.update(c));
-        std::hint::black_box(h.finalize());
-    });
-    let blake = time(&|| {
-        let mut h = blake2::Blake2b512::new();
-        data.chunks(256 << 10).for_each(|c| h.update(c));
-        std::hint::black_box(h.finalize());
-    });
-    (sha, blake)
+    (
+        hash_ms::<sha2::Sha256>(&data),
+        hash_ms::<blake2::Blake2b512>(&data),
+    )
+}
+
+/// The fastest of three runs of hasher `D` over `data`, in ms.
+fn hash_ms<D: sha2::Digest>(data: &[u8]) -> f64 {
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let mut h = D::new();
+            data.chunks(256 << 10).for_each(|c| h.update(c));
+            std::hint::black_box(h.finalize());
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// The floor: the same spawn and handshake read, then a bare TCP connect — no

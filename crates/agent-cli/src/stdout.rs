@@ -2,7 +2,7 @@
 //!
 //! `println!` panics when stdout is gone (`agentctl ls | head -1`). Every
 //! stdout line goes through [`write`] instead: a reader that went away ends
-//! the process quietly with status 0, as `ripgrep` and `cargo` do (the output
+//! the process quietly with status 0, as `ripgrep` does (the output
 //! was not wanted any more; agents still running are ended by the host
 //! watchdog, as on any host exit); any other write error is reported as
 //! `error[io]` and exits 1.
@@ -18,9 +18,6 @@ macro_rules! out {
 
 /// Prints like `println!`, through [`write`].
 macro_rules! outln {
-    () => {
-        $crate::stdout::write(format_args!(""), true)
-    };
     ($($arg:tt)*) => {
         $crate::stdout::write(format_args!($($arg)*), true)
     };
@@ -33,8 +30,8 @@ pub(crate) fn write(args: std::fmt::Arguments<'_>, newline: bool) {
         if newline {
             stdout.write_all(b"\n")?;
         }
-        // Line-buffered anyway on a terminal; a pipe must see each line too
-        // (`agentctl load` prints, then holds the agent).
+        // Std's stdout flushes at each newline anyway; flushing here makes a
+        // write error show up now, for `out!` without a newline too.
         stdout.flush()
     });
     if let Err(e) = written {
