@@ -25,9 +25,12 @@
 //! | other | — | — | `admission` |
 //!
 //! Other processes' `/proc/<pid>/environ` (where the host's secrets are) is out of reach
-//! twice on Linux: `/proc` is not granted beyond the agent's own directory, and Landlock
-//! refuses ptrace-class access (which `environ` and `mem` need) to processes outside the
-//! agent's domain even where `/proc` is granted.
+//! because `/proc` is not granted beyond the agent's own directory, and a policy that
+//! grants `/`, `/proc` or a process directory under it is refused (`config`). Landlock's
+//! ptrace scoping alone would not do: it stops an agent without capabilities, but one
+//! holding `CAP_SYS_ADMIN` or `CAP_PERFMON` in the host's user namespace (root with
+//! `network = "any"`) may still read another process's `environ` through a `/proc` grant.
+//! With `network = "none"` the agent's capabilities live in its own user namespace only.
 //!
 //! **Note for the host:** with `network = "none"` the agent lives in an empty network
 //! namespace, so the host must reach it over its unix socket
@@ -136,9 +139,11 @@ impl Sandbox {
             .map(|d| abs("resolving the socket directory", d))
             .transpose()?;
         let base = ctx.temp_base.clone().unwrap_or_else(std::env::temp_dir);
-        // tempfile creates the directory 0700.
-        let tmpdir = tempfile::Builder::new()
-            .prefix("agent-sandbox-")
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("agent-sandbox-");
+        #[cfg(unix)]
+        builder.permissions(private_dir());
+        let tmpdir = builder
             .tempdir_in(&base)
             .map_err(|source| SandboxError::Io {
                 what: "creating the private TMPDIR in",
@@ -154,6 +159,7 @@ impl Sandbox {
             workdir: &workdir,
             tmpdir: tmpdir.path(),
         })?;
+        expanded.refuse_process_grants()?;
         let mut rw = vec![workdir.clone(), tmpdir.path().to_owned()];
         rw.extend(socket_dir.clone());
         rw.extend(expanded.write.iter().cloned());
@@ -195,6 +201,12 @@ impl Sandbox {
             profile,
         })
     }
+}
+
+#[cfg(unix)]
+fn private_dir() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::Permissions::from_mode(0o700)
 }
 
 /// The paths of one agent process that its confinement is built around.

@@ -118,6 +118,38 @@ impl SandboxPolicy {
     }
 }
 
+impl ExpandedPolicy {
+    /// Refuses grants that would expose other processes: `/`, `/proc`, or a process's
+    /// directory under it (`/proc/self` here names the host). Landlock's ptrace scoping
+    /// does not make such a grant safe: a process holding `CAP_SYS_ADMIN` or
+    /// `CAP_PERFMON` in the host's user namespace (root with `network = "any"`) may read
+    /// any `/proc/<pid>/environ` it can open. The agent's own `/proc/self` is always
+    /// granted; files such as `/proc/cpuinfo` may be granted.
+    pub fn refuse_process_grants(&self) -> Result<(), SandboxError> {
+        for p in self.read.iter().chain(&self.write) {
+            let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            let mut under_proc = real.strip_prefix("/proc").ok().map(Path::components);
+            let process_dir = under_proc
+                .as_mut()
+                .and_then(Iterator::next)
+                .is_some_and(|c| {
+                    let c = c.as_os_str().to_string_lossy();
+                    c == "self" || c == "thread-self" || c.bytes().all(|b| b.is_ascii_digit())
+                });
+            if Path::new("/proc").starts_with(&real) || process_dir {
+                return Err(SandboxError::Path {
+                    value: p.display().to_string(),
+                    reason: format!(
+                        "resolves to {}, which would let the agent read other processes' /proc/<pid> (their environment, with the host's secrets); grant narrower paths such as /proc/cpuinfo",
+                        real.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Expands `${HOME}`, `${WORKDIR}` and `${TMPDIR}` in one path.
 pub fn expand_path(value: &str, vars: &PathVars<'_>) -> Result<PathBuf, SandboxError> {
     let bad = |reason: String| SandboxError::Path {
@@ -203,6 +235,30 @@ mod tests {
         };
         let e = expand_path("${HOME}/x", &no_home).unwrap_err();
         assert!(e.to_string().contains("no home directory"), "{e}");
+    }
+
+    #[test]
+    fn grants_of_proc_or_a_process_directory_are_refused() {
+        let with = |read: &[&str]| ExpandedPolicy {
+            network: Network::Any,
+            read: read.iter().map(PathBuf::from).collect(),
+            write: Vec::new(),
+        };
+        for bad in [
+            "/",
+            "/proc",
+            "/proc/",
+            "/proc/self",
+            "/proc/1/environ",
+            "/proc/thread-self",
+        ] {
+            let e = with(&[bad]).refuse_process_grants().unwrap_err();
+            assert_eq!(e.kind(), agent_ref::ErrorKind::Config, "{bad}");
+            assert!(e.to_string().contains("other processes"), "{e}");
+        }
+        with(&["/proc/cpuinfo", "/opt/models", "/usr"])
+            .refuse_process_grants()
+            .unwrap();
     }
 
     #[test]
