@@ -13,7 +13,9 @@
 //! `/lib*`, `/bin`, `/sbin`, `/etc`, `/dev/{null,zero,urandom}`, the agent's own
 //! `/proc/self`); read-write of its work dir, its unix-socket directory and its private
 //! `TMPDIR` (0700, removed when the [`PreparedSandbox`] is dropped). Nothing else of
-//! `$HOME`. Every descendant of the agent is under the same policy.
+//! `$HOME`. Every descendant of the agent is under the same policy. (The `/proc/self`
+//! grant is the agent's own process directory: a descendant's `/proc/self` is another
+//! directory and is not readable by it.)
 //!
 //! # What gives which guarantee
 //!

@@ -4,12 +4,13 @@
 #![allow(unsafe_code, clippy::unwrap_used, missing_docs)]
 
 use std::collections::BTreeMap;
-use std::io::ErrorKind as IoKind;
+use std::io::{BufRead as _, BufReader, ErrorKind as IoKind, Read as _};
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +109,7 @@ impl World {
             marker,
         ])
         .args(["--proc-self", "--tmpdir", "--child"])
+        .args(["--unix", &self.p("sock/agent.sock").display().to_string()])
         .current_dir(self.p("work"))
         .env("HOME", self.p("home"))
         .env_remove(MARKER_VAR);
@@ -123,13 +125,24 @@ impl World {
                     .map_err(std::io::Error::from_raw_os_error)
             });
         }
-        let out = cmd.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "probe failed: {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut text = String::new();
+        // The host's side of the agent's unix socket: the one way in when there is no
+        // network.
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if line == "unix-listen ok" {
+                let mut s = UnixStream::connect(self.p("sock/agent.sock")).unwrap();
+                let mut hello = String::new();
+                s.read_to_string(&mut hello).unwrap();
+                let ok = if hello == "hello\n" { "ok" } else { "fail" };
+                text.push_str(&format!("host-unix-connect {ok}\n"));
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "probe failed: {text}");
         let results = text
             .lines()
             .filter_map(|l| {
@@ -192,6 +205,8 @@ fn unconfined_every_probe_gets_through() {
             ("udp-send", true),
             ("environ-marker", true),
             ("proc-self-read", true),
+            ("unix-serve", true),
+            ("host-unix-connect", true),
             ("child-secret-read", true),
             ("child-outside-write", true),
             ("child-tcp-connect", true),
@@ -229,6 +244,8 @@ fn confined_network_none_every_forbidden_probe_fails() {
             ("udp-send", false),
             ("environ-marker", false),
             ("proc-self-read", true),
+            ("unix-serve", true),
+            ("host-unix-connect", true),
             ("child-spawn", true),
             ("child-secret-read", false),
             ("child-outside-write", false),

@@ -5,7 +5,8 @@
 //! `--granted PATH` (write), `--tcp ADDR`, `--udp ADDR`, `--environ PID --marker TEXT`
 //! (look for TEXT in that process's environment), `--proc-self`, `--tmpdir` (write into
 //! `$TMPDIR`), `--child` (run the probes again in a child process; its lines are
-//! prefixed `child-`).
+//! prefixed `child-`), `--unix PATH` (last: listen there and serve one connection from
+//! the host, as an agent does).
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -94,7 +95,17 @@ fn main() {
         report("environ-marker", r);
     }
     if args.iter().any(|a| a == "--child") {
-        let rest: Vec<&String> = args.iter().filter(|a| *a != "--child").collect();
+        let mut rest: Vec<&String> = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--child" => {}
+                "--unix" => {
+                    it.next();
+                }
+                _ => rest.push(a),
+            }
+        }
         let r = std::env::current_exe()
             .and_then(|exe| std::process::Command::new(exe).args(rest).output())
             .map_err(|e| e.to_string());
@@ -108,4 +119,36 @@ fn main() {
             Err(e) => report("child-spawn", Err(e)),
         }
     }
+    if let Some(p) = value("--unix") {
+        serve_once(&p);
+    }
+}
+
+/// Listens on a unix socket, says so, and answers one connection within five seconds.
+fn serve_once(path: &str) {
+    let listener = match std::os::unix::net::UnixListener::bind(path) {
+        Ok(l) => l,
+        Err(e) => return report("unix-listen", Err(e.to_string())),
+    };
+    report("unix-listen", Ok(()));
+    let _ = std::io::stdout().flush();
+    let r = listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                match listener.accept() {
+                    Ok((mut s, _)) => return s.write_all(b"hello\n").map_err(|e| e.to_string()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if std::time::Instant::now() > deadline {
+                            return Err("no connection from the host".to_owned());
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        });
+    report("unix-serve", r);
 }
