@@ -40,11 +40,14 @@ pub enum ErrorKind {
     Config,
     /// `--locked`, and the lock file has no entry for the ref.
     NotLocked,
+    /// The agent may not start as asked: a sandbox is required and none is set, or
+    /// the policy cannot be enforced on this machine.
+    Admission,
 }
 
 impl ErrorKind {
     /// Every kind, in the order of the README's table.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::InvalidRef,
         ErrorKind::BinaryNotFound,
         ErrorKind::Spawn,
@@ -61,6 +64,7 @@ impl ErrorKind {
         ErrorKind::Untrusted,
         ErrorKind::Config,
         ErrorKind::NotLocked,
+        ErrorKind::Admission,
     ];
 
     /// The stable kebab-case name, e.g. `handshake-timeout`.
@@ -83,6 +87,7 @@ impl ErrorKind {
             ErrorKind::Untrusted => "untrusted",
             ErrorKind::Config => "config",
             ErrorKind::NotLocked => "not-locked",
+            ErrorKind::Admission => "admission",
         }
     }
 }
@@ -192,6 +197,7 @@ mod tests {
                 "untrusted",
                 "config",
                 "not-locked",
+                "admission",
             ]
         );
     }
