@@ -6,6 +6,7 @@ use std::fmt;
 /// as `{"error":{"kind":…}}`, and scripts match on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// A reference, kind, version or platform that does not parse or validate.
     InvalidRef,
@@ -40,11 +41,14 @@ pub enum ErrorKind {
     Config,
     /// `--locked`, and the lock file has no entry for the ref.
     NotLocked,
+    /// The agent may not start as asked: a sandbox is required and none is
+    /// set, or the policy cannot be enforced on this machine.
+    Admission,
 }
 
 impl ErrorKind {
     /// Every kind, in the order of the README's table.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::InvalidRef,
         ErrorKind::BinaryNotFound,
         ErrorKind::Spawn,
@@ -61,6 +65,7 @@ impl ErrorKind {
         ErrorKind::Untrusted,
         ErrorKind::Config,
         ErrorKind::NotLocked,
+        ErrorKind::Admission,
     ];
 
     /// The stable kebab-case name, e.g. `handshake-timeout`.
@@ -83,6 +88,7 @@ impl ErrorKind {
             ErrorKind::Untrusted => "untrusted",
             ErrorKind::Config => "config",
             ErrorKind::NotLocked => "not-locked",
+            ErrorKind::Admission => "admission",
         }
     }
 }
@@ -127,10 +133,13 @@ pub enum RefError {
         allowed: &'static str,
     },
     /// An unknown agent kind.
-    #[error(
-        "unknown agent kind {0:?} (allowed: service, service:runtime, service:builder, service:code, application, module)"
-    )]
+    #[error("unknown agent kind {0:?} (allowed: {allowed})", allowed = crate::AgentKind::allowed())]
     UnknownKind(String),
+    /// A kind that parses but is never loaded (`job`).
+    #[error(
+        "agents of kind {0} are not loaded by the agent manager (loadable: every kind but job)"
+    )]
+    NotLoadable(&'static str),
     /// A version or version requirement that is not semver.
     #[error(
         "invalid version {value:?}: {reason} (allowed: latest, 1.2.3, v1.2.3, ^1.2, ~1.4, >=2, <3)"
@@ -192,6 +201,7 @@ mod tests {
                 "untrusted",
                 "config",
                 "not-locked",
+                "admission",
             ]
         );
     }
@@ -217,6 +227,7 @@ mod tests {
             RefError::NotConcrete("a/b:latest".into()),
             RefError::InvalidSource("x".into()),
             RefError::InvalidPlatform("x".into()),
+            RefError::NotLoadable("job"),
             RefError::InvalidVersion {
                 value: "x".into(),
                 reason: "y".into(),
