@@ -196,7 +196,8 @@ impl NixStore {
     }
 
     /// Where the GC root of `agent`'s pulled output lives:
-    /// `$CODEFLY_HOME/nix-gcroots/{prefix}-{publisher}-{name}-{version}`.
+    /// `$CODEFLY_HOME/nix-gcroots/{kind}-{publisher}-{name}-{version}`, the
+    /// kind with `:` as `-` (`service-runtime`), as `agentctl rm` looks for it.
     /// Removing it lets `nix-collect-garbage` reclaim the output.
     ///
     /// # Errors
@@ -205,7 +206,7 @@ impl NixStore {
         let version = concrete(agent)?;
         Ok(home.root().join(GC_ROOTS_DIR).join(format!(
             "{}-{}-{}-{version}",
-            agent.kind().prefix(),
+            agent.kind().as_str().replace(':', "-"),
             agent.publisher(),
             agent.name()
         )))
