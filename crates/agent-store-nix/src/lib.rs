@@ -13,7 +13,14 @@
 //!   Debian's Nix 2.8). The output is the binary itself, or a directory with
 //!   `bin/P-{name}`, or a directory whose `bin/` holds exactly one executable
 //!   that is not named for another kind (`bin/service-{name}` is never taken
-//!   for a toolbox). Provider and solution outputs must have `bin/P-{name}`. The binary is copied into the cache through the
+//!   for a toolbox).
+//! - Provider and solution outputs install only with a verified-artifact
+//!   descriptor ([`agent_store::descriptor`]): `provider.artifact.json` at the
+//!   output's root naming the binary, or beside `bin/P-{name}` / `P-{name}`.
+//!   It is verified before anything reaches the cache (a missing or wrong one
+//!   is `untrusted`), and it and its manifest are installed beside the cached
+//!   binary as `{binary}.provider.artifact.json` and
+//!   `{binary}.provider.codefly.yaml`, where the loader checks them again. The binary is copied into the cache through the
 //!   [`agent_store::Installer`] with the source `nix:{store path}`, and the
 //!   out-link under `$CODEFLY_HOME/nix-gcroots/` keeps the output from being
 //!   garbage-collected.
@@ -66,7 +73,7 @@ use std::time::Duration;
 
 use agent_ref::semver::Version;
 use agent_ref::{AgentHome, AgentKind, AgentRef, Platform, RefError};
-use agent_store::{AgentStore, Expected, Installed, Installer, StoreError};
+use agent_store::{AgentStore, Expected, Installed, Installer, StoreError, descriptor};
 use async_trait::async_trait;
 use tracing::Instrument;
 
@@ -390,7 +397,10 @@ impl NixStore {
             let kind = agent.kind();
             let name = agent.name().to_owned();
             let out2 = out.clone();
-            let binary = tokio::task::spawn_blocking(move || find_binary(&out2, kind, &name))
+            let binary = tokio::task::spawn_blocking(move || match layout_binary(&out2) {
+                Some(b) if kind.needs_descriptor() => Ok(b),
+                _ => find_binary(&out2, kind, &name),
+            })
                 .await
                 .map_err(|e| NixError::Io {
                     context: format!("inspecting {}", out.display()),
@@ -407,6 +417,17 @@ impl NixStore {
                 return Err(e.into());
             }
         };
+        let sidecars = if agent.kind().needs_descriptor() {
+            match install_descriptor(agent, &binary, installer) {
+                Ok(s) => s,
+                Err(e) => {
+                    remove_gc_root(&gc_root);
+                    return Err(e);
+                }
+            }
+        } else {
+            Vec::new()
+        };
         let source = format!("nix:{}", out.display());
         match installer
             .install_file(agent, &source, &Expected::default(), &binary)
@@ -414,6 +435,9 @@ impl NixStore {
         {
             Ok(installed) => Ok(installed),
             Err(e) => {
+                for s in &sidecars {
+                    let _ = std::fs::remove_file(s);
+                }
                 remove_gc_root(&gc_root);
                 Err(e)
             }
@@ -430,6 +454,72 @@ fn refuse_kind(agent: &AgentRef) -> Result<(), StoreError> {
             what: format!("{agent}: {why}"),
         }),
     }
+}
+
+/// The binary a layout descriptor (`provider.artifact.json` at the output's
+/// root) names, when there is one and it parses.
+fn layout_binary(out: &Path) -> Option<PathBuf> {
+    let bytes = std::fs::read(out.join(descriptor::DESCRIPTOR_FILE_NAME)).ok()?;
+    let d = descriptor::Descriptor::parse(&bytes, "").ok()?;
+    Some(out.join(d.binary_path))
+}
+
+/// Verifies the verified-artifact descriptor of a provider or solution
+/// output, then copies it and its manifest beside the binary's cache path
+/// (`{binary}.provider.artifact.json`, `{binary}.provider.codefly.yaml`),
+/// where the loader checks it again before every start. Returns the files
+/// written, for removal when the install fails.
+fn install_descriptor(
+    agent: &AgentRef,
+    binary: &Path,
+    installer: &Installer,
+) -> Result<Vec<PathBuf>, StoreError> {
+    let verified = descriptor::verify(binary, agent).map_err(|e| StoreError::Untrusted {
+        path_or_artifact: binary.display().to_string(),
+        reason: e.to_string(),
+        fix: "publish the provider with its provider.artifact.json and provider.codefly.yaml beside the binary".to_owned(),
+    })?;
+    let target = installer.home().binary_path(agent)?;
+    let mut written = Vec::new();
+    for (from, suffix) in [
+        (
+            &verified.descriptor_path,
+            descriptor::INSTALLED_DESCRIPTOR_SUFFIX,
+        ),
+        (
+            &verified.manifest_path,
+            descriptor::INSTALLED_MANIFEST_SUFFIX,
+        ),
+    ] {
+        let mut to = target.as_os_str().to_owned();
+        to.push(suffix);
+        let to = PathBuf::from(to);
+        if let Err(e) = copy_atomic(from, &to) {
+            for w in &written {
+                let _ = std::fs::remove_file(w);
+            }
+            return Err(StoreError::io(
+                format!("copying {} to {}", from.display(), to.display()),
+                e,
+            ));
+        }
+        written.push(to);
+    }
+    Ok(written)
+}
+
+/// Copies `from` to `to` through a temp file in `to`'s directory and a rename,
+/// so a reader never sees half a file.
+fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
+    let dir = to
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::copy(from, tmp.path())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(to).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn concrete(agent: &AgentRef) -> Result<&Version, StoreError> {
@@ -510,8 +600,13 @@ fn find_binary(out: &Path, kind: AgentKind, name: &str) -> Result<PathBuf, NixEr
         };
     }
     if kind.needs_descriptor() {
+        // A verified-artifact layout keeps the binary at the output's root.
+        let root = out.join(&artifact);
+        if std::fs::metadata(&root).is_ok_and(|m| m.is_file() && is_executable(&m)) {
+            return Ok(root);
+        }
         return Err(bad(format!(
-            "a {kind} output must be the executable itself or a directory with bin/{artifact}"
+            "a {kind} output must be the executable itself or a directory with {artifact} or bin/{artifact}"
         )));
     }
     let expected = format!(
