@@ -6,6 +6,7 @@ use std::fmt;
 /// as `{"error":{"kind":…}}`, and scripts match on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// A reference, kind, version or platform that does not parse or validate.
     InvalidRef,
@@ -132,10 +133,13 @@ pub enum RefError {
         allowed: &'static str,
     },
     /// An unknown agent kind.
-    #[error(
-        "unknown agent kind {0:?} (allowed: service, service:runtime, service:builder, service:code, application, module)"
-    )]
+    #[error("unknown agent kind {0:?} (allowed: {allowed})", allowed = crate::AgentKind::allowed())]
     UnknownKind(String),
+    /// A kind that parses but is never loaded (`job`).
+    #[error(
+        "agents of kind {0} are not loaded by the agent manager (loadable: every kind but job)"
+    )]
+    NotLoadable(&'static str),
     /// A version or version requirement that is not semver.
     #[error(
         "invalid version {value:?}: {reason} (allowed: latest, 1.2.3, v1.2.3, ^1.2, ~1.4, >=2, <3)"
@@ -223,6 +227,7 @@ mod tests {
             RefError::NotConcrete("a/b:latest".into()),
             RefError::InvalidSource("x".into()),
             RefError::InvalidPlatform("x".into()),
+            RefError::NotLoadable("job"),
             RefError::InvalidVersion {
                 value: "x".into(),
                 reason: "y".into(),

@@ -15,7 +15,8 @@ pub(crate) const RESERVED_SUFFIXES: &[&str] = &["json", "lock", "tmp", "sha256"]
 pub const CODEFLY_HOME_ENV: &str = "CODEFLY_HOME";
 
 /// The on-disk agent cache, shared with codefly's Go loader:
-/// `{root}/agents/{services|applications|modules}/{publisher}/{name}__{version}`.
+/// `{root}/agents/{kind cache dir}/{publisher}/{name}__{version}`, the kind's
+/// directory read from [`AgentKind::TABLE`] (`services`, `toolboxes`, `providers`, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentHome {
     root: PathBuf,
@@ -90,8 +91,10 @@ impl AgentHome {
     /// The cache path of a concrete reference.
     ///
     /// # Errors
-    /// [`RefError::NotConcrete`] for `latest` or a requirement.
+    /// [`RefError::NotConcrete`] for `latest` or a requirement;
+    /// [`RefError::NotLoadable`] for a kind that is never loaded (`job`).
     pub fn binary_path(&self, agent: &AgentRef) -> Result<PathBuf, RefError> {
+        agent.kind().check_loads()?;
         let v = agent
             .concrete_version()
             .ok_or_else(|| RefError::NotConcrete(agent.identifier()))?;
@@ -209,11 +212,17 @@ mod tests {
                 "/c/agents/applications/acme/echo__1.2.3",
             ),
             (AgentKind::Module, "/c/agents/modules/acme/echo__1.2.3"),
+            (AgentKind::Toolbox, "/c/agents/toolboxes/acme/echo__1.2.3"),
+            (AgentKind::Runnable, "/c/agents/runnables/acme/echo__1.2.3"),
+            (AgentKind::Provider, "/c/agents/providers/acme/echo__1.2.3"),
+            (AgentKind::Solution, "/c/agents/solutions/acme/echo__1.2.3"),
         ];
         for (k, want) in cases {
             let got = home.binary_path(&e.clone().with_kind(k)).unwrap();
             assert_eq!(got, Path::new(want), "{k}");
         }
+        let job = home.binary_path(&e.clone().with_kind(AgentKind::Job));
+        assert_eq!(job.unwrap_err().kind(), crate::ErrorKind::InvalidRef);
     }
 
     #[test]

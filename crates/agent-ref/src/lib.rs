@@ -6,7 +6,10 @@
 //! publisher defaults to [`DEFAULT_PUBLISHER`] (`codefly.dev`) and the version
 //! to [`LATEST`]. [`AgentHome`] maps a concrete reference to its place in
 //! the cache shared with codefly's Go loader:
-//! `$CODEFLY_HOME/agents/{services|applications|modules}/{publisher}/{name}__{version}`.
+//! `$CODEFLY_HOME/agents/{kind cache dir}/{publisher}/{name}__{version}`, where
+//! every kind's cache directory and artifact-name prefix come from one table,
+//! [`AgentKind::TABLE`] (`service` → `services`/`service-{name}`, `toolbox` →
+//! `toolboxes`/`toolbox-{name}`, …).
 //!
 //! Every field is validated before it can touch a path: publisher and name
 //! are 1–128 bytes of `[A-Za-z0-9._-]`, never start with `.` and never contain
@@ -63,7 +66,7 @@ mod version;
 
 pub use error::{ErrorKind, RefError, UnknownErrorKind};
 pub use home::{AgentHome, CODEFLY_HOME_ENV};
-pub use kind::AgentKind;
+pub use kind::{AgentKind, KindSpec, KindStores};
 pub use platform::{Platform, platform_suffix};
 pub use reference::{AgentRef, DEFAULT_PUBLISHER, LATEST};
 pub use source::{AGENT_SOURCE_ENV, AgentSource};

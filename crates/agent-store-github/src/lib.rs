@@ -2,10 +2,14 @@
 //! the fallback for everyone without a registry.
 //!
 //! **Layout.** Owner = publisher with `.` → `-` (`codefly.dev` →
-//! `codefly-dev`), repository `service-{name}`, tag `v{version}` (the bare
-//! `{version}` is tried when `v…` is missing), asset
-//! `service-{name}_{version}_{os}_{arch}.tar.gz` (also `x86_64`/`aarch64` and
-//! `.tgz`) holding `service-{name}` at its root or in one top-level directory.
+//! `codefly-dev`), repository `{P}-{name}` where P is the kind's prefix
+//! ([`agent_ref::AgentKind::prefix`]: `service-echo`, `toolbox-grep`,
+//! `module-user-management`), tag `v{version}` (the bare `{version}` is tried
+//! when `v…` is missing), asset `{P}-{name}_{version}_{os}_{arch}.tar.gz` (also
+//! `x86_64`/`aarch64` and `.tgz`) holding `{P}-{name}` at its root or in one
+//! top-level directory (other files, such as README or LICENSE, are ignored).
+//! Provider and solution agents are served from the cache and Nix only: this
+//! store answers `artifact-missing` for them without asking GitHub.
 //!
 //! **Versions.** `latest` is `releases/latest` (exactly one leading `v`
 //! stripped); when that is 404 or not semver, the highest non-pre-release of
@@ -49,7 +53,7 @@
 //! regular files and directories; absolute paths, `..`, symlinks, hard links
 //! and device files reject the whole archive (`integrity`), as do more than
 //! 10 000 entries or more than 1 GiB claimed (both configurable). Only
-//! `service-{name}` is written, under a name we choose, then handed to
+//! `{P}-{name}` is written, under a name we choose, then handed to
 //! [`agent_store::Installer::install_file`] with source
 //! `github:{owner}/{repo}@{tag}`.
 //!

@@ -35,9 +35,10 @@ const MAX_PAGES: u32 = 10;
 /// Agents published as GitHub release assets.
 ///
 /// Owner = publisher with `.` → `-` (`codefly.dev` → `codefly-dev`), repository
-/// `service-{name}`, tag `v{version}` (or the bare version), asset
-/// `service-{name}_{version}_{os}_{arch}.tar.gz` (also `x86_64`/`aarch64` and
-/// `.tgz`). See the crate docs for verification and caching.
+/// `{prefix}-{name}` (the kind's prefix: `service-echo`, `toolbox-grep`), tag
+/// `v{version}` (or the bare version), asset
+/// `{prefix}-{name}_{version}_{os}_{arch}.tar.gz` (also `x86_64`/`aarch64` and
+/// `.tgz`) holding `{prefix}-{name}`. See the crate docs for verification and caching.
 #[derive(Debug, Clone)]
 pub struct GithubStore {
     inner: Arc<Inner>,
@@ -194,13 +195,23 @@ pub fn default_cache_dir(home: &AgentHome) -> PathBuf {
     home.root().join("cache").join("github")
 }
 
-/// Owner and repository of an agent: `codefly.dev/echo` → `codefly-dev`, `service-echo`.
+/// Owner and repository of an agent: `codefly.dev/echo` → `codefly-dev`,
+/// `service-echo` (`toolbox-echo` for a toolbox: the kind's prefix).
 #[must_use]
 pub fn repo_of(agent: &AgentRef) -> (String, String) {
     (
         agent.publisher().replace('.', "-"),
-        format!("service-{}", agent.name()),
+        agent.kind().artifact_name(agent.name()),
     )
+}
+
+/// `artifact-missing` for a kind this store may not serve (provider,
+/// solution: cache and Nix only; job: never loaded).
+fn refuse_kind(agent: &AgentRef) -> Result<(), GithubError> {
+    match agent.kind().refusal(STORE_NAME) {
+        None => Ok(()),
+        Some(why) => Err(GithubError::Missing(format!("{agent}: {why}"))),
+    }
 }
 
 /// Asset names tried, in order: Go arch names first, then the aliases, `.tar.gz` before `.tgz`.
@@ -210,8 +221,8 @@ pub fn asset_names(agent: &AgentRef, version: &Version, platform: &Platform) -> 
     for arch in platform.arch_aliases() {
         for ext in ["tar.gz", "tgz"] {
             out.push(format!(
-                "service-{}_{version}_{}_{arch}.{ext}",
-                agent.name(),
+                "{}_{version}_{}_{arch}.{ext}",
+                agent.kind().artifact_name(agent.name()),
                 platform.os
             ));
         }
@@ -537,6 +548,7 @@ impl Inner {
             .concrete_version()
             .ok_or_else(|| RefError::NotConcrete(agent.identifier()))?
             .clone();
+        refuse_kind(agent)?;
         let (owner, repo) = repo_of(agent);
         let (tag, release) = self.release(&owner, &repo, &version).await?;
         let asset = Inner::pick_asset(
@@ -629,7 +641,7 @@ impl Inner {
         let out_dir = tmp.path().join("x");
         create_private_dir_all(&out_dir)
             .map_err(|e| GithubError::io(format!("create {}", out_dir.display()), e))?;
-        let binary = format!("service-{}", agent.name());
+        let binary = agent.kind().artifact_name(agent.name());
         let limits = self.limits;
         let asset_name = asset.name.clone();
         let bin = tokio::task::spawn_blocking(move || {
@@ -709,6 +721,9 @@ impl AgentStore for GithubStore {
         let version = agent
             .concrete_version()
             .ok_or_else(|| RefError::NotConcrete(agent.identifier()))?;
+        if agent.kind().refusal(STORE_NAME).is_some() {
+            return Ok(false);
+        }
         let (owner, repo) = repo_of(agent);
         let span = tracing::debug_span!("github.available", agent = %agent);
         async {
@@ -743,6 +758,7 @@ impl AgentStore for GithubStore {
         _platform: &Platform,
     ) -> Result<Vec<Version>, StoreError> {
         let i = &self.inner;
+        refuse_kind(agent)?;
         let (owner, repo) = repo_of(agent);
         let span = tracing::debug_span!("github.versions", agent = %agent);
         async {

@@ -1,7 +1,11 @@
 //! `agent-store-http`: an [`agent_store::AgentStore`] over plain HTTP(S).
 //!
 //! Layout (ARCHITECTURE.md):
-//! - `{base}/{publisher}/{name}/{version}/service-{name}_{os}_{arch}` — the binary;
+//! - `{base}/{publisher}/{name}/{version}/{P}-{name}_{os}_{arch}` — the binary,
+//!   where P is the kind's prefix ([`agent_ref::AgentKind::prefix`]:
+//!   `service-echo_linux_amd64`, `toolbox-grep_darwin_arm64`); provider and
+//!   solution agents are served from the cache and Nix only, so this store
+//!   answers `artifact-missing` for them without a request;
 //! - the same URL + `.sha256` — its digest (the first whitespace-separated
 //!   token, as `sha256sum` writes it). The sidecar is **required**: an artifact
 //!   without one is refused (`integrity`);
@@ -257,7 +261,7 @@ impl HttpStore {
         &self.base
     }
 
-    /// The binary's URL: `{base}/{publisher}/{name}/{version}/service-{name}_{os}_{arch}`.
+    /// The binary's URL: `{base}/{publisher}/{name}/{version}/{prefix}-{name}_{os}_{arch}`.
     ///
     /// # Errors
     /// [`StoreError::Ref`] for a non-concrete ref.
@@ -270,12 +274,12 @@ impl HttpStore {
             .concrete_version()
             .ok_or_else(|| agent_ref::RefError::NotConcrete(agent.identifier()))?;
         Ok(format!(
-            "{}/{}/{}/{}/service-{}_{}",
+            "{}/{}/{}/{}/{}_{}",
             self.base,
             agent.publisher(),
             agent.name(),
             version,
-            agent.name(),
+            agent.kind().artifact_name(agent.name()),
             platform.suffix()
         ))
     }
@@ -446,6 +450,18 @@ impl HttpStore {
 }
 
 /// Maps a non-success status to the stable kinds.
+/// `artifact-missing` for a kind this store may not serve (provider,
+/// solution: cache and Nix only; job: never loaded).
+fn refuse_kind(agent: &AgentRef) -> Result<(), StoreError> {
+    match agent.kind().refusal(STORE) {
+        None => Ok(()),
+        Some(why) => Err(StoreError::Missing {
+            store: STORE.to_owned(),
+            what: format!("{agent}: {why}"),
+        }),
+    }
+}
+
 fn status_err(
     status: StatusCode,
     headers: &http::HeaderMap,
@@ -469,6 +485,9 @@ impl AgentStore for HttpStore {
     }
 
     async fn available(&self, agent: &AgentRef, platform: &Platform) -> Result<bool, StoreError> {
+        if agent.kind().refusal(STORE).is_some() {
+            return Ok(false);
+        }
         let url = self.artifact_url(agent, platform)?;
         let (final_url, resp) = self.send(&Method::HEAD, &url).await?;
         match resp.status() {
@@ -483,6 +502,7 @@ impl AgentStore for HttpStore {
         agent: &AgentRef,
         _platform: &Platform,
     ) -> Result<Vec<Version>, StoreError> {
+        refuse_kind(agent)?;
         let url = self.versions_url(agent);
         let (final_url, resp) = self.send(&Method::GET, &url).await?;
         if !resp.status().is_success() {
@@ -513,6 +533,7 @@ impl AgentStore for HttpStore {
         platform: &Platform,
         installer: &Installer,
     ) -> Result<Installed, StoreError> {
+        refuse_kind(agent)?;
         let url = self.artifact_url(agent, platform)?;
         let digest = self.sidecar(agent, &url).await?;
         let signature = self.signature(agent, &url).await?;

@@ -1,22 +1,31 @@
 //! `agent-store-nix`: an [`agent_store::AgentStore`] that realizes Nix flake outputs.
 //!
 //! Nix outputs are content-addressed, so a flake pins agents exactly. An agent
-//! `{kind}` `{publisher}/{name}:{version}` is the flake attribute
-//! `agents-{kind}-{name}-{version}` (kind as in [`agent_ref::AgentKind::attr_name`],
-//! e.g. `service-runtime`), always **quoted** in the installable because
-//! versions contain dots: `{flake}#"agents-service-echo-1.0.0"`.
+//! `{publisher}/{name}:{version}` of a kind with prefix P
+//! ([`agent_ref::AgentKind::prefix`]: `service` for `service:runtime` too,
+//! `toolbox`, `provider`, …) is the flake attribute `agents-P-{name}-{version}`,
+//! always **quoted** in the installable because versions contain dots:
+//! `{flake}#"agents-service-echo-1.0.0"`, `{flake}#"agents-toolbox-grep-0.3.1"`.
 //!
 //! - `available`: `nix eval --raw {installable}.drvPath`.
 //! - `pull`: `nix build --json --out-link {gc root} {installable}` (`--json`
 //!   works on old and new Nix alike; `--print-out-paths` does not exist on
 //!   Debian's Nix 2.8). The output is the binary itself, or a directory with
-//!   `bin/service-{name}`, or a directory whose `bin/` holds exactly one
-//!   executable. The binary is copied into the cache through the
+//!   `bin/P-{name}`, or a directory whose `bin/` holds exactly one executable
+//!   that is not named for another kind (`bin/service-{name}` is never taken
+//!   for a toolbox).
+//! - Provider and solution outputs install only with a verified-artifact
+//!   descriptor ([`agent_store::descriptor`]): `provider.artifact.json` at the
+//!   output's root naming the binary, or beside `bin/P-{name}` / `P-{name}`.
+//!   It is verified before anything reaches the cache (a missing or wrong one
+//!   is `untrusted`), and it and its manifest are installed beside the cached
+//!   binary as `{binary}.provider.artifact.json` and
+//!   `{binary}.provider.codefly.yaml`, where the loader checks them again. The binary is copied into the cache through the
 //!   [`agent_store::Installer`] with the source `nix:{store path}`, and the
 //!   out-link under `$CODEFLY_HOME/nix-gcroots/` keeps the output from being
 //!   garbage-collected.
 //! - `versions`: `nix eval --json {flake}#packages.{system} --apply builtins.attrNames`,
-//!   keeping the names `agents-{kind}-{name}-{semver}`.
+//!   keeping the names `agents-P-{name}-{semver}`.
 //!
 //! **Trust.** Nix outputs are trusted as the local Nix trusts them: the
 //! flake (and its lock file) pins each output by hash, and what reaches the
@@ -63,8 +72,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_ref::semver::Version;
-use agent_ref::{AgentHome, AgentRef, Platform, RefError};
-use agent_store::{AgentStore, Expected, Installed, Installer, StoreError};
+use agent_ref::{AgentHome, AgentKind, AgentRef, Platform, RefError};
+use agent_store::{AgentStore, Expected, Installed, Installer, StoreError, descriptor};
 use async_trait::async_trait;
 use tracing::Instrument;
 
@@ -164,18 +173,17 @@ impl NixStore {
         &self.flake
     }
 
-    /// The flake attribute of `agent` at `version`: `agents-{kind}-{name}-{version}`.
+    /// The flake attribute of `agent` at `version`: `agents-{prefix}-{name}-{version}`.
     #[must_use]
     pub fn attr_name(agent: &AgentRef, version: &Version) -> String {
         format!(
-            "agents-{}-{}-{version}",
-            agent.kind().attr_name(),
-            agent.name()
+            "agents-{}-{version}",
+            agent.kind().artifact_name(agent.name())
         )
     }
 
     /// The installable for `agent` (concrete version):
-    /// `{flake}#"agents-{kind}-{name}-{version}"` for the current platform,
+    /// `{flake}#"agents-{prefix}-{name}-{version}"` for the current platform,
     /// `{flake}#packages.{system}."agents-…"` for another one.
     ///
     /// # Errors
@@ -195,7 +203,8 @@ impl NixStore {
     }
 
     /// Where the GC root of `agent`'s pulled output lives:
-    /// `$CODEFLY_HOME/nix-gcroots/{kind}-{publisher}-{name}-{version}`.
+    /// `$CODEFLY_HOME/nix-gcroots/{kind}-{publisher}-{name}-{version}`, the
+    /// kind with `:` as `-` (`service-runtime`), as `agentctl rm` looks for it.
     /// Removing it lets `nix-collect-garbage` reclaim the output.
     ///
     /// # Errors
@@ -204,7 +213,7 @@ impl NixStore {
         let version = concrete(agent)?;
         Ok(home.root().join(GC_ROOTS_DIR).join(format!(
             "{}-{}-{}-{version}",
-            agent.kind().attr_name(),
+            agent.kind().as_str().replace(':', "-"),
             agent.publisher(),
             agent.name()
         )))
@@ -306,6 +315,9 @@ impl AgentStore for NixStore {
     }
 
     async fn available(&self, agent: &AgentRef, platform: &Platform) -> Result<bool, StoreError> {
+        if agent.kind().refusal(STORE_NAME).is_some() {
+            return Ok(false);
+        }
         let installable = self.installable(agent, platform)?;
         let expr = format!("{installable}.drvPath");
         match self.nix(&["eval", "--raw", &expr], &installable).await {
@@ -320,6 +332,7 @@ impl AgentStore for NixStore {
         agent: &AgentRef,
         platform: &Platform,
     ) -> Result<Vec<Version>, StoreError> {
+        refuse_kind(agent)?;
         let installable = format!("{}#packages.{}", self.flake, nix_system(platform));
         let stdout = match self
             .nix(
@@ -353,6 +366,7 @@ impl AgentStore for NixStore {
         platform: &Platform,
         installer: &Installer,
     ) -> Result<Installed, StoreError> {
+        refuse_kind(agent)?;
         let installable = self.installable(agent, platform)?;
         let gc_root = Self::gc_root(installer.home(), agent)?;
         let span = tracing::info_span!("nix pull", agent = %agent.identifier(), %installable);
@@ -380,9 +394,13 @@ impl NixStore {
         }
         let result = async {
             let out = self.build(&installable, &gc_root).await?;
+            let kind = agent.kind();
             let name = agent.name().to_owned();
             let out2 = out.clone();
-            let binary = tokio::task::spawn_blocking(move || find_binary(&out2, &name))
+            let binary = tokio::task::spawn_blocking(move || match layout_binary(&out2) {
+                Some(b) if kind.needs_descriptor() => Ok(b),
+                _ => find_binary(&out2, kind, &name),
+            })
                 .await
                 .map_err(|e| NixError::Io {
                     context: format!("inspecting {}", out.display()),
@@ -399,6 +417,17 @@ impl NixStore {
                 return Err(e.into());
             }
         };
+        let sidecars = if agent.kind().needs_descriptor() {
+            match install_descriptor(agent, &binary, installer) {
+                Ok(s) => s,
+                Err(e) => {
+                    remove_gc_root(&gc_root);
+                    return Err(e);
+                }
+            }
+        } else {
+            Vec::new()
+        };
         let source = format!("nix:{}", out.display());
         match installer
             .install_file(agent, &source, &Expected::default(), &binary)
@@ -406,11 +435,91 @@ impl NixStore {
         {
             Ok(installed) => Ok(installed),
             Err(e) => {
+                for s in &sidecars {
+                    let _ = std::fs::remove_file(s);
+                }
                 remove_gc_root(&gc_root);
                 Err(e)
             }
         }
     }
+}
+
+/// `artifact-missing` for a kind no store serves (`job`).
+fn refuse_kind(agent: &AgentRef) -> Result<(), StoreError> {
+    match agent.kind().refusal(STORE_NAME) {
+        None => Ok(()),
+        Some(why) => Err(StoreError::Missing {
+            store: STORE_NAME.to_owned(),
+            what: format!("{agent}: {why}"),
+        }),
+    }
+}
+
+/// The binary a layout descriptor (`provider.artifact.json` at the output's
+/// root) names, when there is one and it parses.
+fn layout_binary(out: &Path) -> Option<PathBuf> {
+    let bytes = std::fs::read(out.join(descriptor::DESCRIPTOR_FILE_NAME)).ok()?;
+    let d = descriptor::Descriptor::parse(&bytes, "").ok()?;
+    Some(out.join(d.binary_path))
+}
+
+/// Verifies the verified-artifact descriptor of a provider or solution
+/// output, then copies it and its manifest beside the binary's cache path
+/// (`{binary}.provider.artifact.json`, `{binary}.provider.codefly.yaml`),
+/// where the loader checks it again before every start. Returns the files
+/// written, for removal when the install fails.
+fn install_descriptor(
+    agent: &AgentRef,
+    binary: &Path,
+    installer: &Installer,
+) -> Result<Vec<PathBuf>, StoreError> {
+    let verified = descriptor::verify(binary, agent).map_err(|e| StoreError::Untrusted {
+        path_or_artifact: binary.display().to_string(),
+        reason: e.to_string(),
+        fix: "publish the provider with its provider.artifact.json and provider.codefly.yaml beside the binary".to_owned(),
+    })?;
+    let target = installer.home().binary_path(agent)?;
+    let mut written = Vec::new();
+    for (from, suffix) in [
+        (
+            &verified.descriptor_path,
+            descriptor::INSTALLED_DESCRIPTOR_SUFFIX,
+        ),
+        (
+            &verified.manifest_path,
+            descriptor::INSTALLED_MANIFEST_SUFFIX,
+        ),
+    ] {
+        let mut to = target.as_os_str().to_owned();
+        to.push(suffix);
+        let to = PathBuf::from(to);
+        if let Err(e) = copy_atomic(from, &to) {
+            for w in &written {
+                let _ = std::fs::remove_file(w);
+            }
+            return Err(StoreError::io(
+                format!("copying {} to {}", from.display(), to.display()),
+                e,
+            ));
+        }
+        written.push(to);
+    }
+    Ok(written)
+}
+
+/// Copies `from` to `to` through a temp file in `to`'s directory and a rename,
+/// so a reader never sees half a file.
+fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
+    let dir = to
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::copy(from, tmp.path())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(to).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn concrete(agent: &AgentRef) -> Result<&Version, StoreError> {
@@ -428,11 +537,11 @@ fn remove_gc_root(gc_root: &Path) {
 }
 
 /// The versions of `agent` among a flake's attribute names: exactly the
-/// prefix `agents-{kind}-{name}-` followed by a semver version. (Names contain
+/// prefix `agents-{prefix}-{name}-` followed by a semver version. (Names contain
 /// `-`, so `agents-service-echo-extra-1.0.0` is not a version of `echo`.)
 #[must_use]
 pub fn versions_from_attr_names(agent: &AgentRef, names: &[String]) -> Vec<Version> {
-    let prefix = format!("agents-{}-{}-", agent.kind().attr_name(), agent.name());
+    let prefix = format!("agents-{}-", agent.kind().artifact_name(agent.name()));
     let mut versions: Vec<Version> = names
         .iter()
         .filter_map(|n| n.strip_prefix(&prefix))
@@ -457,8 +566,10 @@ pub fn nix_system(platform: &Platform) -> String {
 }
 
 /// The agent binary inside a built output: the output itself when it is a
-/// file, else `bin/service-{name}`, else the only executable in `bin/`.
-fn find_binary(out: &Path, name: &str) -> Result<PathBuf, NixError> {
+/// file, else `bin/{prefix}-{name}`, else (for kinds without a descriptor) the
+/// only executable in `bin/` that is not named for another kind.
+fn find_binary(out: &Path, kind: AgentKind, name: &str) -> Result<PathBuf, NixError> {
+    let artifact = kind.artifact_name(name);
     let bad = |reason: String| NixError::BadOutput {
         path: out.display().to_string(),
         reason,
@@ -478,20 +589,36 @@ fn find_binary(out: &Path, name: &str) -> Result<PathBuf, NixError> {
         ));
     }
     let bin = out.join("bin");
-    let named = bin.join(format!("service-{name}"));
+    let named = bin.join(&artifact);
     if let Ok(m) = std::fs::metadata(&named)
         && m.is_file()
     {
         return if is_executable(&m) {
             Ok(named)
         } else {
-            Err(bad(format!("bin/service-{name} is not executable")))
+            Err(bad(format!("bin/{artifact} is not executable")))
         };
     }
+    if kind.needs_descriptor() {
+        // A verified-artifact layout keeps the binary at the output's root.
+        let root = out.join(&artifact);
+        if std::fs::metadata(&root).is_ok_and(|m| m.is_file() && is_executable(&m)) {
+            return Ok(root);
+        }
+        return Err(bad(format!(
+            "a {kind} output must be the executable itself or a directory with {artifact} or bin/{artifact}"
+        )));
+    }
     let expected = format!(
-        "expected the output to be the executable itself, or a directory with bin/service-{name}, \
+        "expected the output to be the executable itself, or a directory with bin/{artifact}, \
          or a directory whose bin/ holds exactly one executable"
     );
+    // Another kind's binary of the same name is a decoy, never this agent.
+    let decoy = |file: &str| {
+        AgentKind::ALL
+            .iter()
+            .any(|k| k.prefix() != kind.prefix() && k.artifact_name(name) == file)
+    };
     let entries = match std::fs::read_dir(&bin) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -506,6 +633,7 @@ fn find_binary(out: &Path, name: &str) -> Result<PathBuf, NixError> {
         if let Ok(m) = std::fs::metadata(&path)
             && m.is_file()
             && is_executable(&m)
+            && !decoy(&entry.file_name().to_string_lossy())
         {
             executables.push(path);
         }
@@ -558,12 +686,15 @@ mod tests {
     }
 
     #[test]
-    fn kind_uses_its_attr_name() {
-        let agent = r("codefly.dev/go:1.2.3").with_kind(agent_ref::AgentKind::ServiceRuntime);
-        assert_eq!(
-            NixStore::attr_name(&agent, &Version::new(1, 2, 3)),
-            "agents-service-runtime-go-1.2.3"
-        );
+    fn kind_uses_its_prefix() {
+        for (kind, attr) in [
+            (AgentKind::ServiceRuntime, "agents-service-go-1.2.3"),
+            (AgentKind::Toolbox, "agents-toolbox-go-1.2.3"),
+            (AgentKind::Provider, "agents-provider-go-1.2.3"),
+        ] {
+            let agent = r("codefly.dev/go:1.2.3").with_kind(kind);
+            assert_eq!(NixStore::attr_name(&agent, &Version::new(1, 2, 3)), attr);
+        }
     }
 
     #[test]
@@ -650,13 +781,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let file = d.path().join("file-out");
         write_exe(&file);
-        assert_eq!(find_binary(&file, "echo").unwrap(), file);
+        assert_eq!(
+            find_binary(&file, AgentKind::Service, "echo").unwrap(),
+            file
+        );
 
         let named = d.path().join("named");
         write_exe(&named.join("bin/service-echo"));
         write_exe(&named.join("bin/helper"));
         assert_eq!(
-            find_binary(&named, "echo").unwrap(),
+            find_binary(&named, AgentKind::Service, "echo").unwrap(),
             named.join("bin/service-echo")
         );
 
@@ -664,20 +798,37 @@ mod tests {
         write_exe(&single.join("bin/whatever"));
         std::fs::write(single.join("bin/README"), "not executable").unwrap();
         assert_eq!(
-            find_binary(&single, "echo").unwrap(),
+            find_binary(&single, AgentKind::Service, "echo").unwrap(),
             single.join("bin/whatever")
         );
 
         let two = d.path().join("two");
         write_exe(&two.join("bin/a"));
         write_exe(&two.join("bin/b"));
-        let err = find_binary(&two, "echo").unwrap_err();
+        let err = find_binary(&two, AgentKind::Service, "echo").unwrap_err();
         assert_eq!(err.kind(), agent_ref::ErrorKind::ArtifactMissing);
         assert!(err.to_string().contains("2 executables: a, b"), "{err}");
 
         let nobin = d.path().join("nobin");
         std::fs::create_dir_all(nobin.join("share")).unwrap();
-        let err = find_binary(&nobin, "echo").unwrap_err();
+        let err = find_binary(&nobin, AgentKind::Service, "echo").unwrap_err();
         assert!(err.to_string().contains("no bin/"), "{err}");
+
+        // Another kind's binary is a decoy, even alone in bin/.
+        let decoy = d.path().join("decoy");
+        write_exe(&decoy.join("bin/service-echo"));
+        let err = find_binary(&decoy, AgentKind::Toolbox, "echo").unwrap_err();
+        assert!(err.to_string().contains("bin/toolbox-echo"), "{err}");
+        write_exe(&decoy.join("bin/toolbox-echo"));
+        assert_eq!(
+            find_binary(&decoy, AgentKind::Toolbox, "echo").unwrap(),
+            decoy.join("bin/toolbox-echo")
+        );
+
+        // A provider must name its binary: no lone-executable guess.
+        let lone = d.path().join("lone");
+        write_exe(&lone.join("bin/whatever"));
+        let err = find_binary(&lone, AgentKind::Provider, "echo").unwrap_err();
+        assert!(err.to_string().contains("bin/provider-echo"), "{err}");
     }
 }

@@ -169,7 +169,7 @@ async fn pull_a_dir_output_takes_bin_service_name() {
 #[tokio::test]
 async fn pull_a_dir_output_with_a_single_executable() {
     let flake = TestFlake::new(&[Package::new(
-        "agents-service-runtime-go-2.0.0",
+        "agents-service-go-2.0.0",
         "mkdir -p $out/bin $out/share; \
          printf '#!/bin/sh\\necho go runtime\\n' > $out/bin/go-agent; chmod 755 $out/bin/go-agent; \
          echo docs > $out/share/README; echo notes > $out/bin/NOTES",

@@ -79,8 +79,9 @@ impl Credentials {
 
 /// A registry location: host, optional path prefix, scheme and credentials.
 ///
-/// `ghcr.io/codefly-dev` puts agent `codefly.dev/echo` at
-/// `ghcr.io/codefly-dev/agents/codefly.dev/echo`.
+/// `ghcr.io/codefly-dev` puts service agent `codefly.dev/echo` at
+/// `ghcr.io/codefly-dev/agents/codefly.dev/service-echo` (and reads the
+/// seed's `ghcr.io/codefly-dev/agents/codefly.dev/echo` when that does not exist).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryConfig {
     host: String,
@@ -251,11 +252,37 @@ impl RegistryConfig {
         &self.credentials
     }
 
-    /// The repository of `agent`: `{prefix}/agents/{publisher}/{name}`, lower-cased
-    /// (OCI repository names are lower case).
+    /// The repository of `agent` in the current layout, the one [`crate::push`]
+    /// writes: `{prefix}/agents/{publisher}/{P}-{name}` with P the kind's prefix
+    /// (`agents/codefly.dev/service-go-grpc`), lower-cased (OCI repository
+    /// names are lower case).
     #[must_use]
     pub fn repository(&self, agent: &AgentRef) -> String {
-        let tail = format!("agents/{}/{}", agent.publisher(), agent.name()).to_ascii_lowercase();
+        self.under_prefix(&format!(
+            "agents/{}/{}",
+            agent.publisher(),
+            agent.kind().artifact_name(agent.name())
+        ))
+    }
+
+    /// The repository of `agent` in the seed's layout,
+    /// `{prefix}/agents/{publisher}/{name}`, read only when the current one
+    /// does not exist.
+    #[must_use]
+    pub fn legacy_repository(&self, agent: &AgentRef) -> String {
+        self.under_prefix(&format!("agents/{}/{}", agent.publisher(), agent.name()))
+    }
+
+    /// The repositories asked for `agent`, in order: [`Self::repository`],
+    /// then [`Self::legacy_repository`]. The first that exists is the only
+    /// one that answers; their tags are never merged.
+    #[must_use]
+    pub fn repositories(&self, agent: &AgentRef) -> [String; 2] {
+        [self.repository(agent), self.legacy_repository(agent)]
+    }
+
+    fn under_prefix(&self, tail: &str) -> String {
+        let tail = tail.to_ascii_lowercase();
         if self.prefix.is_empty() {
             tail
         } else {
@@ -400,11 +427,23 @@ mod tests {
         assert_eq!(c.prefix(), "codefly-dev");
         assert_eq!(c.scheme(), Scheme::Https);
         let agent = AgentRef::parse("codefly.dev/echo:1.0.0").unwrap();
-        assert_eq!(c.repository(&agent), "codefly-dev/agents/codefly.dev/echo");
+        assert_eq!(
+            c.repository(&agent),
+            "codefly-dev/agents/codefly.dev/service-echo"
+        );
+        assert_eq!(
+            c.legacy_repository(&agent),
+            "codefly-dev/agents/codefly.dev/echo"
+        );
 
         let l = RegistryConfig::parse("127.0.0.1:5000").unwrap();
         assert_eq!(l.scheme(), Scheme::Http);
-        assert_eq!(l.repository(&agent), "agents/codefly.dev/echo");
+        assert_eq!(l.repository(&agent), "agents/codefly.dev/service-echo");
+        let toolbox = agent.clone().with_kind(agent_ref::AgentKind::Toolbox);
+        assert_eq!(
+            l.repositories(&toolbox),
+            ["agents/codefly.dev/toolbox-echo", "agents/codefly.dev/echo"]
+        );
         assert_eq!(
             RegistryConfig::parse("localhost").unwrap().scheme(),
             Scheme::Http

@@ -60,8 +60,8 @@ pub struct PushedLayer {
 
 /// One file to publish: the binary, its platform, and optionally its
 /// minisign signature (the `.minisig` file), pushed as a second layer titled
-/// `service-{name}.minisig` in the same manifest — what
-/// `oras push … service-{name} service-{name}.minisig` makes.
+/// `{prefix}-{name}.minisig` in the same manifest — what
+/// `oras push … {prefix}-{name} {prefix}-{name}.minisig` makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushFile {
     /// The binary.
@@ -81,7 +81,7 @@ fn invalid(message: String) -> StoreError {
 
 /// Publishes `agent` (concrete version = the tag) to `registry` as an
 /// ORAS-compatible artifact: for each file a manifest with one layer
-/// (media type [`LAYER_MEDIA_TYPE`], title `service-{name}`), the empty
+/// (media type [`LAYER_MEDIA_TYPE`], title `{prefix}-{name}`), the empty
 /// config and `artifactType` [`ARTIFACT_TYPE`].
 ///
 /// - One file without a platform: the tag points at that manifest.
@@ -125,6 +125,9 @@ pub async fn push_files(
     let version = agent
         .concrete_version()
         .ok_or_else(|| RefError::NotConcrete(agent.to_string()))?;
+    if let Some(why) = agent.kind().refusal(crate::config::STORE) {
+        return Err(invalid(format!("cannot push {agent}: {why}")));
+    }
     let with_platform = files.iter().filter(|f| f.platform.is_some()).count();
     match files.len() {
         0 => return Err(invalid("no file to push".to_owned())),
@@ -162,7 +165,7 @@ pub async fn push_files(
         .await
         .map_err(|e| map(e, &format!("upload of the empty config to {whole}")))?;
 
-    let title = layer_title(agent.name());
+    let title = layer_title(agent.kind(), agent.name());
     let mut layers = Vec::with_capacity(files.len());
     let mut entries = Vec::with_capacity(files.len());
     let mut single: Option<(Vec<u8>, String)> = None;
@@ -186,7 +189,7 @@ pub async fn push_files(
                 "mediaType": LAYER_MEDIA_TYPE,
                 "digest": sig_digest,
                 "size": sig_size,
-                "annotations": { TITLE_ANNOTATION: signature_title(agent.name()) },
+                "annotations": { TITLE_ANNOTATION: signature_title(agent.kind(), agent.name()) },
             }));
         }
         let manifest = json!({

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use agent_ref::{ErrorKind, Platform};
+use agent_ref::{AgentKind, ErrorKind, Platform};
 use agent_store::Sha256Digest;
 use serde::Deserialize;
 
@@ -63,7 +63,7 @@ pub enum SelectError {
     /// The manifest has no layer that is the agent.
     #[error("no layer titled {wanted:?} among {count} layer(s) (titles: {titles})")]
     NoLayer {
-        /// `service-{name}`.
+        /// `{prefix}-{name}`.
         wanted: String,
         /// How many layers there are.
         count: usize,
@@ -125,28 +125,40 @@ struct Descriptor {
     annotations: Option<BTreeMap<String, String>>,
 }
 
-/// The layer file name an agent is published under: `service-{name}`.
+/// The layer file name an agent of `kind` is published under: `{prefix}-{name}`
+/// (`service-echo`, `toolbox-grep`).
 #[must_use]
-pub fn layer_title(name: &str) -> String {
-    format!("service-{name}")
+pub fn layer_title(kind: AgentKind, name: &str) -> String {
+    kind.artifact_name(name)
 }
 
-/// The title of an agent's signature layer: `service-{name}.minisig`.
+/// The title of an agent's signature layer: `{prefix}-{name}.minisig`.
 #[must_use]
-pub fn signature_title(name: &str) -> String {
-    format!("service-{name}.minisig")
+pub fn signature_title(kind: AgentKind, name: &str) -> String {
+    format!("{}.minisig", kind.artifact_name(name))
 }
 
-/// The signature layer of an image manifest (titled
-/// `service-{name}.minisig`), if it has one.
+/// [`select_signature_titled`] for a service agent `name`.
+///
+/// # Errors
+/// As [`select_signature_titled`].
+pub fn select_signature(manifest: &[u8], name: &str) -> Result<Option<LayerRef>, SelectError> {
+    select_signature_titled(manifest, &layer_title(AgentKind::Service, name))
+}
+
+/// The signature layer of an image manifest (titled `{artifact}.minisig`,
+/// `artifact` being the binary layer's title), if it has one.
 ///
 /// # Errors
 /// [`SelectError::Malformed`] / [`SelectError::BadDescriptor`] for a
 /// document that is not a manifest or a bad descriptor.
-pub fn select_signature(manifest: &[u8], name: &str) -> Result<Option<LayerRef>, SelectError> {
+pub fn select_signature_titled(
+    manifest: &[u8],
+    artifact: &str,
+) -> Result<Option<LayerRef>, SelectError> {
     let doc: Doc =
         serde_json::from_slice(manifest).map_err(|e| SelectError::Malformed(e.to_string()))?;
-    let wanted = signature_title(name);
+    let wanted = format!("{artifact}.minisig");
     let Some(layers) = doc.layers else {
         return Ok(None);
     };
@@ -167,20 +179,33 @@ pub fn select_signature(manifest: &[u8], name: &str) -> Result<Option<LayerRef>,
     }
 }
 
-/// Reads a manifest or image index and says what to fetch next for agent
-/// `name` on `platform`.
-///
-/// - An image index (by `mediaType`, or by having `manifests`): the first
-///   entry whose `platform` has our OS and architecture (or an alias of it).
-/// - An image manifest: the layer titled `service-{name}`; failing that, the
-///   only layer if there is exactly one (as `oras push` of one file makes it).
+/// [`select_layer_titled`] for a service agent `name` (layer `service-{name}`).
 ///
 /// # Errors
-/// [`SelectError`]: `NoPlatform`/`NoLayer` (missing) or `Malformed`/`BadDescriptor` (integrity).
+/// As [`select_layer_titled`].
 pub fn select_layer(
     manifest: &[u8],
     platform: &Platform,
     name: &str,
+) -> Result<Selected, SelectError> {
+    select_layer_titled(manifest, platform, &layer_title(AgentKind::Service, name))
+}
+
+/// Reads a manifest or image index and says what to fetch next for the
+/// artifact titled `artifact` on `platform`.
+///
+/// - An image index (by `mediaType`, or by having `manifests`): the first
+///   entry whose `platform` has our OS and architecture (or an alias of it).
+/// - An image manifest: the layer titled `artifact` (`{prefix}-{name}`, see
+///   [`layer_title`]); failing that, the only layer if there is exactly one
+///   (as `oras push` of one file makes it).
+///
+/// # Errors
+/// [`SelectError`]: `NoPlatform`/`NoLayer` (missing) or `Malformed`/`BadDescriptor` (integrity).
+pub fn select_layer_titled(
+    manifest: &[u8],
+    platform: &Platform,
+    artifact: &str,
 ) -> Result<Selected, SelectError> {
     let doc: Doc =
         serde_json::from_slice(manifest).map_err(|e| SelectError::Malformed(e.to_string()))?;
@@ -222,7 +247,7 @@ pub fn select_layer(
             "neither `layers` nor `manifests`".to_owned(),
         ));
     };
-    let wanted = layer_title(name);
+    let wanted = artifact.to_owned();
     let title = |d: &Descriptor| {
         d.annotations
             .as_ref()

@@ -18,7 +18,9 @@ use tracing::Instrument as _;
 
 use crate::config::{RegistryConfig, STORE};
 use crate::errors;
-use crate::select::{LayerRef, Selected, select_layer, select_signature};
+use crate::select::{
+    LayerRef, Selected, layer_title, select_layer_titled, select_signature_titled,
+};
 
 /// The manifest media types we accept (OCI and Docker, image and index).
 pub(crate) const MANIFEST_ACCEPT: [&str; 4] = [
@@ -31,7 +33,8 @@ pub(crate) const MANIFEST_ACCEPT: [&str; 4] = [
 /// Tags asked for per page of the tag list.
 const TAG_PAGE: usize = 1000;
 
-/// An agent store on an OCI registry: `{registry}/{prefix}/agents/{publisher}/{name}:{version}`.
+/// An agent store on an OCI registry: `{registry}/{prefix}/agents/{publisher}/{P}-{name}:{version}`,
+/// or the seed's `…/agents/{publisher}/{name}:{version}` when the first does not exist.
 #[derive(Clone)]
 pub struct OciStore {
     config: RegistryConfig,
@@ -52,7 +55,7 @@ impl fmt::Debug for OciStore {
 struct Resolved {
     reference: Reference,
     layer: LayerRef,
-    /// The `service-{name}.minisig` layer of the same manifest, if any.
+    /// The `{prefix}-{name}.minisig` layer of the same manifest, if any.
     signature: Option<LayerRef>,
     manifest_digest: String,
 }
@@ -86,19 +89,102 @@ impl OciStore {
         &self.config
     }
 
-    /// The OCI reference of a concrete `agent`.
+    /// The OCI reference of a concrete `agent` in the current layout
+    /// ([`RegistryConfig::repository`]).
     ///
     /// # Errors
     /// [`StoreError::Ref`] when `agent` has no concrete version.
     pub fn reference(&self, agent: &AgentRef) -> Result<Reference, StoreError> {
+        self.reference_in(agent, &self.config.repository(agent))
+    }
+
+    fn reference_in(&self, agent: &AgentRef, repository: &str) -> Result<Reference, StoreError> {
         let version = agent
             .concrete_version()
             .ok_or_else(|| RefError::NotConcrete(agent.to_string()))?;
         Ok(Reference::with_tag(
             self.config.host().to_owned(),
-            self.config.repository(agent),
+            repository.to_owned(),
             version.to_string(),
         ))
+    }
+
+    /// The semver tags of `repository` (a leading `v` is accepted; other tags
+    /// are left out), or `None` when the registry does not know the repository.
+    async fn tags(&self, repository: &str) -> Result<Option<Vec<Version>>, StoreError> {
+        let reference = Reference::with_tag(
+            self.config.host().to_owned(),
+            repository.to_owned(),
+            "latest".to_owned(),
+        );
+        let what = format!("tags of {}/{repository}", self.config.host());
+        let auth = self.config.credentials().to_oci();
+        let mut versions = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let page = match self
+                .client
+                .list_tags(&reference, &auth, Some(TAG_PAGE), last.as_deref())
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => match self.map(e, &what) {
+                    StoreError::Missing { .. } if last.is_none() => return Ok(None),
+                    StoreError::Missing { .. } => break,
+                    other => return Err(other),
+                },
+            };
+            let n = page.tags.len();
+            versions.extend(
+                page.tags
+                    .iter()
+                    .filter_map(|t| agent_ref::parse_version(t).ok()),
+            );
+            // Registries that ignore `n` return everything at once; a short
+            // page is the last one.
+            match page.tags.last() {
+                Some(t) if n >= TAG_PAGE && last.as_deref() != Some(t.as_str()) => {
+                    last = Some(t.clone());
+                }
+                _ => break,
+            }
+        }
+        versions.sort();
+        versions.dedup();
+        Ok(Some(versions))
+    }
+
+    /// Whether the registry knows `repository` (one tag asked for).
+    async fn exists(&self, repository: &str) -> Result<bool, StoreError> {
+        let reference = Reference::with_tag(
+            self.config.host().to_owned(),
+            repository.to_owned(),
+            "latest".to_owned(),
+        );
+        let what = format!("tags of {}/{repository}", self.config.host());
+        let auth = self.config.credentials().to_oci();
+        match self
+            .client
+            .list_tags(&reference, &auth, Some(1), None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match self.map(e, &what) {
+                StoreError::Missing { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// `artifact-missing` for a kind this store may not serve.
+    fn refuse_kind(agent: &AgentRef) -> Result<(), StoreError> {
+        match agent.kind().refusal(STORE) {
+            None => Ok(()),
+            Some(why) => Err(StoreError::Missing {
+                store: STORE.to_owned(),
+                what: format!("{agent}: {why}"),
+            }),
+        }
     }
 
     fn map(&self, e: oci_client::errors::OciDistributionError, what: &str) -> StoreError {
@@ -123,15 +209,44 @@ impl OciStore {
             .map_err(|e| self.map(e, what))
     }
 
+    /// The layer of `agent` for `platform`. The current repository is asked
+    /// first; only when its manifest is missing *and* the repository does not
+    /// exist is the seed's repository asked (one authority, never both).
     async fn resolve(&self, agent: &AgentRef, platform: &Platform) -> Result<Resolved, StoreError> {
-        let reference = self.reference(agent)?;
+        Self::refuse_kind(agent)?;
+        let [current, legacy] = self.config.repositories(agent);
+        match self.resolve_in(agent, platform, &current).await {
+            Err(StoreError::Missing { .. }) if !self.exists(&current).await? => {
+                match self.resolve_in(agent, platform, &legacy).await {
+                    Err(StoreError::Missing { store, what }) => Err(StoreError::Missing {
+                        store,
+                        what: format!(
+                            "{what} (and no repository {}/{current})",
+                            self.config.host()
+                        ),
+                    }),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn resolve_in(
+        &self,
+        agent: &AgentRef,
+        platform: &Platform,
+        repository: &str,
+    ) -> Result<Resolved, StoreError> {
+        let reference = self.reference_in(agent, repository)?;
         let what = reference.whole();
+        let title = layer_title(agent.kind(), agent.name());
         let (body, digest) = self.manifest(&reference, &what).await?;
-        let first = select_layer(&body, platform, agent.name())
+        let first = select_layer_titled(&body, platform, &title)
             .map_err(|e| errors::from_select(&e, &what))?;
         let (layer, manifest_digest, signature) = match first {
             Selected::Layer(l) => {
-                let sig = select_signature(&body, agent.name())
+                let sig = select_signature_titled(&body, &title)
                     .map_err(|e| errors::from_select(&e, &what))?;
                 (l, digest, sig)
             }
@@ -139,11 +254,11 @@ impl OciStore {
                 let by_digest = reference.clone_with_digest(digest.to_oci());
                 let what = format!("{what} ({platform}: {})", digest.to_oci());
                 let (body, digest) = self.manifest(&by_digest, &what).await?;
-                match select_layer(&body, platform, agent.name())
+                match select_layer_titled(&body, platform, &title)
                     .map_err(|e| errors::from_select(&e, &what))?
                 {
                     Selected::Layer(l) => {
-                        let sig = select_signature(&body, agent.name())
+                        let sig = select_signature_titled(&body, &title)
                             .map_err(|e| errors::from_select(&e, &what))?;
                         (l, digest, sig)
                     }
@@ -224,52 +339,23 @@ impl AgentStore for OciStore {
         }
     }
 
-    /// The repository's semver tags (a leading `v` is accepted); other tags
-    /// are left out. A repository the registry does not know has no versions.
+    /// The semver tags (a leading `v` is accepted) of the first repository
+    /// that exists, current layout first, then the seed's; other tags are
+    /// left out. The two lists are never merged. An agent the registry does
+    /// not know has no versions.
     async fn versions(
         &self,
         agent: &AgentRef,
         _platform: &Platform,
     ) -> Result<Vec<Version>, StoreError> {
-        let reference = Reference::with_tag(
-            self.config.host().to_owned(),
-            self.config.repository(agent),
-            "latest".to_owned(),
-        );
-        let what = format!("tags of {}/{}", self.config.host(), reference.repository());
-        let auth = self.config.credentials().to_oci();
-        let mut versions = Vec::new();
-        let mut last: Option<String> = None;
-        loop {
-            let page = match self
-                .client
-                .list_tags(&reference, &auth, Some(TAG_PAGE), last.as_deref())
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => match self.map(e, &what) {
-                    StoreError::Missing { .. } => return Ok(versions),
-                    other => return Err(other),
-                },
-            };
-            let n = page.tags.len();
-            versions.extend(
-                page.tags
-                    .iter()
-                    .filter_map(|t| agent_ref::parse_version(t).ok()),
-            );
-            // Registries that ignore `n` return everything at once; a short
-            // page is the last one.
-            match page.tags.last() {
-                Some(t) if n >= TAG_PAGE && last.as_deref() != Some(t.as_str()) => {
-                    last = Some(t.clone());
-                }
-                _ => break,
+        Self::refuse_kind(agent)?;
+        for repository in self.config.repositories(agent) {
+            if let Some(versions) = self.tags(&repository).await? {
+                tracing::debug!(%repository, count = versions.len(), "versions answered");
+                return Ok(versions);
             }
         }
-        versions.sort();
-        versions.dedup();
-        Ok(versions)
+        Ok(Vec::new())
     }
 
     async fn pull(

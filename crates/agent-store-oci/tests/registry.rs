@@ -86,7 +86,7 @@ async fn push_then_pull_is_byte_exact_and_oras_shaped() {
     let client = oci();
     let r = Reference::with_tag(
         reg.addr().to_string(),
-        "agents/codefly.dev/echo".into(),
+        "agents/codefly.dev/service-echo".into(),
         "1.0.0".into(),
     );
     let (raw, digest) = client
@@ -127,7 +127,8 @@ async fn push_then_pull_is_byte_exact_and_oras_shaped() {
 }
 
 /// A manifest built by hand the way `oras push` 1.0 writes one (config
-/// `application/vnd.unknown.config.v1+json`, no artifactType), with a second
+/// `application/vnd.unknown.config.v1+json`, no artifactType) at the seed's
+/// repository `agents/{publisher}/{name}` (no current repository exists),
 /// titled file next to the agent, PUT with oci-client's low-level calls.
 #[tokio::test]
 async fn pulls_a_hand_built_oras_manifest() {
@@ -191,7 +192,7 @@ async fn latest_is_the_highest_semver_tag() {
     let client = oci();
     let base = Reference::with_tag(
         reg.addr().to_string(),
-        "agents/codefly.dev/echo".into(),
+        "agents/codefly.dev/service-echo".into(),
         "1.0.0".into(),
     );
     let (raw, _) = client
@@ -204,7 +205,7 @@ async fn latest_is_the_highest_semver_tag() {
         .unwrap();
     let stable = Reference::with_tag(
         reg.addr().to_string(),
-        "agents/codefly.dev/echo".into(),
+        "agents/codefly.dev/service-echo".into(),
         "stable".into(),
     );
     client

@@ -193,5 +193,8 @@ async fn signed_installs_and_tampered_unsigned_foreign_or_replayed_are_refused()
             "{why}: no record"
         );
     }
-    assert_eq!(signature_title("echo"), "service-echo.minisig");
+    assert_eq!(
+        signature_title(agent_ref::AgentKind::Service, "echo"),
+        "service-echo.minisig"
+    );
 }

@@ -37,6 +37,7 @@
 
 mod cache;
 mod chain;
+pub mod descriptor;
 mod digest;
 mod error;
 mod install;
