@@ -643,3 +643,132 @@ async fn publisher_keys_from_the_config_file_are_enforced() {
     let conn = m.load(&agent, LoadOptions::new()).await.unwrap();
     conn.close().await;
 }
+
+/// A `.tar.gz` holding one executable `service-echo` (GitHub's asset layout).
+fn tgz_with_binary(body: &[u8]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o755);
+    h.set_cksum();
+    tar.append_data(&mut h, "service-echo", body).unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// Store authority covers the bytes: `acme.corp/echo` 1.0.0 on the HTTP
+/// store, v1.1.0 on a GitHub org. `load acme.corp/echo:1.1.0` (an exact
+/// version) is `binary-not-found` naming the HTTP store as authoritative;
+/// GitHub is never asked, its binary never runs and never reaches the cache.
+/// With `[stores] fallback = "any"` (the opt-out) GitHub serves it.
+#[tokio::test]
+async fn the_authoritative_store_alone_serves_the_bytes_a_version_it_lacks_is_missing() {
+    let echo = std::fs::read(common::echo()).unwrap();
+    let server = Server::start(layout_for("acme.corp", "1.0.0", &echo, &echo));
+    let gh = fake_github::FakeGitHub::start().await;
+    let home = Home::new();
+    let marker = home.path().join("github-binary-ran");
+    let script = format!(
+        "#!/bin/sh\ntouch '{}'\nexec '{}' \"$@\"\n",
+        marker.display(),
+        common::echo().display()
+    );
+    let suffix = Platform::current().suffix();
+    gh.release(
+        "acme-corp",
+        "service-echo",
+        "v1.1.0",
+        false,
+        vec![fake_github::AssetSpec::with_digest(
+            &format!("service-echo_1.1.0_{suffix}.tar.gz"),
+            tgz_with_binary(script.as_bytes()),
+        )],
+    );
+    let stores = |home: &Home| -> Vec<Arc<dyn AgentStore>> {
+        vec![
+            Arc::new(HttpStore::new(server.base.clone()).unwrap()),
+            github_store(&gh, home),
+        ]
+    };
+    let m = Manager::builder()
+        .home(AgentHome::new(home.path()))
+        .stores(stores(&home))
+        .build()
+        .unwrap();
+    let agent: AgentRef = "acme.corp/echo:1.1.0".parse().unwrap();
+    let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BinaryNotFound, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("store http has no") && msg.contains("authoritative"),
+        "{msg}"
+    );
+    assert!(!marker.exists(), "GitHub's binary ran");
+    assert!(
+        !home
+            .binary("services", "acme.corp", "echo", "1.1.0")
+            .exists()
+    );
+    assert_eq!(gh.count("/repos"), 0, "GitHub was asked: {:?}", gh.seen());
+    assert!(m.active().is_empty());
+
+    // The opt-out: any store may serve it.
+    let home = Home::new();
+    let m = Manager::builder()
+        .home(AgentHome::new(home.path()))
+        .stores(stores(&home))
+        .build()
+        .unwrap();
+    let any = agent_manager::StoreChain::new(m.chain().stores().to_vec())
+        .with_fallback(agent_manager::store::Fallback::Any);
+    let installer = m.installer().clone();
+    let installed = any
+        .pull(&agent, &Platform::current(), &installer)
+        .await
+        .unwrap();
+    assert!(installed.source.starts_with("github"), "{installed:?}");
+}
+
+/// `[publishers."*"]` requires key K; `[publishers."acme.corp"]` sets only
+/// `stores`. The acme.corp table overrides only what it sets: K is still
+/// required, an unsigned acme.corp agent is `untrusted`, nothing is cached.
+#[tokio::test]
+async fn a_publisher_table_keeps_the_wildcard_keys_it_does_not_set() {
+    use agent_manager::store::keygen;
+    let echo = std::fs::read(common::echo()).unwrap();
+    let kp = keygen().unwrap();
+    let public = kp
+        .public
+        .lines()
+        .rfind(|l| !l.trim().is_empty() && !l.starts_with("untrusted comment:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let server = Server::start(layout_for("acme.corp", "0.4.0", &echo, &echo));
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[stores]\nhttp = \"{}\"\ngithub = false\n\n[publishers.\"*\"]\nkeys = [\"{public}\"]\n\n\
+             [publishers.\"acme.corp\"]\nstores = [\"http\"]\n",
+            server.base
+        ),
+    )
+    .unwrap();
+    let m = Manager::builder()
+        .env_config(env(&home, &[]))
+        .build()
+        .unwrap();
+    let agent: AgentRef = "acme.corp/echo:0.4.0".parse().unwrap();
+    let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Untrusted, "{e}");
+    assert!(
+        !home
+            .binary("services", "acme.corp", "echo", "0.4.0")
+            .exists()
+    );
+    assert!(m.active().is_empty());
+    std::mem::forget(server);
+}

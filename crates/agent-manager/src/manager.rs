@@ -635,8 +635,11 @@ impl Manager {
     }
 
     /// The stores that may be asked for `agent`: every store, or only those
-    /// its publisher is scoped to (`[publishers."P"] stores = [...]`).
-    fn chain_for(&self, agent: &AgentRef) -> StoreChain {
+    /// its publisher is scoped to (`[publishers."P"] stores = [...]`, its
+    /// table over `"*"`'s); never `nix` for a publisher that requires
+    /// signatures unless its `stores` names `nix`.
+    #[must_use]
+    pub fn chain_for(&self, agent: &AgentRef) -> StoreChain {
         let chain = &self.inner.chain;
         match self.inner.settings.scope(agent.publisher()) {
             None => chain.clone(),

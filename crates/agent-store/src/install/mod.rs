@@ -362,7 +362,7 @@ impl Installer {
             && rec
                 .store
                 .as_deref()
-                .is_some_and(|s| self.trust.is_self_verifying(s))
+                .is_some_and(|s| self.trust.store_vouches(s, agent.publisher()))
         {
             return true;
         }
@@ -554,7 +554,10 @@ impl Installer {
             });
         }
         let check = if expected.signature.is_none()
-            && (pre_verified.is_some() || self.trust.is_self_verifying(store_name(source)))
+            && (pre_verified.is_some()
+                || self
+                    .trust
+                    .store_vouches(store_name(source), agent.publisher()))
         {
             None
         } else {
