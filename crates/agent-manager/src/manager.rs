@@ -669,7 +669,7 @@ impl Manager {
     /// when a store could not be asked) listing every answer;
     /// [`ManagerError::NotLocked`] under `locked` for a ref the lock does not list.
     pub async fn resolve(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
-        if let Some(pinned) = self.inner.lock.pin(agent)? {
+        if let Some(pinned) = self.inner.lock.pin(agent, &self.inner.platform)? {
             debug!(agent = %agent, pinned = %pinned, "resolved from the lock file");
             return Ok(pinned);
         }
@@ -687,7 +687,7 @@ impl Manager {
     /// # Errors
     /// As [`Manager::resolve`].
     pub async fn pin_to_latest_release(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
-        if let Some(pinned) = self.inner.lock.pin(agent)? {
+        if let Some(pinned) = self.inner.lock.pin(agent, &self.inner.platform)? {
             return Ok(pinned);
         }
         let i = &self.inner;
