@@ -274,12 +274,23 @@ impl Installer {
     /// [`StoreError::Io`] on read errors, for a symlink inside the home, or
     /// when something other than a regular file sits at the cache path.
     pub fn cached(&self, agent: &AgentRef) -> Result<Option<Installed>, StoreError> {
-        Ok(self.lookup(agent, false)?.map(|(path, rec)| Installed {
-            path,
-            sha256: rec.sha256,
-            size: rec.size,
-            source: rec.source,
-        }))
+        self.cached_as(agent, false)
+    }
+
+    /// [`Installer::cached`], by a caller that may already hold the artifact's lock.
+    fn cached_as(
+        &self,
+        agent: &AgentRef,
+        lock_held: bool,
+    ) -> Result<Option<Installed>, StoreError> {
+        Ok(self
+            .lookup(agent, false, lock_held)?
+            .map(|(path, rec)| Installed {
+                path,
+                sha256: rec.sha256,
+                size: rec.size,
+                source: rec.source,
+            }))
     }
 
     /// The cached binary's path, checked as [`Installer::cached`] checks it:
@@ -291,10 +302,10 @@ impl Installer {
     /// # Errors
     /// As [`Installer::cached`].
     pub fn cached_path(&self, agent: &AgentRef) -> Result<Option<PathBuf>, StoreError> {
-        Ok(self.lookup(agent, true)?.map(|(path, _)| path))
+        Ok(self.lookup(agent, true, false)?.map(|(path, _)| path))
     }
 
-    fn lookup(&self, agent: &AgentRef, touch: bool) -> Result<Lookup, StoreError> {
+    fn lookup(&self, agent: &AgentRef, touch: bool, lock_held: bool) -> Result<Lookup, StoreError> {
         let path = self.home.binary_path(agent)?;
         if !check_parents(self.home.root(), &path, false)? {
             return Ok(None);
@@ -315,7 +326,9 @@ impl Installer {
         }
         check_trusted(&path, &meta, "cached binary")?;
         let Some((mut rec, file)) = open_record(&sibling(&path, "", ".json"))? else {
-            return Ok(adopt(&path)?.filter(|(p, rec)| self.admitted(agent, p, rec)));
+            return Ok(self
+                .adopt(&path, lock_held)?
+                .filter(|(p, rec)| self.admitted(agent, p, rec)));
         };
         let seen = FileIdentity::of(&meta);
         if self.verify == VerifyMode::Always || rec.identity != Some(seen) {
@@ -498,7 +511,7 @@ impl Installer {
         .map_err(join_error)??;
 
         // Another process may have installed it while we waited for the lock.
-        let result = match self.cached_blocking(agent).await {
+        let result = match self.cached_blocking_as(agent, true).await {
             Ok(Some(hit)) => Ok(hit),
             Ok(None) => {
                 tracing::debug!(path = %path.display(), "fetching");
@@ -513,11 +526,43 @@ impl Installer {
     }
 
     async fn cached_blocking(&self, agent: &AgentRef) -> Result<Option<Installed>, StoreError> {
+        self.cached_blocking_as(agent, false).await
+    }
+
+    async fn cached_blocking_as(
+        &self,
+        agent: &AgentRef,
+        lock_held: bool,
+    ) -> Result<Option<Installed>, StoreError> {
         let this = self.clone();
         let agent = agent.clone();
-        tokio::task::spawn_blocking(move || this.cached(&agent))
+        tokio::task::spawn_blocking(move || this.cached_as(&agent, lock_held))
             .await
             .map_err(join_error)?
+    }
+
+    /// A binary with no record (the Go loader's, or copied by hand): hashed
+    /// once and recorded with source `local`, under the artifact's lock so
+    /// an install in progress is never adopted half-way. When another
+    /// process holds the lock (installing, or adopting the same binary),
+    /// this waits for it as an install would ([`LockTimeouts`]) and then
+    /// uses what it recorded.
+    fn adopt(&self, path: &Path, lock_held: bool) -> Result<Lookup, StoreError> {
+        let lock_path = sibling(path, "", ".lock");
+        let lock = if lock_held {
+            None
+        } else {
+            match lock::try_acquire(&lock_path)? {
+                Some(l) => Some(l),
+                None => Some(lock::acquire(
+                    self.home.root(),
+                    &lock_path,
+                    path,
+                    self.lock,
+                )?),
+            }
+        };
+        adopt_locked(path, lock)
     }
 
     async fn install<R>(
@@ -767,20 +812,17 @@ fn commit(
     Ok(rec)
 }
 
-/// A binary with no record (the Go loader's, or copied by hand): hashed
-/// once and recorded with source `local`, under the artifact's lock so an
-/// install in progress is never adopted half-way (then it is reported
-/// absent, and the caller waits for that install through [`Installer::ensure`]).
-fn adopt(path: &Path) -> Result<Lookup, StoreError> {
-    let Some(lock) = lock::try_acquire(&sibling(path, "", ".lock"))? else {
-        return Ok(None);
-    };
+/// [`Installer::adopt`] once the artifact's lock is held (`lock`, or by the caller).
+fn adopt_locked(path: &Path, lock: Option<std::fs::File>) -> Result<Lookup, StoreError> {
     let record_path = sibling(path, "", ".json");
     if let Some((rec, _)) = open_record(&record_path)? {
-        // Installed while we looked: the install's record wins.
+        // Installed or adopted while we looked: that record wins.
         drop(lock);
-        let meta = fs::symlink_metadata(path)
-            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?;
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("stat {}", path.display()), e)),
+        };
         return Ok(if rec.identity == Some(FileIdentity::of(&meta)) {
             Some((path.to_path_buf(), rec))
         } else {
