@@ -29,6 +29,8 @@ impl Lock {
                 locked,
             });
         };
+        // The file decides which bytes run.
+        agent_store::check_trust_file(path, "lock file").map_err(ManagerError::Store)?;
         let file = LockFile::read(path)?;
         let path = path.clone();
         Ok(Lock {

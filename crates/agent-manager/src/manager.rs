@@ -194,6 +194,9 @@ impl ManagerBuilder {
             (Some(c), _) => (Some(c), None, Origin::Code),
             (None, Some(e)) => match Config::discover(e.config.as_deref(), &home.value)? {
                 Some(path) => {
+                    // The file decides which stores and keys are trusted.
+                    agent_store::check_trust_file(&path, "configuration file")
+                        .map_err(ManagerError::Store)?;
                     let text = std::fs::read_to_string(&path).map_err(|err| {
                         ManagerError::Config(ConfigError {
                             file: Some(path.clone()),

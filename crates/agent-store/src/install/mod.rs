@@ -31,6 +31,7 @@ use crate::{Sha256Digest, StoreError};
 use flight::flight_for;
 pub use lock::LockTimeouts;
 pub(crate) use lock::{acquire as acquire_lock, try_acquire as try_lock};
+pub use path::check_trust_file;
 pub(crate) use path::touch_now as touch_file;
 use path::{
     TempGuard, check_parents, check_trusted, create_temp, hash_file_identity, prepare_dir,
