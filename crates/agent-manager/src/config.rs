@@ -11,6 +11,7 @@
 //! github = true                              # GitHub releases (default true)
 //! github-api-url = "https://api.github.com"  # GITHUB_API_URL
 //! fallback = "missing"                       # or "any"
+//! download-timeout = "10m"                   # the longest a whole pull may take
 //!
 //! [cache]
 //! verify = "fingerprint"                     # or "always": hash on every load
@@ -108,6 +109,23 @@ pub struct StoresConfig {
     /// When a pull may move on to the next store (default `missing`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackSetting>,
+    /// The longest a whole pull may take, retries included (`30s`, `10m`;
+    /// default 10 minutes): a store that trickles bytes cannot hold a pull,
+    /// and the artifact lock, for longer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_timeout: Option<String>,
+}
+
+/// The default of `[stores] download-timeout`.
+pub const DEFAULT_DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Parses a `download-timeout` value: a positive duration (`humantime`).
+pub(crate) fn parse_download_timeout(v: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(v.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("a zero deadline would refuse every pull".to_owned()),
+        Err(e) => Err(format!("{v:?} is not a duration ({e})")),
+    }
 }
 
 /// `[cache]`.
@@ -303,6 +321,15 @@ impl Config {
                 "stores.order".to_owned(),
                 format!("store {dup} is named twice"),
                 "each of nix, oci, http, github at most once",
+            ));
+        }
+        if let Some(v) = &self.stores.download_timeout
+            && let Err(message) = parse_download_timeout(v)
+        {
+            return Err(err(
+                "stores.download-timeout".to_owned(),
+                message,
+                "a positive duration: 90s, 10m, 1h",
             ));
         }
         for (name, p) in &self.publishers {

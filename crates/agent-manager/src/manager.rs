@@ -252,6 +252,7 @@ impl ManagerBuilder {
         };
         let mut installer = Installer::new(home.clone())
             .with_verify(verify)
+            .with_download_timeout(settings.download_timeout.value)
             .with_trust(settings.trust_policy()?);
         if let Some(progress) = self.progress {
             installer = installer.with_progress(progress);

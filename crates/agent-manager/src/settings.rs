@@ -46,6 +46,7 @@ pub(crate) struct Settings {
     pub(crate) github: Val<bool>,
     pub(crate) github_api_url: Option<Val<String>>,
     pub(crate) fallback: Val<FallbackSetting>,
+    pub(crate) download_timeout: Val<std::time::Duration>,
     pub(crate) verify: Val<VerifySetting>,
     pub(crate) publishers: BTreeMap<String, PublisherConfig>,
     pub(crate) publishers_origin: Origin,
@@ -140,6 +141,15 @@ impl Settings {
                 c.stores.github_api_url.as_ref(),
             ),
             fallback: or_default(c.stores.fallback, &file_origin),
+            download_timeout: c
+                .stores
+                .download_timeout
+                .as_deref()
+                .and_then(|v| crate::config::parse_download_timeout(v).ok())
+                .map_or_else(
+                    || Val::new(crate::config::DEFAULT_DOWNLOAD_TIMEOUT, Origin::Default),
+                    |d| Val::new(d, file_origin.clone()),
+                ),
             verify: or_default(c.cache.verify, &file_origin),
             publishers: c.publishers.clone(),
             publishers_origin: file_origin.clone(),
@@ -318,6 +328,11 @@ impl Settings {
                 FallbackSetting::Any => "any",
             },
             self.fallback.origin.clone(),
+        );
+        e.push(
+            "stores.download-timeout",
+            humantime::format_duration(self.download_timeout.value).to_string(),
+            self.download_timeout.origin.clone(),
         );
         e.push(
             "cache.verify",

@@ -250,22 +250,58 @@ impl StoreChain {
             .await
     }
 
-    /// Pulls from the store authoritative for the agent, without looking at
-    /// the cache or locking: once a store lists any version of the agent,
-    /// it alone is asked for its bytes, and a version or platform it lacks
-    /// is `artifact-missing` naming it (a lower store publishing that
-    /// version cannot serve it). When no store lists the agent, each store
-    /// is tried in order. [`Fallback::Any`] skips the authority lookup.
+    /// [`StoreChain::pull_authoritative`] within the installer's
+    /// whole-download deadline ([`Installer::with_download_timeout`]).
     async fn pull_uncached(
         &self,
         agent: &AgentRef,
         platform: &Platform,
         installer: &Installer,
     ) -> Result<Installed, StoreError> {
+        let limit = installer.download_timeout();
+        let deadline = tokio::time::Instant::now() + limit;
+        let asking = std::sync::Mutex::new(String::new());
+        let pull = self.pull_authoritative(agent, platform, installer, &asking);
+        match tokio::time::timeout_at(deadline, pull).await {
+            Ok(r) => r,
+            // The pull future is dropped: the installer removes its temp file.
+            Err(_) => Err(StoreError::Deadline {
+                store: asking
+                    .lock()
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .map_or_else(|| "stores".to_owned(), |s| s.clone()),
+                what: agent.identifier(),
+                deadline: limit,
+                setting: "[stores] download-timeout".to_owned(),
+            }),
+        }
+    }
+
+    /// Pulls from the store authoritative for the agent, without looking at
+    /// the cache or locking: once a store lists any version of the agent,
+    /// it alone is asked for its bytes, and a version or platform it lacks
+    /// is `artifact-missing` naming it (a lower store publishing that
+    /// version cannot serve it). When no store lists the agent, each store
+    /// is tried in order. [`Fallback::Any`] skips the authority lookup.
+    /// `asking` names the store being asked, for a deadline error.
+    async fn pull_authoritative(
+        &self,
+        agent: &AgentRef,
+        platform: &Platform,
+        installer: &Installer,
+        asking: &std::sync::Mutex<String>,
+    ) -> Result<Installed, StoreError> {
+        let note = |name: &str| {
+            if let Ok(mut s) = asking.lock() {
+                name.clone_into(&mut s);
+            }
+        };
         if self.fallback == Fallback::Missing && self.stores.len() > 1 {
             let latest = AgentRef::new(agent.kind(), agent.publisher(), agent.name(), "latest")?;
             match self.authority(&latest, platform).await {
                 Ok(authority) => {
+                    note(&authority.0);
                     return self
                         .pull_from_authority(agent, platform, installer, authority)
                         .await;
@@ -278,6 +314,7 @@ impl StoreChain {
             }
         }
         self.first_answer("pull", agent, |store| {
+            note(store.name());
             store.pull(agent, platform, installer)
         })
         .await

@@ -132,7 +132,11 @@ pub struct Installer {
     lock: LockTimeouts,
     trust: Arc<TrustPolicy>,
     pin: Option<Arc<Pin>>,
+    download_timeout: std::time::Duration,
 }
+
+/// The default whole-download deadline of a pull through a [`crate::StoreChain`]: 10 minutes.
+pub const DEFAULT_DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A digest that an install must produce whatever its store says (a lock
 /// file's sha256): bytes that hash otherwise are refused as
@@ -154,6 +158,7 @@ impl std::fmt::Debug for Installer {
             .field("lock", &self.lock)
             .field("trust", &self.trust)
             .field("pin", &self.pin)
+            .field("download_timeout", &self.download_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -169,7 +174,27 @@ impl Installer {
             lock: LockTimeouts::default(),
             trust: Arc::new(TrustPolicy::default()),
             pin: None,
+            download_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
         }
+    }
+
+    /// The longest a whole pull through a [`crate::StoreChain`] may take,
+    /// every store and retry included (default
+    /// [`DEFAULT_DOWNLOAD_TIMEOUT`]; config `[stores] download-timeout`).
+    /// Past it the pull is [`StoreError::Deadline`] and the temp file is
+    /// removed: the stall timer of each store resets on every byte, so a
+    /// store trickling bytes would otherwise hold the pull, and the
+    /// artifact lock, as long as it likes.
+    #[must_use]
+    pub fn with_download_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.download_timeout = timeout;
+        self
+    }
+
+    /// The whole-download deadline.
+    #[must_use]
+    pub fn download_timeout(&self) -> std::time::Duration {
+        self.download_timeout
     }
 
     /// Every install by this installer must hash to `pin.sha256` (meant for
