@@ -544,7 +544,7 @@ fn print_event(ev: &agent_manager::spawn::AgentEvent) {
         AgentEvent::RestartFailed { attempt, error, .. } => {
             eprintln!(
                 "restart {attempt} failed: {}",
-                crate::escape::terminal_safe(&error.to_string())
+                crate::escape::terminal_safe(error)
             );
         }
         _ => {}

@@ -198,7 +198,11 @@ fn trust_text(
     let policy = m.installer().trust();
     let t = policy.for_publisher(agent.publisher());
     let mut text = if t.require_signature {
-        let ids: Vec<&str> = t.keys.iter().map(|k| k.key_id()).collect();
+        let ids: Vec<&str> = t
+            .keys
+            .iter()
+            .map(agent_manager::store::TrustedKey::key_id)
+            .collect();
         format!(
             "signature required (keys: {})",
             if ids.is_empty() {

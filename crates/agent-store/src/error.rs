@@ -133,17 +133,15 @@ impl StoreError {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Unavailable { .. } | StoreError::Denied { .. } => {
-                ErrorKind::StoreUnavailable
-            }
+            StoreError::Unavailable { .. }
+            | StoreError::Denied { .. }
+            | StoreError::LockTimeout { .. }
+            | StoreError::Deadline { .. } => ErrorKind::StoreUnavailable,
             StoreError::Missing { .. } => ErrorKind::ArtifactMissing,
             StoreError::Integrity { .. } => ErrorKind::Integrity,
             StoreError::Io { .. } => ErrorKind::Io,
             StoreError::Ref(e) => e.kind(),
             StoreError::Untrusted { .. } => ErrorKind::Untrusted,
-            StoreError::LockTimeout { .. } | StoreError::Deadline { .. } => {
-                ErrorKind::StoreUnavailable
-            }
             StoreError::Chain { kind, .. } => *kind,
         }
     }

@@ -15,7 +15,7 @@ mod stream;
 use std::fs;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -815,13 +815,22 @@ fn commit(
     refuse_symlink_at(final_path)?;
     fs::set_permissions(temp, fs::Permissions::from_mode(0o755))
         .map_err(|e| StoreError::io(format!("chmod {}", temp.display()), e))?;
+    // The identity recorded is that of the file renamed, taken from a
+    // descriptor opened on it before the rename: a path looked up after it
+    // could name another install's file.
+    let renamed = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(temp)
+        .map_err(|e| StoreError::io(format!("open {}", temp.display()), e))?;
     fs::rename(temp, final_path).map_err(|e| {
         StoreError::io(
             format!("rename {} to {}", temp.display(), final_path.display()),
             e,
         )
     })?;
-    let recorded = fs::symlink_metadata(final_path)
+    let recorded = renamed
+        .metadata()
         .map_err(|e| StoreError::io(format!("stat {}", final_path.display()), e))
         .and_then(|m| {
             rec.identity = Some(FileIdentity::of(&m));
