@@ -205,6 +205,58 @@ fn a_binary_that_differs_from_the_lock_is_integrity_and_never_runs() {
     r.assert_json_kind("integrity");
 }
 
+/// A lock written for another platform only locks nothing here: a listed
+/// ref is `not-locked`, naming this platform and the `agentctl lock
+/// --platform` that adds it, and nothing runs; an entry with no platform at
+/// all is a `config` error in the lock file.
+#[test]
+fn a_lock_without_this_platform_is_not_locked_and_nothing_runs() {
+    let home = Home::new();
+    let project = tempfile::tempdir().unwrap();
+    home.install_echo("0.1.0");
+    assert_eq!(ctl_in(&home, project.path(), &["lock", "echo"]).code, 0);
+    let lockfile = project.path().join("agents.lock");
+    let text = std::fs::read_to_string(&lockfile).unwrap();
+    let here = format!("[agent.platforms.\"{}\"]", platform());
+    let other = if platform() == "darwin/arm64" {
+        "linux/amd64"
+    } else {
+        "darwin/arm64"
+    };
+    assert!(text.contains(&here), "{text}");
+    std::fs::write(
+        &lockfile,
+        text.replace(&here, &format!("[agent.platforms.\"{other}\"]")),
+    )
+    .unwrap();
+    for locked in [true, false] {
+        let mut args = vec!["load", "echo", "--json"];
+        if locked {
+            args.insert(0, "--locked");
+        }
+        let r = ctl_in(&home, project.path(), &args);
+        r.assert_json_kind("not-locked");
+        assert!(r.stderr.contains(&platform()), "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains(&format!("agentctl lock --platform {}", platform())),
+            "{}",
+            r.stderr
+        );
+    }
+    // No platform at all.
+    let cut = text.find(&here).unwrap();
+    std::fs::write(&lockfile, &text[..cut]).unwrap();
+    let r = ctl_in(&home, project.path(), &["load", "echo", "--json"]);
+    r.assert_json_kind("config");
+    assert!(r.stderr.contains("no platforms"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&lockfile.display().to_string()),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn a_bad_lock_file_is_a_config_error_naming_it() {
     let home = Home::new();
@@ -220,8 +272,12 @@ fn a_bad_lock_file_is_a_config_error_naming_it() {
         r.stderr
     );
     assert!(r.stderr.contains("line 2"), "{}", r.stderr);
-    let entry =
-        "[[agent]]\nref = \"codefly.dev/echo\"\nrequested = \"latest\"\nversion = \"0.1.0\"\n";
+    let entry = format!(
+        "[[agent]]\nref = \"codefly.dev/echo\"\nrequested = \"latest\"\nversion = \"0.1.0\"\n\
+         [agent.platforms.\"{}\"]\nsha256 = \"{}\"\nsize = 1\nstore = \"local\"\n",
+        platform(),
+        "0".repeat(64)
+    );
     std::fs::write(&lockfile, format!("version = 1\n{entry}{entry}")).unwrap();
     let r = ctl_in(&home, project.path(), &["load", "echo"]);
     r.assert_kind("config");

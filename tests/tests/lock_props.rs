@@ -209,7 +209,8 @@ fn platforms() -> impl Strategy<Value = BTreeMap<String, LockedArtifact>> {
         Just("darwin/amd64"),
         Just("darwin/arm64"),
     ];
-    proptest::collection::btree_map(platform.prop_map(str::to_owned), artifact(), 0..4)
+    // An entry locks at least one platform (one with none is refused).
+    proptest::collection::btree_map(platform.prop_map(str::to_owned), artifact(), 1..4)
 }
 
 fn entry() -> impl Strategy<Value = LockEntry> {

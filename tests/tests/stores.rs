@@ -643,3 +643,255 @@ async fn publisher_keys_from_the_config_file_are_enforced() {
     let conn = m.load(&agent, LoadOptions::new()).await.unwrap();
     conn.close().await;
 }
+
+/// A `.tar.gz` holding one executable `service-echo` (GitHub's asset layout).
+fn tgz_with_binary(body: &[u8]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o755);
+    h.set_cksum();
+    tar.append_data(&mut h, "service-echo", body).unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// Store authority covers the bytes: `acme.corp/echo` 1.0.0 on the HTTP
+/// store, v1.1.0 on a GitHub org. `load acme.corp/echo:1.1.0` (an exact
+/// version) is `binary-not-found` naming the HTTP store as authoritative;
+/// GitHub is never asked, its binary never runs and never reaches the cache.
+/// With `[stores] fallback = "any"` (the opt-out) GitHub serves it.
+#[tokio::test]
+async fn the_authoritative_store_alone_serves_the_bytes_a_version_it_lacks_is_missing() {
+    let echo = std::fs::read(common::echo()).unwrap();
+    let server = Server::start(layout_for("acme.corp", "1.0.0", &echo, &echo));
+    let gh = fake_github::FakeGitHub::start().await;
+    let home = Home::new();
+    let marker = home.path().join("github-binary-ran");
+    let script = format!(
+        "#!/bin/sh\ntouch '{}'\nexec '{}' \"$@\"\n",
+        marker.display(),
+        common::echo().display()
+    );
+    let suffix = Platform::current().suffix();
+    gh.release(
+        "acme-corp",
+        "service-echo",
+        "v1.1.0",
+        false,
+        vec![fake_github::AssetSpec::with_digest(
+            &format!("service-echo_1.1.0_{suffix}.tar.gz"),
+            tgz_with_binary(script.as_bytes()),
+        )],
+    );
+    let stores = |home: &Home| -> Vec<Arc<dyn AgentStore>> {
+        vec![
+            Arc::new(HttpStore::new(server.base.clone()).unwrap()),
+            github_store(&gh, home),
+        ]
+    };
+    let m = Manager::builder()
+        .home(AgentHome::new(home.path()))
+        .stores(stores(&home))
+        .build()
+        .unwrap();
+    let agent: AgentRef = "acme.corp/echo:1.1.0".parse().unwrap();
+    let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BinaryNotFound, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("store http has no") && msg.contains("authoritative"),
+        "{msg}"
+    );
+    assert!(!marker.exists(), "GitHub's binary ran");
+    assert!(
+        !home
+            .binary("services", "acme.corp", "echo", "1.1.0")
+            .exists()
+    );
+    assert_eq!(gh.count("/repos"), 0, "GitHub was asked: {:?}", gh.seen());
+    assert!(m.active().is_empty());
+
+    // The opt-out: any store may serve it.
+    let home = Home::new();
+    let m = Manager::builder()
+        .home(AgentHome::new(home.path()))
+        .stores(stores(&home))
+        .build()
+        .unwrap();
+    let any = agent_manager::StoreChain::new(m.chain().stores().to_vec())
+        .with_fallback(agent_manager::store::Fallback::Any);
+    let installer = m.installer().clone();
+    let installed = any
+        .pull(&agent, &Platform::current(), &installer)
+        .await
+        .unwrap();
+    assert!(installed.source.starts_with("github"), "{installed:?}");
+}
+
+/// `[publishers."*"]` requires key K; `[publishers."acme.corp"]` sets only
+/// `stores`. The acme.corp table overrides only what it sets: K is still
+/// required, an unsigned acme.corp agent is `untrusted`, nothing is cached.
+#[tokio::test]
+async fn a_publisher_table_keeps_the_wildcard_keys_it_does_not_set() {
+    use agent_manager::store::keygen;
+    let echo = std::fs::read(common::echo()).unwrap();
+    let kp = keygen().unwrap();
+    let public = kp
+        .public
+        .lines()
+        .rfind(|l| !l.trim().is_empty() && !l.starts_with("untrusted comment:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let server = Server::start(layout_for("acme.corp", "0.4.0", &echo, &echo));
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[stores]\nhttp = \"{}\"\ngithub = false\n\n[publishers.\"*\"]\nkeys = [\"{public}\"]\n\n\
+             [publishers.\"acme.corp\"]\nstores = [\"http\"]\n",
+            server.base
+        ),
+    )
+    .unwrap();
+    let m = Manager::builder()
+        .env_config(env(&home, &[]))
+        .build()
+        .unwrap();
+    let agent: AgentRef = "acme.corp/echo:0.4.0".parse().unwrap();
+    let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Untrusted, "{e}");
+    assert!(
+        !home
+            .binary("services", "acme.corp", "echo", "0.4.0")
+            .exists()
+    );
+    assert!(m.active().is_empty());
+    std::mem::forget(server);
+}
+
+/// An HTTP store that lists `acme/echo` 1.0.0 and its digest at once, then
+/// sends the binary one byte per 100 ms (each byte resets a stall timer).
+fn trickling_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let suffix = Platform::current().suffix();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let suffix = suffix.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let mut w = stream;
+                let bin = format!("/acme/echo/1.0.0/service-echo_{suffix}");
+                let small = |w: &mut std::net::TcpStream, body: &[u8]| {
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = w.write_all(body);
+                };
+                if path == "/acme/echo/versions" {
+                    small(&mut w, b"1.0.0\n");
+                } else if path == format!("{bin}.sha256") {
+                    small(&mut w, format!("{}  x\n", "0".repeat(64)).as_bytes());
+                } else if path == bin {
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\nconnection: close\r\n\r\n"
+                    );
+                    for _ in 0..1_000_000 {
+                        if w.write_all(b"x").and_then(|()| w.flush()).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                } else {
+                    let _ = w.write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    base
+}
+
+/// `[stores] download-timeout = "1s"` and a store trickling one byte per
+/// 100 ms: the pull ends after about a second as `store-unavailable` naming
+/// the deadline, and no temp file is left; `agentctl config` shows the
+/// setting with its source.
+#[tokio::test]
+async fn a_trickling_store_is_cut_off_at_the_download_deadline() {
+    let base = trickling_server();
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("[stores]\nhttp = \"{base}\"\ngithub = false\ndownload-timeout = \"1s\"\n"),
+    )
+    .unwrap();
+    let m = Manager::builder()
+        .env_config(env(&home, &[]))
+        .build()
+        .unwrap();
+    let setting = m.effective_config();
+    let setting = setting.get("stores.download-timeout").unwrap();
+    assert_eq!(setting.value, "1s");
+    assert!(
+        setting.origin.to_string().contains("config.toml"),
+        "{:?}",
+        setting.origin
+    );
+    let started = std::time::Instant::now();
+    let e = m
+        .pull(&"acme/echo:1.0.0".parse().unwrap())
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.kind(), ErrorKind::StoreUnavailable, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("download deadline of 1s") && msg.contains("download-timeout"),
+        "{msg}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    let dir = home.binary("services", "acme", "echo", "1.0.0");
+    let dir = dir.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".tmp."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+    assert!(!home.binary("services", "acme", "echo", "1.0.0").exists());
+
+    let r = common::ctl(&home, &["config"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("stores.download-timeout"))
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(
+        line.contains("1s") && line.contains("config.toml"),
+        "{line}"
+    );
+}

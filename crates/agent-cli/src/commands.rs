@@ -301,7 +301,7 @@ async fn pull(ctx: &Ctx, reference: &str, release: bool, refresh: bool) -> Resul
                 resolved.identifier(),
                 human_size(installed.size),
                 installed.sha256,
-                installed.source
+                crate::escape::terminal_safe(&installed.source)
             );
         }
         outln!("{}", installed.path.display());
@@ -542,7 +542,10 @@ fn print_event(ev: &agent_manager::spawn::AgentEvent) {
             eprintln!("restarting in {}ms (attempt {attempt})", delay.as_millis());
         }
         AgentEvent::RestartFailed { attempt, error, .. } => {
-            eprintln!("restart {attempt} failed: {error}");
+            eprintln!(
+                "restart {attempt} failed: {}",
+                crate::escape::terminal_safe(error)
+            );
         }
         _ => {}
     }

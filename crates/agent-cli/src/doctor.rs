@@ -117,6 +117,7 @@ pub(crate) async fn doctor(ctx: &Ctx) -> Result<(), Failure> {
                 ErrorKind::NotLocked => {
                     "run `agentctl lock REF…` to create the lock file, or drop --locked"
                 }
+                ErrorKind::Untrusted => "run the chmod or chown the message names",
                 _ => "see the message",
             };
             checks.push(Check::fail("config", f.kind, f.message.clone(), fix));
@@ -560,6 +561,14 @@ fn lock_checks(ctx: &Ctx, m: Option<&Manager>, home: Option<&AgentHome>) -> Vec<
     let Some(path) = agent_manager::lock::discover(ctx.lockfile.as_deref()) else {
         return vec![Check::ok("lock", "no agents.lock here")];
     };
+    if let Err(e) = agent_manager::store::check_trust_file(&path, "lock file") {
+        return vec![Check::fail(
+            "lock",
+            e.kind(),
+            e.to_string(),
+            "run the chmod or chown the message names",
+        )];
+    }
     let lock = match LockFile::read(&path) {
         Ok(l) => l,
         Err(e) => {

@@ -1,41 +1,14 @@
 //! `agentctl info REF`: everything known about one agent.
 
-use std::sync::Arc;
-
+use agent_manager::StoreChain;
 use agent_manager::lock::LockFile;
 use agent_manager::reference::{AgentRef, VersionSpec};
 use agent_manager::semver::Version;
-use agent_manager::{AgentStore, EffectiveConfig, Manager, StoreChain};
 use serde_json::json;
 
 use crate::cache;
 use crate::commands::Ctx;
 use crate::report::{Failure, human_size};
-
-/// The stores that may be asked for `publisher`, by the config's
-/// `[publishers."P"] stores` (or `"*"`'s), in chain order.
-fn scoped(m: &Manager, effective: &EffectiveConfig, publisher: &str) -> Vec<Arc<dyn AgentStore>> {
-    let scope = effective
-        .get(&format!("publishers.\"{publisher}\".stores"))
-        .or_else(|| effective.get("publishers.\"*\".stores"))
-        .map(|s| {
-            if s.value == "none" {
-                Vec::new()
-            } else {
-                s.value.split(',').map(|x| x.trim().to_owned()).collect()
-            }
-        });
-    m.chain()
-        .stores()
-        .iter()
-        .filter(|s| {
-            scope
-                .as_ref()
-                .is_none_or(|allowed| allowed.iter().any(|a| a == s.name()))
-        })
-        .cloned()
-        .collect()
-}
 
 fn versions_text(v: &[Version]) -> String {
     if v.is_empty() {
@@ -51,9 +24,9 @@ fn versions_text(v: &[Version]) -> String {
 pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
     let agent = ctx.parse_ref(reference)?;
     let m = ctx.manager(false)?;
-    let effective = m.effective_config();
     let platform = m.platform().clone();
-    let stores = scoped(&m, &effective, agent.publisher());
+    let stores = m.chain_for(&agent).stores().to_vec();
+    let trust = trust_text(&m, &agent, &stores);
     let base = AgentRef::new(agent.kind(), agent.publisher(), agent.name(), "latest")?;
 
     // What each store lists.
@@ -145,6 +118,7 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
                 "stores": stores_json,
                 "authoritative": authority_json,
                 "resolves_to": resolved.as_ref().ok().map(AgentRef::identifier),
+                "trust": trust,
                 "why": why,
                 "installed": installed,
                 "lock": match (&locked, &lock_path) {
@@ -186,6 +160,7 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
             Err(e) => outln!("store {name:<6} {e}"),
         }
     }
+    outln!("trust        {trust}");
     outln!("{:<12} {resolved_text}", agent.version_spec().to_string());
     outln!("  because    {why}");
     match (&locked, &lock_path) {
@@ -211,4 +186,44 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// What the trust policy asks of the publisher's binaries, and whether a
+/// store (Nix) is trusted in place of a signature.
+fn trust_text(
+    m: &agent_manager::Manager,
+    agent: &AgentRef,
+    stores: &[std::sync::Arc<dyn agent_manager::AgentStore>],
+) -> String {
+    let policy = m.installer().trust();
+    let t = policy.for_publisher(agent.publisher());
+    let mut text = if t.require_signature {
+        let ids: Vec<&str> = t
+            .keys
+            .iter()
+            .map(agent_manager::store::TrustedKey::key_id)
+            .collect();
+        format!(
+            "signature required (keys: {})",
+            if ids.is_empty() {
+                "none".to_owned()
+            } else {
+                ids.join(", ")
+            }
+        )
+    } else {
+        "no signature required".to_owned()
+    };
+    let vouching: Vec<&str> = stores
+        .iter()
+        .map(|s| s.name())
+        .filter(|s| policy.store_vouches(s, agent.publisher()))
+        .collect();
+    if t.require_signature && !vouching.is_empty() {
+        text.push_str(&format!(
+            "; trusted via {}: its unsigned outputs are trusted as that store verifies them (the publisher's stores list it)",
+            vouching.join(", ")
+        ));
+    }
+    text
 }

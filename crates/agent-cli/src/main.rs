@@ -16,6 +16,7 @@ mod cli;
 mod commands;
 mod docs;
 mod doctor;
+mod escape;
 mod info;
 mod lockcmd;
 mod report;
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
 }
 
 fn fail(f: &Failure, json: bool) -> ExitCode {
-    eprint!("{}", f.render());
+    eprint!("{}", escape::terminal_safe(&f.render()));
     if json && !f.json_printed {
         outln!("{}", f.to_json());
     }

@@ -23,10 +23,17 @@ macro_rules! outln {
     };
 }
 
-/// Writes `args` (and a newline) to stdout; see the module docs for errors.
+/// Writes `args` (and a newline) to stdout, control characters escaped
+/// ([`crate::escape::terminal_safe`]: fields can come from agents and
+/// stores); see the module docs for errors.
 pub(crate) fn write(args: std::fmt::Arguments<'_>, newline: bool) {
+    let text = match args.as_str() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(args.to_string()),
+    };
+    let text = crate::escape::terminal_safe(&text);
     let mut stdout = io::stdout().lock();
-    let written = stdout.write_fmt(args).and_then(|()| {
+    let written = stdout.write_all(text.as_bytes()).and_then(|()| {
         if newline {
             stdout.write_all(b"\n")?;
         }

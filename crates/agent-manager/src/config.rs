@@ -11,6 +11,7 @@
 //! github = true                              # GitHub releases (default true)
 //! github-api-url = "https://api.github.com"  # GITHUB_API_URL
 //! fallback = "missing"                       # or "any"
+//! download-timeout = "10m"                   # the longest a whole pull may take
 //!
 //! [cache]
 //! verify = "fingerprint"                     # or "always": hash on every load
@@ -20,9 +21,15 @@
 //! keys = ["RWSdOKPTioVXkYwEcl91SOH2lSb2GuPqQp0Il1Bb/6ExfrK/B9EY33qy"]
 //! # require-signature = true                 # the default when keys are listed
 //!
-//! [publishers."*"]                           # every publisher not listed
+//! [publishers."*"]                           # every publisher, under its own table
 //! require-signature = false                  # the default
 //! ```
+//!
+//! A publisher's table overrides only the fields it sets; the others come
+//! from `"*"` (a table that sets `stores` keeps the keys `"*"` requires).
+//! Nix outputs carry no publisher: a publisher that requires signatures is
+//! served by the `nix` store only when its `stores` lists `nix` (then its
+//! agents are trusted as the local Nix trusts them).
 //!
 //! Precedence, per setting: an environment variable (with
 //! [`ManagerBuilder::from_env`](crate::ManagerBuilder::from_env)) wins over
@@ -102,6 +109,23 @@ pub struct StoresConfig {
     /// When a pull may move on to the next store (default `missing`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackSetting>,
+    /// The longest a whole pull may take, retries included (`30s`, `10m`;
+    /// default 10 minutes): a store that trickles bytes cannot hold a pull,
+    /// and the artifact lock, for longer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_timeout: Option<String>,
+}
+
+/// The default of `[stores] download-timeout`.
+pub const DEFAULT_DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Parses a `download-timeout` value: a positive duration (`humantime`).
+pub(crate) fn parse_download_timeout(v: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(v.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("a zero deadline would refuse every pull".to_owned()),
+        Err(e) => Err(format!("{v:?} is not a duration ({e})")),
+    }
 }
 
 /// `[cache]`.
@@ -134,6 +158,51 @@ impl PublisherConfig {
     #[must_use]
     pub fn requires_signature(&self) -> bool {
         self.require_signature.unwrap_or(!self.keys.is_empty())
+    }
+
+    /// This table over `base` (the `"*"` table): each field this table sets
+    /// wins, the others are `base`'s. No keys listed counts as not set;
+    /// keys listed without `require-signature` set it (to true), as they do
+    /// in a table alone.
+    #[must_use]
+    pub fn over(&self, base: &PublisherConfig) -> PublisherConfig {
+        PublisherConfig {
+            stores: self.stores.clone().or_else(|| base.stores.clone()),
+            keys: if self.keys.is_empty() {
+                base.keys.clone()
+            } else {
+                self.keys.clone()
+            },
+            require_signature: self
+                .require_signature
+                .or((!self.keys.is_empty()).then_some(true))
+                .or(base.require_signature),
+        }
+    }
+
+    /// Whether the `nix` store may serve this publisher: always when no
+    /// signature is required; else only when `stores` names `nix` (a flake
+    /// attribute names no publisher, so Nix cannot prove one).
+    #[must_use]
+    pub fn nix_may_serve(&self) -> bool {
+        !self.requires_signature()
+            || self
+                .stores
+                .as_deref()
+                .is_some_and(|s| s.contains(&StoreId::Nix))
+    }
+}
+
+/// The effective table of `publisher` among `tables`: its own over `"*"`'s.
+pub(crate) fn merged_publisher(
+    tables: &BTreeMap<String, PublisherConfig>,
+    publisher: &str,
+) -> Option<PublisherConfig> {
+    let any = tables.get(ANY_PUBLISHER);
+    match (tables.get(publisher), any) {
+        (Some(own), Some(any)) if publisher != ANY_PUBLISHER => Some(own.over(any)),
+        (Some(own), _) => Some(own.clone()),
+        (None, any) => any.cloned(),
     }
 }
 
@@ -227,12 +296,11 @@ impl Config {
         Ok(p.is_file().then_some(p))
     }
 
-    /// The settings for `publisher`: its own table, else `"*"`'s, else the defaults.
+    /// The settings for `publisher`: its own table over `"*"`'s (field by
+    /// field), else the defaults.
     #[must_use]
-    pub fn publisher(&self, publisher: &str) -> Option<&PublisherConfig> {
-        self.publishers
-            .get(publisher)
-            .or_else(|| self.publishers.get(ANY_PUBLISHER))
+    pub fn publisher(&self, publisher: &str) -> Option<PublisherConfig> {
+        merged_publisher(&self.publishers, publisher)
     }
 
     /// Checks what serde cannot: publisher names, repeated stores.
@@ -253,6 +321,15 @@ impl Config {
                 "stores.order".to_owned(),
                 format!("store {dup} is named twice"),
                 "each of nix, oci, http, github at most once",
+            ));
+        }
+        if let Some(v) = &self.stores.download_timeout
+            && let Err(message) = parse_download_timeout(v)
+        {
+            return Err(err(
+                "stores.download-timeout".to_owned(),
+                message,
+                "a positive duration: 90s, 10m, 1h",
             ));
         }
         for (name, p) in &self.publishers {
@@ -577,7 +654,30 @@ require-signature = false
         assert_eq!(acme.stores.as_deref(), Some(&[StoreId::Http][..]));
         assert!(acme.requires_signature());
         assert!(!c.publisher("other").unwrap().requires_signature());
+        assert!(
+            !acme.nix_may_serve(),
+            "keyed, and its stores do not name nix"
+        );
         assert_eq!(c.path.as_deref(), Some(Path::new("/etc/cf/config.toml")));
+    }
+
+    /// A publisher's table overrides only the fields it sets.
+    #[test]
+    fn publisher_tables_merge_over_the_wildcard_field_by_field() {
+        let key = "RWSdOKPTioVXkYwEcl91SOH2lSb2GuPqQp0Il1Bb/6ExfrK/B9EY33qy";
+        let c = parse(&format!(
+            "[publishers.\"*\"]\nkeys = [\"{key}\"]\n\n[publishers.\"acme.corp\"]\nstores = [\"http\"]\n\n[publishers.\"free\"]\nrequire-signature = false\n\n[publishers.\"nixed\"]\nstores = [\"nix\", \"oci\"]\n"
+        ))
+        .unwrap();
+        let acme = c.publisher("acme.corp").unwrap();
+        assert_eq!(acme.stores.as_deref(), Some(&[StoreId::Http][..]));
+        assert_eq!(acme.keys, [key]);
+        assert!(acme.requires_signature());
+        assert!(!c.publisher("free").unwrap().requires_signature());
+        assert!(c.publisher("other").unwrap().requires_signature());
+        assert!(!c.publisher("other").unwrap().nix_may_serve());
+        assert!(c.publisher("nixed").unwrap().nix_may_serve());
+        assert!(c.publisher("free").unwrap().nix_may_serve());
     }
 
     #[test]

@@ -92,6 +92,21 @@ pub enum ManagerError {
         /// The lock file.
         lockfile: std::path::PathBuf,
     },
+    /// The lock file lists the ref but locks no artifact for this platform
+    /// (kind `not-locked`): nothing the stores serve is accepted instead.
+    #[error("{agent} is in the lock file {} for {locked} only, not for {platform} (run `{fix}`)", lockfile.display())]
+    NotLockedForPlatform {
+        /// The ref as asked.
+        agent: String,
+        /// The lock file.
+        lockfile: std::path::PathBuf,
+        /// The running platform.
+        platform: String,
+        /// The platforms the lock has an artifact for.
+        locked: String,
+        /// The command that adds the platform.
+        fix: String,
+    },
     /// The binary's sha256 is not the one the lock file pins (kind
     /// `integrity`); it was removed from the cache and not run.
     #[error("{agent}: {} has sha256 {actual}, but the lock file {} pins {expected}; removed, not run", path.display(), lockfile.display())]
@@ -152,7 +167,9 @@ impl ManagerError {
             ManagerError::Store(e) => e.kind(),
             ManagerError::Spawn(e) => e.kind(),
             ManagerError::Io { .. } => ErrorKind::Io,
-            ManagerError::NotLocked { .. } => ErrorKind::NotLocked,
+            ManagerError::NotLocked { .. } | ManagerError::NotLockedForPlatform { .. } => {
+                ErrorKind::NotLocked
+            }
             ManagerError::LockMismatch { .. } => ErrorKind::Integrity,
             ManagerError::Lock(e) => e.kind(),
         }

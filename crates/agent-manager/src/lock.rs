@@ -582,6 +582,11 @@ impl de::RawEntry {
                 },
             );
         }
+        if platforms.is_empty() {
+            return Err(bad(format!(
+                "agent {key}: no platforms: an entry locks nothing without one; run `agentctl lock {key}`"
+            )));
+        }
         Ok(LockEntry {
             reference,
             requested,
@@ -809,18 +814,32 @@ mod tests {
 
     const GOOD_ENTRY: &str =
         "[[agent]]\nref = \"acme/echo\"\nrequested = \"latest\"\nversion = \"1.0.0\"\n";
+    const A_PLATFORM: &str = "[agent.platforms.\"linux/amd64\"]\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nsize = 1\nstore = \"oci\"\n";
+
+    #[test]
+    fn an_entry_without_platforms_is_a_config_error() {
+        let (_, msg) = invalid(&format!("version = 1\n{GOOD_ENTRY}"));
+        assert!(
+            msg.contains("acme/echo") && msg.contains("no platforms"),
+            "{msg}"
+        );
+        let text = format!("version = 1\n{GOOD_ENTRY}{A_PLATFORM}");
+        assert_eq!(LockFile::parse(&text, path()).unwrap().entries.len(), 1);
+    }
 
     #[test]
     fn a_ref_listed_twice_is_a_config_error_naming_both_lines() {
-        let text = format!("version = 1\n\n{GOOD_ENTRY}\n{GOOD_ENTRY}");
+        let text = format!("version = 1\n\n{GOOD_ENTRY}{A_PLATFORM}\n{GOOD_ENTRY}{A_PLATFORM}");
         let (line, msg) = invalid(&text);
-        assert_eq!(line, Some(9), "{msg}");
+        assert_eq!(line, Some(13), "{msg}");
         assert!(
             msg.contains("acme/echo") && msg.contains("twice") && msg.contains("line 4"),
             "{msg}"
         );
         // The same name with another kind is another agent.
-        let text = format!("version = 1\n{GOOD_ENTRY}{GOOD_ENTRY}kind = \"module\"\n");
+        let text = format!(
+            "version = 1\n{GOOD_ENTRY}{A_PLATFORM}{GOOD_ENTRY}kind = \"module\"\n{A_PLATFORM}"
+        );
         assert_eq!(LockFile::parse(&text, path()).unwrap().entries.len(), 2);
     }
 

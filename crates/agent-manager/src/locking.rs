@@ -29,6 +29,8 @@ impl Lock {
                 locked,
             });
         };
+        // The file decides which bytes run.
+        agent_store::check_trust_file(path, "lock file").map_err(ManagerError::Store)?;
         let file = LockFile::read(path)?;
         let path = path.clone();
         Ok(Lock {
@@ -53,9 +55,27 @@ impl Lock {
     ///
     /// # Errors
     /// [`ManagerError::NotLocked`] under `locked` for a ref the lock does not list.
-    pub(crate) fn pin(&self, agent: &AgentRef) -> Result<Option<AgentRef>, ManagerError> {
+    /// [`ManagerError::NotLockedForPlatform`] for a listed ref with no
+    /// artifact for `platform`: the lock locks nothing for it, so nothing
+    /// the stores serve is accepted in its place.
+    pub(crate) fn pin(
+        &self,
+        agent: &AgentRef,
+        platform: &Platform,
+    ) -> Result<Option<AgentRef>, ManagerError> {
         let entry = self.file.as_ref().and_then(|f| f.entry(agent));
         match entry {
+            Some(e) if e.artifact(platform).is_none() => Err(ManagerError::NotLockedForPlatform {
+                agent: agent.identifier(),
+                lockfile: self.path.clone().unwrap_or_default(),
+                platform: platform.to_string(),
+                locked: e.platforms.keys().cloned().collect::<Vec<_>>().join(", "),
+                fix: format!(
+                    "agentctl lock --platform {platform} {}/{}",
+                    agent.publisher(),
+                    agent.name()
+                ),
+            }),
             Some(e) => Ok(Some(agent.with_version(&e.version)?)),
             None if self.locked => Err(ManagerError::NotLocked {
                 agent: agent.identifier(),

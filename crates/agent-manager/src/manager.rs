@@ -194,6 +194,9 @@ impl ManagerBuilder {
             (Some(c), _) => (Some(c), None, Origin::Code),
             (None, Some(e)) => match Config::discover(e.config.as_deref(), &home.value)? {
                 Some(path) => {
+                    // The file decides which stores and keys are trusted.
+                    agent_store::check_trust_file(&path, "configuration file")
+                        .map_err(ManagerError::Store)?;
                     let text = std::fs::read_to_string(&path).map_err(|err| {
                         ManagerError::Config(ConfigError {
                             file: Some(path.clone()),
@@ -249,6 +252,7 @@ impl ManagerBuilder {
         };
         let mut installer = Installer::new(home.clone())
             .with_verify(verify)
+            .with_download_timeout(settings.download_timeout.value)
             .with_trust(settings.trust_policy()?);
         if let Some(progress) = self.progress {
             installer = installer.with_progress(progress);
@@ -635,8 +639,11 @@ impl Manager {
     }
 
     /// The stores that may be asked for `agent`: every store, or only those
-    /// its publisher is scoped to (`[publishers."P"] stores = [...]`).
-    fn chain_for(&self, agent: &AgentRef) -> StoreChain {
+    /// its publisher is scoped to (`[publishers."P"] stores = [...]`, its
+    /// table over `"*"`'s); never `nix` for a publisher that requires
+    /// signatures unless its `stores` names `nix`.
+    #[must_use]
+    pub fn chain_for(&self, agent: &AgentRef) -> StoreChain {
         let chain = &self.inner.chain;
         match self.inner.settings.scope(agent.publisher()) {
             None => chain.clone(),
@@ -666,7 +673,7 @@ impl Manager {
     /// when a store could not be asked) listing every answer;
     /// [`ManagerError::NotLocked`] under `locked` for a ref the lock does not list.
     pub async fn resolve(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
-        if let Some(pinned) = self.inner.lock.pin(agent)? {
+        if let Some(pinned) = self.inner.lock.pin(agent, &self.inner.platform)? {
             debug!(agent = %agent, pinned = %pinned, "resolved from the lock file");
             return Ok(pinned);
         }
@@ -684,7 +691,7 @@ impl Manager {
     /// # Errors
     /// As [`Manager::resolve`].
     pub async fn pin_to_latest_release(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
-        if let Some(pinned) = self.inner.lock.pin(agent)? {
+        if let Some(pinned) = self.inner.lock.pin(agent, &self.inner.platform)? {
             return Ok(pinned);
         }
         let i = &self.inner;

@@ -46,6 +46,7 @@ pub(crate) struct Settings {
     pub(crate) github: Val<bool>,
     pub(crate) github_api_url: Option<Val<String>>,
     pub(crate) fallback: Val<FallbackSetting>,
+    pub(crate) download_timeout: Val<std::time::Duration>,
     pub(crate) verify: Val<VerifySetting>,
     pub(crate) publishers: BTreeMap<String, PublisherConfig>,
     pub(crate) publishers_origin: Origin,
@@ -140,6 +141,15 @@ impl Settings {
                 c.stores.github_api_url.as_ref(),
             ),
             fallback: or_default(c.stores.fallback, &file_origin),
+            download_timeout: c
+                .stores
+                .download_timeout
+                .as_deref()
+                .and_then(|v| crate::config::parse_download_timeout(v).ok())
+                .map_or_else(
+                    || Val::new(crate::config::DEFAULT_DOWNLOAD_TIMEOUT, Origin::Default),
+                    |d| Val::new(d, file_origin.clone()),
+                ),
             verify: or_default(c.cache.verify, &file_origin),
             publishers: c.publishers.clone(),
             publishers_origin: file_origin.clone(),
@@ -170,16 +180,26 @@ impl Settings {
         }
     }
 
-    /// The publisher's table, else `"*"`'s.
-    pub(crate) fn publisher(&self, publisher: &str) -> Option<&PublisherConfig> {
-        self.publishers
-            .get(publisher)
-            .or_else(|| self.publishers.get(crate::config::ANY_PUBLISHER))
+    /// The publisher's table over `"*"`'s, field by field.
+    pub(crate) fn publisher(&self, publisher: &str) -> Option<PublisherConfig> {
+        crate::config::merged_publisher(&self.publishers, publisher)
     }
 
-    /// The stores allowed for `publisher` (`None` = every store).
-    pub(crate) fn scope(&self, publisher: &str) -> Option<&[StoreId]> {
-        self.publisher(publisher).and_then(|p| p.stores.as_deref())
+    /// The stores that may be asked for `publisher` (`None` = every store):
+    /// its `stores`, and never `nix` for a publisher that requires
+    /// signatures unless its `stores` names `nix`.
+    pub(crate) fn scope(&self, publisher: &str) -> Option<Vec<StoreId>> {
+        let p = self.publisher(publisher)?;
+        match (&p.stores, p.nix_may_serve()) {
+            (Some(s), _) => Some(s.clone()),
+            (None, true) => None,
+            (None, false) => Some(
+                StoreId::DEFAULT_ORDER
+                    .into_iter()
+                    .filter(|s| *s != StoreId::Nix)
+                    .collect(),
+            ),
+        }
     }
 
     /// The signing policy of `[publishers."P"]` (and `"*"`) for the installer.
@@ -188,7 +208,10 @@ impl Settings {
     /// [`ManagerError::Config`] naming the key that is not a minisign public key.
     pub(crate) fn trust_policy(&self) -> Result<agent_store::TrustPolicy, crate::ManagerError> {
         let mut policy = agent_store::TrustPolicy::new();
-        for (name, p) in &self.publishers {
+        for name in self.publishers.keys() {
+            let Some(p) = self.publisher(name) else {
+                continue;
+            };
             let mut keys = Vec::with_capacity(p.keys.len());
             for (i, k) in p.keys.iter().enumerate() {
                 let key = agent_store::TrustedKey::parse(k).map_err(|e| {
@@ -202,13 +225,15 @@ impl Settings {
                 })?;
                 keys.push(key);
             }
-            policy = policy.publisher(
-                name,
-                agent_store::PublisherTrust {
-                    keys,
-                    require_signature: p.requires_signature(),
-                },
-            );
+            let mut trust = agent_store::PublisherTrust {
+                keys,
+                require_signature: p.requires_signature(),
+                ..agent_store::PublisherTrust::default()
+            };
+            if p.nix_may_serve() {
+                trust = trust.vouched_by("nix");
+            }
+            policy = policy.publisher(name, trust);
         }
         Ok(policy)
     }
@@ -303,6 +328,11 @@ impl Settings {
                 FallbackSetting::Any => "any",
             },
             self.fallback.origin.clone(),
+        );
+        e.push(
+            "stores.download-timeout",
+            humantime::format_duration(self.download_timeout.value).to_string(),
+            self.download_timeout.origin.clone(),
         );
         e.push(
             "cache.verify",

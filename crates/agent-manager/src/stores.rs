@@ -10,10 +10,13 @@
 //!
 //! For one agent, `latest` and requirements are resolved from the **first**
 //! store, in order, that lists any version of it; lower stores' versions are
-//! never merged in. A pull moves on to the next store only when a store
-//! answers `artifact-missing` (unless `[stores] fallback = "any"`).
-//! `[publishers."P"] stores = [...]` restricts which stores are ever asked
-//! for publisher `P`.
+//! never merged in, and that store alone is asked for the agent's bytes: a
+//! version or platform it lacks is `artifact-missing` naming it, exact
+//! versions included. Only when no store lists the agent does a pull move on
+//! to the next store on `artifact-missing`. `[stores] fallback = "any"` lifts
+//! both rules. `[publishers."P"] stores = [...]` restricts which stores are
+//! ever asked for publisher `P`; `nix` is never asked for a publisher that
+//! requires signatures unless its `stores` names `nix`.
 //!
 //! # The GitHub owner is a guess
 //!

@@ -196,6 +196,23 @@ impl StoreChain {
         agent: &AgentRef,
         platform: &Platform,
     ) -> Result<Authority, StoreError> {
+        let (store, versions, answers) = self.authority(agent, platform).await?;
+        Ok(Authority {
+            store,
+            versions,
+            answers: answers
+                .iter()
+                .map(|(n, e)| (n.clone(), e.to_string()))
+                .collect(),
+        })
+    }
+
+    /// [`StoreChain::authoritative_versions`], with the earlier stores' errors as they are.
+    async fn authority(
+        &self,
+        agent: &AgentRef,
+        platform: &Platform,
+    ) -> Result<(String, Vec<Version>, Vec<(String, StoreError)>), StoreError> {
         let (store, mut versions, answers) = self
             .first_answer("versions", agent, |store| async move {
                 let versions = store.versions(agent, platform).await?;
@@ -211,14 +228,7 @@ impl StoreChain {
             .await?;
         versions.sort_unstable();
         versions.dedup();
-        Ok(Authority {
-            store,
-            versions,
-            answers: answers
-                .iter()
-                .map(|(n, e)| (n.clone(), e.to_string()))
-                .collect(),
-        })
+        Ok((store, versions, answers))
     }
 
     /// The cached artifact, or the first store's successful pull, under the
@@ -240,18 +250,125 @@ impl StoreChain {
             .await
     }
 
-    /// Tries each store in order, without looking at the cache or locking.
+    /// [`StoreChain::pull_authoritative`] within the installer's
+    /// whole-download deadline ([`Installer::with_download_timeout`]).
     async fn pull_uncached(
         &self,
         agent: &AgentRef,
         platform: &Platform,
         installer: &Installer,
     ) -> Result<Installed, StoreError> {
+        let limit = installer.download_timeout();
+        let deadline = tokio::time::Instant::now() + limit;
+        let asking = std::sync::Mutex::new(String::new());
+        let pull = self.pull_authoritative(agent, platform, installer, &asking);
+        match tokio::time::timeout_at(deadline, pull).await {
+            Ok(r) => r,
+            // The pull future is dropped: the installer removes its temp file.
+            Err(_) => Err(StoreError::Deadline {
+                store: asking
+                    .lock()
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .map_or_else(|| "stores".to_owned(), |s| s.clone()),
+                what: agent.identifier(),
+                deadline: limit,
+                setting: "[stores] download-timeout".to_owned(),
+            }),
+        }
+    }
+
+    /// Pulls from the store authoritative for the agent, without looking at
+    /// the cache or locking: once a store lists any version of the agent,
+    /// it alone is asked for its bytes, and a version or platform it lacks
+    /// is `artifact-missing` naming it (a lower store publishing that
+    /// version cannot serve it). When no store lists the agent, each store
+    /// is tried in order. [`Fallback::Any`] skips the authority lookup.
+    /// `asking` names the store being asked, for a deadline error.
+    async fn pull_authoritative(
+        &self,
+        agent: &AgentRef,
+        platform: &Platform,
+        installer: &Installer,
+        asking: &std::sync::Mutex<String>,
+    ) -> Result<Installed, StoreError> {
+        let note = |name: &str| {
+            if let Ok(mut s) = asking.lock() {
+                name.clone_into(&mut s);
+            }
+        };
+        if self.fallback == Fallback::Missing && self.stores.len() > 1 {
+            let latest = AgentRef::new(agent.kind(), agent.publisher(), agent.name(), "latest")?;
+            match self.authority(&latest, platform).await {
+                Ok(authority) => {
+                    note(&authority.0);
+                    return self
+                        .pull_from_authority(agent, platform, installer, authority)
+                        .await;
+                }
+                Err(StoreError::Chain {
+                    kind: ErrorKind::ArtifactMissing,
+                    ..
+                }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.first_answer("pull", agent, |store| {
+            note(store.name());
             store.pull(agent, platform, installer)
         })
         .await
         .map(|(_, installed, _)| installed)
+    }
+
+    async fn pull_from_authority(
+        &self,
+        agent: &AgentRef,
+        platform: &Platform,
+        installer: &Installer,
+        (name, versions, mut answers): (String, Vec<Version>, Vec<(String, StoreError)>),
+    ) -> Result<Installed, StoreError> {
+        let store = self
+            .stores
+            .iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| StoreError::Missing {
+                store: name.clone(),
+                what: agent.identifier(),
+            })?;
+        let why = format!(
+            "(it is the authoritative store for {}/{}, listing {}; lower stores are not asked)",
+            agent.publisher(),
+            agent.name(),
+            versions_text(&versions)
+        );
+        let answer = if agent
+            .concrete_version()
+            .is_some_and(|v| versions.contains(v))
+        {
+            let span = tracing::info_span!("store", op = "pull", store = %name, agent = %agent.identifier());
+            self.retry
+                .run(&name, || store.pull(agent, platform, installer))
+                .instrument(span)
+                .await
+        } else {
+            Err(StoreError::Missing {
+                store: name.clone(),
+                what: agent.identifier(),
+            })
+        };
+        answer.map_err(|e| {
+            let kind = e.kind();
+            let e = match e {
+                StoreError::Missing { store, what } => StoreError::Missing {
+                    store,
+                    what: format!("{what} {why}"),
+                },
+                e => e,
+            };
+            answers.push((name, e));
+            StoreError::Chain { kind, answers }
+        })
     }
 
     /// Asks each store in order (each through the retry policy) until one
@@ -314,5 +431,15 @@ fn overall_kind(answers: &[(String, StoreError)]) -> ErrorKind {
         ErrorKind::ArtifactMissing
     } else {
         ErrorKind::StoreUnavailable
+    }
+}
+
+fn versions_text(v: &[Version]) -> String {
+    let shown: Vec<String> = v.iter().rev().take(5).map(ToString::to_string).collect();
+    let more = v.len().saturating_sub(shown.len());
+    if more == 0 {
+        shown.join(", ")
+    } else {
+        format!("{} and {more} more", shown.join(", "))
     }
 }

@@ -85,6 +85,22 @@ pub enum StoreError {
         /// How long we waited.
         waited: Duration,
     },
+    /// A pull did not finish within the whole-download deadline (kind
+    /// `store-unavailable`, not retried: the deadline covers the retries).
+    /// Nothing was cached; the temp file is removed.
+    #[error(
+        "store {store}: pulling {what} did not finish within the download deadline of {deadline:?} (set by {setting})"
+    )]
+    Deadline {
+        /// The store that was pulling.
+        store: String,
+        /// The artifact.
+        what: String,
+        /// The deadline.
+        deadline: Duration,
+        /// Where it is set (`[stores] download-timeout`).
+        setting: String,
+    },
     /// Every store of a chain failed; one answer per store, in order.
     #[error("{}", chain_message(answers))]
     Chain {
@@ -117,15 +133,15 @@ impl StoreError {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Unavailable { .. } | StoreError::Denied { .. } => {
-                ErrorKind::StoreUnavailable
-            }
+            StoreError::Unavailable { .. }
+            | StoreError::Denied { .. }
+            | StoreError::LockTimeout { .. }
+            | StoreError::Deadline { .. } => ErrorKind::StoreUnavailable,
             StoreError::Missing { .. } => ErrorKind::ArtifactMissing,
             StoreError::Integrity { .. } => ErrorKind::Integrity,
             StoreError::Io { .. } => ErrorKind::Io,
             StoreError::Ref(e) => e.kind(),
             StoreError::Untrusted { .. } => ErrorKind::Untrusted,
-            StoreError::LockTimeout { .. } => ErrorKind::StoreUnavailable,
             StoreError::Chain { kind, .. } => *kind,
         }
     }
@@ -133,7 +149,10 @@ impl StoreError {
     /// Whether retrying later might succeed.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, StoreError::Denied { .. }) && self.kind() == ErrorKind::StoreUnavailable
+        !matches!(
+            self,
+            StoreError::Denied { .. } | StoreError::Deadline { .. }
+        ) && self.kind() == ErrorKind::StoreUnavailable
     }
 
     /// An [`StoreError::Io`] with context.
@@ -209,6 +228,17 @@ impl StoreError {
                 path: path.clone(),
                 holder_pid: *holder_pid,
                 waited: *waited,
+            },
+            StoreError::Deadline {
+                store,
+                what,
+                deadline,
+                setting,
+            } => StoreError::Deadline {
+                store: store.clone(),
+                what: what.clone(),
+                deadline: *deadline,
+                setting: setting.clone(),
             },
             // RefError is not Clone; a fetch rarely fails this way (refs are
             // validated before any fetch), so the copy keeps only the text.

@@ -49,8 +49,8 @@ pub use chain::{Authority, Fallback, RetryPolicy, StoreChain};
 pub use digest::Sha256Digest;
 pub use error::StoreError;
 pub use install::{
-    DEFAULT_MAX_SIZE, Expected, FileIdentity, InstallRecord, Installed, Installer, LockTimeouts,
-    Pin, Progress, ProgressFn, Signer, VerifyMode,
+    DEFAULT_DOWNLOAD_TIMEOUT, DEFAULT_MAX_SIZE, Expected, FileIdentity, InstallRecord, Installed,
+    Installer, LockTimeouts, Pin, Progress, ProgressFn, Signer, VerifyMode, check_trust_file,
 };
 pub use store::AgentStore;
 pub use trust::{

@@ -155,6 +155,12 @@ pub struct PublisherTrust {
     /// Whether an unsigned binary is refused (the config's default is true
     /// when keys are listed).
     pub require_signature: bool,
+    /// The self-verifying stores (see [`TrustPolicy::self_verifying_store`])
+    /// whose own verification this publisher accepts in place of a
+    /// signature when one is required. Without it, a self-verifying store
+    /// that cannot prove the publisher (a Nix flake attribute names none)
+    /// is held to the signature rule like any other.
+    pub vouching_stores: BTreeSet<String>,
 }
 
 impl PublisherTrust {
@@ -164,7 +170,16 @@ impl PublisherTrust {
         PublisherTrust {
             keys,
             require_signature: true,
+            vouching_stores: BTreeSet::new(),
         }
+    }
+
+    /// The same trust, also accepting `store`'s own verification (when the
+    /// policy counts `store` as self-verifying).
+    #[must_use]
+    pub fn vouched_by(mut self, store: &str) -> Self {
+        self.vouching_stores.insert(store.to_owned());
+        self
     }
 
     /// Whether a binary recorded as signed by `signer` may run under this trust.
@@ -188,8 +203,11 @@ impl PublisherTrust {
 /// Per-publisher trust, with a default for every publisher not listed (`"*"`).
 ///
 /// Stores that verify their outputs by their own means are exempt when they
-/// deliver no signature: by default `nix` (its outputs are trusted as the
-/// local Nix trusts them: substituter signatures or a local build).
+/// deliver no signature, for publishers that require none or that accept
+/// that store ([`PublisherTrust::vouched_by`]): by default `nix` (its
+/// outputs are trusted as the local Nix trusts them: substituter signatures
+/// or a local build). A publisher that requires signatures and does not
+/// name the store gets nothing unsigned from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrustPolicy {
     publishers: BTreeMap<String, PublisherTrust>,
@@ -231,6 +249,16 @@ impl TrustPolicy {
     #[must_use]
     pub fn is_self_verifying(&self, store: &str) -> bool {
         self.self_verifying.contains(store)
+    }
+
+    /// Whether an unsigned artifact of `publisher` from `store` is accepted
+    /// on the store's word: `store` is self-verifying and the publisher
+    /// requires no signature or accepts that store ([`PublisherTrust::vouched_by`]).
+    #[must_use]
+    pub fn store_vouches(&self, store: &str, publisher: &str) -> bool {
+        let trust = self.for_publisher(publisher);
+        self.is_self_verifying(store)
+            && (!trust.require_signature || trust.vouching_stores.contains(store))
     }
 
     /// Sets the trust of `publisher`; `"*"` sets the default for the others.

@@ -37,7 +37,8 @@ impl Scripted {
         Arc::new(Scripted {
             name,
             answers: Mutex::new(answers.iter().cloned().collect()),
-            versions: None,
+            // Lists nothing: no store is authoritative, pulls go in order.
+            versions: Some(Vec::new()),
             calls: AtomicUsize::new(0),
         })
     }
@@ -86,6 +87,9 @@ impl AgentStore for Scripted {
     }
 
     async fn versions(&self, _: &AgentRef, _: &Platform) -> Result<Vec<Version>, StoreError> {
+        if self.versions.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
         self.calls.fetch_add(1, Ordering::SeqCst);
         match &self.versions {
             Some(v) => Ok(v.iter().map(|s| Version::parse(s).unwrap()).collect()),

@@ -370,12 +370,15 @@ async fn removing_a_key_from_the_policy_stops_its_binaries_loading() {
     assert!(path.exists());
 }
 
+/// A Nix output names no publisher: it is trusted as Nix trusts it only for
+/// a publisher that requires no signature, or that accepts Nix by name.
 #[tokio::test]
-async fn nix_outputs_are_trusted_as_nix_trusts_them_unless_said_otherwise() {
+async fn nix_outputs_are_trusted_only_for_publishers_that_accept_nix() {
     let s = setup();
     let keys = minisign_keys(s.dir.path(), "acme");
-    let i = installer(&s, &[&keys.public]);
-    let got = i
+    let key = TrustedKey::parse(&keys.public).unwrap();
+    let open = Installer::new(AgentHome::new(s.dir.path().join("home")));
+    let got = open
         .install_file(
             &s.agent,
             "nix:/nix/store/abc-echo/bin/echo",
@@ -384,31 +387,45 @@ async fn nix_outputs_are_trusted_as_nix_trusts_them_unless_said_otherwise() {
         )
         .await
         .unwrap();
-    assert_eq!(i.cached_path(&s.agent).unwrap(), Some(got.path.clone()));
-    assert_eq!(i.record(&s.agent).unwrap().unwrap().signer, None);
+    assert_eq!(open.cached_path(&s.agent).unwrap(), Some(got.path.clone()));
+    assert_eq!(open.record(&s.agent).unwrap().unwrap().signer, None);
 
-    // A policy that does not exempt Nix refuses it, and stops loading it.
-    let strict = i.clone().with_trust(
+    // Keys required, Nix not accepted by name: the cached output stops loading.
+    let keyed = open
+        .clone()
+        .with_trust(TrustPolicy::new().publisher("acme", PublisherTrust::keys(vec![key.clone()])));
+    assert_eq!(keyed.cached_path(&s.agent).unwrap(), None);
+    // Accepted by name: it loads.
+    let vouched = open.clone().with_trust(TrustPolicy::new().publisher(
+        "acme",
+        PublisherTrust::keys(vec![key.clone()]).vouched_by("nix"),
+    ));
+    assert_eq!(
+        vouched.cached_path(&s.agent).unwrap(),
+        Some(got.path.clone())
+    );
+    // Not self-verifying at all: refused even when named.
+    let strict = vouched.clone().with_trust(
         TrustPolicy::new()
-            .publisher(
-                "acme",
-                PublisherTrust::keys(vec![TrustedKey::parse(&keys.public).unwrap()]),
-            )
+            .publisher("acme", PublisherTrust::keys(vec![key]).vouched_by("nix"))
             .self_verifying_store("nix", false),
     );
     assert_eq!(strict.cached_path(&s.agent).unwrap(), None);
+
     std::fs::remove_file(&got.path).unwrap();
-    std::fs::remove_file(i.record_path(&s.agent).unwrap()).unwrap();
-    let err = strict
-        .install_file(
-            &s.agent,
-            "nix:/nix/store/abc-echo/bin/echo",
-            &expected(&s, None),
-            &s.bin,
-        )
-        .await
-        .unwrap_err();
-    assert_refused(&strict, &s, &err, "unsigned");
+    std::fs::remove_file(open.record_path(&s.agent).unwrap()).unwrap();
+    for refusing in [&keyed, &strict] {
+        let err = refusing
+            .install_file(
+                &s.agent,
+                "nix:/nix/store/abc-echo/bin/echo",
+                &expected(&s, None),
+                &s.bin,
+            )
+            .await
+            .unwrap_err();
+        assert_refused(refusing, &s, &err, "unsigned");
+    }
 }
 
 /// Deterministic mutations of a real signature and key (every byte flipped,

@@ -15,7 +15,7 @@ mod stream;
 use std::fs;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,6 +31,7 @@ use crate::{Sha256Digest, StoreError};
 use flight::flight_for;
 pub use lock::LockTimeouts;
 pub(crate) use lock::{acquire as acquire_lock, try_acquire as try_lock};
+pub use path::check_trust_file;
 pub(crate) use path::touch_now as touch_file;
 use path::{
     TempGuard, check_parents, check_trusted, create_temp, hash_file_identity, prepare_dir,
@@ -131,7 +132,11 @@ pub struct Installer {
     lock: LockTimeouts,
     trust: Arc<TrustPolicy>,
     pin: Option<Arc<Pin>>,
+    download_timeout: std::time::Duration,
 }
+
+/// The default whole-download deadline of a pull through a [`crate::StoreChain`]: 10 minutes.
+pub const DEFAULT_DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A digest that an install must produce whatever its store says (a lock
 /// file's sha256): bytes that hash otherwise are refused as
@@ -153,6 +158,7 @@ impl std::fmt::Debug for Installer {
             .field("lock", &self.lock)
             .field("trust", &self.trust)
             .field("pin", &self.pin)
+            .field("download_timeout", &self.download_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -168,7 +174,27 @@ impl Installer {
             lock: LockTimeouts::default(),
             trust: Arc::new(TrustPolicy::default()),
             pin: None,
+            download_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
         }
+    }
+
+    /// The longest a whole pull through a [`crate::StoreChain`] may take,
+    /// every store and retry included (default
+    /// [`DEFAULT_DOWNLOAD_TIMEOUT`]; config `[stores] download-timeout`).
+    /// Past it the pull is [`StoreError::Deadline`] and the temp file is
+    /// removed: the stall timer of each store resets on every byte, so a
+    /// store trickling bytes would otherwise hold the pull, and the
+    /// artifact lock, as long as it likes.
+    #[must_use]
+    pub fn with_download_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.download_timeout = timeout;
+        self
+    }
+
+    /// The whole-download deadline.
+    #[must_use]
+    pub fn download_timeout(&self) -> std::time::Duration {
+        self.download_timeout
     }
 
     /// Every install by this installer must hash to `pin.sha256` (meant for
@@ -274,12 +300,23 @@ impl Installer {
     /// [`StoreError::Io`] on read errors, for a symlink inside the home, or
     /// when something other than a regular file sits at the cache path.
     pub fn cached(&self, agent: &AgentRef) -> Result<Option<Installed>, StoreError> {
-        Ok(self.lookup(agent, false)?.map(|(path, rec)| Installed {
-            path,
-            sha256: rec.sha256,
-            size: rec.size,
-            source: rec.source,
-        }))
+        self.cached_as(agent, false)
+    }
+
+    /// [`Installer::cached`], by a caller that may already hold the artifact's lock.
+    fn cached_as(
+        &self,
+        agent: &AgentRef,
+        lock_held: bool,
+    ) -> Result<Option<Installed>, StoreError> {
+        Ok(self
+            .lookup(agent, false, lock_held)?
+            .map(|(path, rec)| Installed {
+                path,
+                sha256: rec.sha256,
+                size: rec.size,
+                source: rec.source,
+            }))
     }
 
     /// The cached binary's path, checked as [`Installer::cached`] checks it:
@@ -291,10 +328,10 @@ impl Installer {
     /// # Errors
     /// As [`Installer::cached`].
     pub fn cached_path(&self, agent: &AgentRef) -> Result<Option<PathBuf>, StoreError> {
-        Ok(self.lookup(agent, true)?.map(|(path, _)| path))
+        Ok(self.lookup(agent, true, false)?.map(|(path, _)| path))
     }
 
-    fn lookup(&self, agent: &AgentRef, touch: bool) -> Result<Lookup, StoreError> {
+    fn lookup(&self, agent: &AgentRef, touch: bool, lock_held: bool) -> Result<Lookup, StoreError> {
         let path = self.home.binary_path(agent)?;
         if !check_parents(self.home.root(), &path, false)? {
             return Ok(None);
@@ -315,7 +352,9 @@ impl Installer {
         }
         check_trusted(&path, &meta, "cached binary")?;
         let Some((mut rec, file)) = open_record(&sibling(&path, "", ".json"))? else {
-            return Ok(adopt(&path)?.filter(|(p, rec)| self.admitted(agent, p, rec)));
+            return Ok(self
+                .adopt(&path, lock_held)?
+                .filter(|(p, rec)| self.admitted(agent, p, rec)));
         };
         let seen = FileIdentity::of(&meta);
         if self.verify == VerifyMode::Always || rec.identity != Some(seen) {
@@ -362,7 +401,7 @@ impl Installer {
             && rec
                 .store
                 .as_deref()
-                .is_some_and(|s| self.trust.is_self_verifying(s))
+                .is_some_and(|s| self.trust.store_vouches(s, agent.publisher()))
         {
             return true;
         }
@@ -498,7 +537,7 @@ impl Installer {
         .map_err(join_error)??;
 
         // Another process may have installed it while we waited for the lock.
-        let result = match self.cached_blocking(agent).await {
+        let result = match self.cached_blocking_as(agent, true).await {
             Ok(Some(hit)) => Ok(hit),
             Ok(None) => {
                 tracing::debug!(path = %path.display(), "fetching");
@@ -513,11 +552,43 @@ impl Installer {
     }
 
     async fn cached_blocking(&self, agent: &AgentRef) -> Result<Option<Installed>, StoreError> {
+        self.cached_blocking_as(agent, false).await
+    }
+
+    async fn cached_blocking_as(
+        &self,
+        agent: &AgentRef,
+        lock_held: bool,
+    ) -> Result<Option<Installed>, StoreError> {
         let this = self.clone();
         let agent = agent.clone();
-        tokio::task::spawn_blocking(move || this.cached(&agent))
+        tokio::task::spawn_blocking(move || this.cached_as(&agent, lock_held))
             .await
             .map_err(join_error)?
+    }
+
+    /// A binary with no record (the Go loader's, or copied by hand): hashed
+    /// once and recorded with source `local`, under the artifact's lock so
+    /// an install in progress is never adopted half-way. When another
+    /// process holds the lock (installing, or adopting the same binary),
+    /// this waits for it as an install would ([`LockTimeouts`]) and then
+    /// uses what it recorded.
+    fn adopt(&self, path: &Path, lock_held: bool) -> Result<Lookup, StoreError> {
+        let lock_path = sibling(path, "", ".lock");
+        let lock = if lock_held {
+            None
+        } else {
+            match lock::try_acquire(&lock_path)? {
+                Some(l) => Some(l),
+                None => Some(lock::acquire(
+                    self.home.root(),
+                    &lock_path,
+                    path,
+                    self.lock,
+                )?),
+            }
+        };
+        adopt_locked(path, lock)
     }
 
     async fn install<R>(
@@ -554,7 +625,10 @@ impl Installer {
             });
         }
         let check = if expected.signature.is_none()
-            && (pre_verified.is_some() || self.trust.is_self_verifying(store_name(source)))
+            && (pre_verified.is_some()
+                || self
+                    .trust
+                    .store_vouches(store_name(source), agent.publisher()))
         {
             None
         } else {
@@ -741,13 +815,22 @@ fn commit(
     refuse_symlink_at(final_path)?;
     fs::set_permissions(temp, fs::Permissions::from_mode(0o755))
         .map_err(|e| StoreError::io(format!("chmod {}", temp.display()), e))?;
+    // The identity recorded is that of the file renamed, taken from a
+    // descriptor opened on it before the rename: a path looked up after it
+    // could name another install's file.
+    let renamed = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(temp)
+        .map_err(|e| StoreError::io(format!("open {}", temp.display()), e))?;
     fs::rename(temp, final_path).map_err(|e| {
         StoreError::io(
             format!("rename {} to {}", temp.display(), final_path.display()),
             e,
         )
     })?;
-    let recorded = fs::symlink_metadata(final_path)
+    let recorded = renamed
+        .metadata()
         .map_err(|e| StoreError::io(format!("stat {}", final_path.display()), e))
         .and_then(|m| {
             rec.identity = Some(FileIdentity::of(&m));
@@ -764,20 +847,17 @@ fn commit(
     Ok(rec)
 }
 
-/// A binary with no record (the Go loader's, or copied by hand): hashed
-/// once and recorded with source `local`, under the artifact's lock so an
-/// install in progress is never adopted half-way (then it is reported
-/// absent, and the caller waits for that install through [`Installer::ensure`]).
-fn adopt(path: &Path) -> Result<Lookup, StoreError> {
-    let Some(lock) = lock::try_acquire(&sibling(path, "", ".lock"))? else {
-        return Ok(None);
-    };
+/// [`Installer::adopt`] once the artifact's lock is held (`lock`, or by the caller).
+fn adopt_locked(path: &Path, lock: Option<std::fs::File>) -> Result<Lookup, StoreError> {
     let record_path = sibling(path, "", ".json");
     if let Some((rec, _)) = open_record(&record_path)? {
-        // Installed while we looked: the install's record wins.
+        // Installed or adopted while we looked: that record wins.
         drop(lock);
-        let meta = fs::symlink_metadata(path)
-            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?;
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("stat {}", path.display()), e)),
+        };
         return Ok(if rec.identity == Some(FileIdentity::of(&meta)) {
             Some((path.to_path_buf(), rec))
         } else {

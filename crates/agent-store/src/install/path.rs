@@ -76,6 +76,47 @@ pub(super) fn check_trusted(path: &Path, meta: &Metadata, what: &str) -> Result<
     Ok(())
 }
 
+/// Refuses a file that defines what runs (a configuration file, a lock
+/// file) when a user other than us (root excepted) could change it, by the
+/// rule of [`check_trusted`], applied to the file and to its directory (and,
+/// for a symlink, to the directory of the link too): a sticky directory
+/// (`/tmp`) is fine for what its owner put there, and nothing above the
+/// directory is looked at. A file that does not exist passes (its reader
+/// reports it).
+///
+/// # Errors
+/// [`StoreError::Untrusted`] naming the path and the `chmod`/`chown` that fixes it;
+/// [`StoreError::Io`] when it cannot be looked at.
+pub fn check_trust_file(path: &Path, what: &str) -> Result<(), StoreError> {
+    let real = match fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io(format!("resolve {}", path.display()), e)),
+    };
+    let meta =
+        fs::metadata(&real).map_err(|e| StoreError::io(format!("stat {}", real.display()), e))?;
+    check_trusted(&real, &meta, what)?;
+    let mut dirs = vec![real.parent().map(Path::to_path_buf)];
+    if real != path {
+        dirs.push(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .or_else(|| Some(PathBuf::from("."))),
+        );
+    }
+    for dir in dirs.into_iter().flatten() {
+        let m =
+            fs::metadata(&dir).map_err(|e| StoreError::io(format!("stat {}", dir.display()), e))?;
+        if m.mode() & 0o1000 != 0 {
+            // Sticky: others may add files but not replace ours.
+            continue;
+        }
+        check_trusted(&dir, &m, &format!("directory of the {what}"))?;
+    }
+    Ok(())
+}
+
 /// Walks the directories from `root` down to `path`'s parent: refuses
 /// symlinks and directories others can write ([`check_trusted`]), and creates missing ones 0700 when `create`. Returns whether every
 /// directory exists.
