@@ -12,6 +12,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod darwin;
 mod demo;
 mod fuzz;
 mod go;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     };
     let result = match job {
         "test" => test(rest),
+        "check-darwin" => darwin::check_darwin(rest),
         "demo" => demo::demo(rest),
         "bench" => bench::bench(rest),
         "bench-run" => bench::bench_run(rest),
