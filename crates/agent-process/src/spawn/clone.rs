@@ -62,7 +62,7 @@ pub(super) fn start(
         setup: exec
             .child_setup
             .as_deref()
-            .map(|s| std::ptr::from_ref::<dyn ChildSetup>(s)),
+            .map(std::ptr::from_ref::<dyn ChildSetup>),
         parent,
         // SAFETY: sigset_t is plain data; filled below.
         mask: unsafe { std::mem::zeroed() },

@@ -125,7 +125,7 @@ fn spawner() -> io::Result<&'static mpsc::Sender<Request>> {
                 .spawn(move || {
                     // The sender lives in a static: this runs as long as the process.
                     while let Ok(req) = rx.recv() {
-                        (req.done)(start(req.exec));
+                        (req.done)(start(&req.exec));
                     }
                 })?;
             Ok(tx)
@@ -169,9 +169,9 @@ pub fn spawn_in_group_blocking(exec: Exec) -> io::Result<Spawned> {
         .map_err(|_| io::Error::other("the agent spawner thread dropped the request"))?
 }
 
-fn start(exec: Exec) -> io::Result<Spawned> {
-    let prepared = Prepared::new(&exec)?;
-    let (process, stdout, stderr) = imp::start(&exec, &prepared)?;
+fn start(exec: &Exec) -> io::Result<Spawned> {
+    let prepared = Prepared::new(exec)?;
+    let (process, stdout, stderr) = imp::start(exec, &prepared)?;
     if let Err(error) = process.guard_with_watchdog() {
         tracing::warn!(%error, "no host watchdog: the agent's children may outlive a killed host");
     }

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::{Exec, Prepared, dev_null, is_script, pipe_cloexec};
@@ -276,7 +276,7 @@ impl PrivateCopy {
 /// Links the descriptor's inode at `to` (Linux: through `/proc/self/fd`,
 /// which needs no privilege). `false` when that is not possible (another
 /// file system, no `/proc`, another OS).
-fn hard_link(fd: &OwnedFd, to: &PathBuf) -> bool {
+fn hard_link(fd: &OwnedFd, to: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
         let from = format!("/proc/self/fd/{}", fd.as_raw_fd());
@@ -306,7 +306,7 @@ fn hard_link(fd: &OwnedFd, to: &PathBuf) -> bool {
 
 /// Copies the descriptor's bytes (from offset 0, with positioned reads: the
 /// descriptor's own offset is left alone) into a new 0700 file at `to`.
-fn copy(fd: &OwnedFd, to: &PathBuf) -> io::Result<()> {
+fn copy(fd: &OwnedFd, to: &Path) -> io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
     let src = std::fs::File::from(fd.try_clone()?);
