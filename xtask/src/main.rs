@@ -105,6 +105,13 @@ fn test(args: &[String]) -> Result<()> {
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
     run("doctest", doc)?;
+    let mut portable = cargo();
+    portable
+        .args(["test", "-p", "agent-process", "-p", "agent-spawn", "-p", "agent-serve"])
+        .env("RUSTFLAGS", "--cfg agent_portable")
+        .env("CARGO_TARGET_DIR", root().join("target").join("portable"));
+    run("test (portable process backend)", portable)?;
+    darwin::check_darwin(&[])?;
     if !quick {
         let mut deny = cargo();
         deny.args(["deny", "check", "licenses", "bans", "sources"]);

@@ -37,9 +37,19 @@
 //! | [`ChildSetup`] hook | runs between fork and exec | refused with `Unsupported` (use `sandbox-exec`) |
 //!
 //! [`backend`] names the one compiled in. Linux needs ≥ 5.3 for the pidfd
-//! backend (`waitid(P_PIDFD)` 5.4). An agent's helper that leaves the group
-//! (`setsid`) is not killed with the group on either backend; the watchdog
-//! and the lifeline only reach what stays in the group.
+//! backend (`waitid(P_PIDFD)` 5.4).
+//!
+//! An agent's helper that leaves the group (`setsid`) is out of reach of group
+//! signals. On the pidfd backend, [`AgentProcess::terminate`] and
+//! [`AgentProcess::kill`] first pin every current descendant of the leader
+//! with a pidfd (a walk of `/proc/<pid>/task/*/children`, so only while the
+//! leader is alive) and signal them with the group. Not covered: descendants
+//! of an agent that exits on its own (they are reparented before anyone
+//! looks), one forked during the walk, the portable backend, and the host's
+//! death (the watchdog kills registered groups only). A subreaper would catch
+//! more, but `PR_SET_CHILD_SUBREAPER` changes the whole host process's
+//! semantics (every orphan of any library becomes its child to reap), which a
+//! library inside someone else's application must not impose.
 
 use std::fmt;
 use std::io;
@@ -235,15 +245,32 @@ impl AgentProcess {
         rc == 0
     }
 
-    /// SIGKILL to the group (or the leader), if not reaped yet. The reaper reaps it.
+    /// SIGKILL to the group (or the leader), if not reaped yet, and to the
+    /// descendants that left the group (pidfd backend). The reaper reaps it.
     pub fn kill(&self) -> bool {
+        self.pin_descendants();
+        sys::signal_descendants(self, libc::SIGKILL);
         self.signal_group(libc::SIGKILL)
+    }
+
+    /// Pins the descendants (pidfd backend), only while the leader is unreaped.
+    fn pin_descendants(&self) {
+        let state = self.lock();
+        if state.exit.is_none() && self.group {
+            sys::pin_descendants(self);
+        }
     }
 
     /// SIGTERM to the group now and SIGKILL at `now + grace` if the leader has
     /// not exited by then. The deadline is kept by the reaper thread: it holds
     /// whether or not anyone waits, and whatever async runtime is (not) running.
+    ///
+    /// On the pidfd backend the leader's descendants that left the group
+    /// (`setsid`) are found now, while the leader still has them, and get the
+    /// same SIGTERM and SIGKILL; on the portable backend they are not reached.
     pub fn terminate(self: &Arc<Self>, grace: Duration) {
+        self.pin_descendants();
+        sys::signal_descendants(self, libc::SIGTERM);
         if !self.signal_group(libc::SIGTERM) {
             return;
         }
@@ -272,6 +299,7 @@ impl AgentProcess {
             unsafe {
                 libc::killpg(self.pid, libc::SIGKILL);
             }
+            sys::signal_descendants(self, libc::SIGKILL);
         }
         let exit = sys::wait(self, libc::WEXITED)?.unwrap_or_default();
         state.exit = Some(exit);

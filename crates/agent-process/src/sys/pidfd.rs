@@ -9,18 +9,78 @@ use crate::{AgentProcess, Exit};
 
 pub(crate) const NAME: &str = "pidfd";
 
-/// What the backend keeps per child: its pidfd.
-pub(crate) struct Handle(OwnedFd);
+/// What the backend keeps per child: its pidfd, and pidfds of the
+/// descendants found when it was told to stop (see [`pin_descendants`]).
+pub(crate) struct Handle(OwnedFd, Mutex<Vec<OwnedFd>>);
 
 impl Handle {
     /// A pidfd for `pid`, our unreaped child.
     pub(crate) fn open(pid: libc::pid_t) -> io::Result<Self> {
-        pidfd_open(pid).map(Handle)
+        pidfd_open(pid).map(Self::from_pidfd)
     }
 
     /// The pidfd `clone(CLONE_PIDFD)` gave us.
     pub(crate) fn from_pidfd(pidfd: OwnedFd) -> Self {
-        Handle(pidfd)
+        Handle(pidfd, Mutex::new(Vec::new()))
+    }
+}
+
+/// Most descendants pinned per process.
+const MAX_DESCENDANTS: usize = 1024;
+
+/// Pins every current descendant of the (unreaped) leader with a pidfd, so
+/// that those which left the group (`setsid`, `setpgid`) can be signalled
+/// too, and only they: a pidfd never reaches a recycled pid. Walks
+/// `/proc/<pid>/task/<tid>/children`; a descendant forked after the walk is
+/// not seen. Must be called while the leader is alive: once it has exited,
+/// its children belong to another parent.
+pub(crate) fn pin_descendants(process: &AgentProcess) {
+    let mut pinned = process
+        .handle
+        .1
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut queue = vec![process.pid];
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                if pinned.len() >= MAX_DESCENDANTS {
+                    return;
+                }
+                if let Ok(fd) = pidfd_open(child) {
+                    pinned.push(fd);
+                    queue.push(child);
+                }
+            }
+        }
+    }
+}
+
+/// Signals the descendants pinned by [`pin_descendants`] (each through its pidfd).
+pub(crate) fn signal_descendants(process: &AgentProcess, signal: libc::c_int) {
+    let pinned = process
+        .handle
+        .1
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for fd in pinned.iter() {
+        // SAFETY: a syscall on a pidfd we own; null siginfo is allowed.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0u32,
+            );
+        }
     }
 }
 

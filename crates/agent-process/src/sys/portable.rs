@@ -23,6 +23,13 @@ impl Handle {
     }
 }
 
+/// Not available here (no pidfd to pin a process that is not our child):
+/// a descendant that left the group is not reached.
+pub(crate) fn pin_descendants(_process: &AgentProcess) {}
+
+/// See [`pin_descendants`].
+pub(crate) fn signal_descendants(_process: &AgentProcess, _signal: libc::c_int) {}
+
 pub(crate) fn send_leader(process: &AgentProcess, signal: libc::c_int) -> bool {
     // SAFETY: kill has no memory effects; callers hold the state lock and have
     // seen the child unreaped, so the pid is still ours.
