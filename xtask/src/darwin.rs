@@ -68,6 +68,8 @@ pub(crate) fn check_darwin(args: &[String]) -> Result<()> {
             "--target",
             target,
             "--all-targets",
+            // Every crate's errors in one run, not only the first one's.
+            "--keep-going",
         ]);
         c.args(&packages);
         crate::run(&format!("check-darwin ({target})"), c)?;

@@ -107,7 +107,15 @@ fn test(args: &[String]) -> Result<()> {
     run("doctest", doc)?;
     let mut portable = cargo();
     portable
-        .args(["test", "-p", "agent-process", "-p", "agent-spawn", "-p", "agent-serve"])
+        .args([
+            "test",
+            "-p",
+            "agent-process",
+            "-p",
+            "agent-spawn",
+            "-p",
+            "agent-serve",
+        ])
         .env("RUSTFLAGS", "--cfg agent_portable")
         .env("CARGO_TARGET_DIR", root().join("target").join("portable"));
     run("test (portable process backend)", portable)?;
