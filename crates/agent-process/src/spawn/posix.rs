@@ -15,7 +15,10 @@ use std::sync::Arc;
 use super::{Exec, Prepared, dev_null, is_script, pipe_cloexec};
 use crate::AgentProcess;
 
+// Not in the libc crate: libSystem's way to name a descriptor that survives
+// POSIX_SPAWN_CLOEXEC_DEFAULT.
 #[cfg(target_vendor = "apple")]
+#[allow(unsafe_code)]
 unsafe extern "C" {
     fn posix_spawn_file_actions_addinherit_np(
         actions: *mut libc::posix_spawn_file_actions_t,
