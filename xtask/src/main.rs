@@ -12,6 +12,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod darwin;
 mod demo;
 mod fuzz;
 mod go;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     };
     let result = match job {
         "test" => test(rest),
+        "check-darwin" => darwin::check_darwin(rest),
         "demo" => demo::demo(rest),
         "bench" => bench::bench(rest),
         "bench-run" => bench::bench_run(rest),
@@ -103,6 +105,21 @@ fn test(args: &[String]) -> Result<()> {
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
     run("doctest", doc)?;
+    let mut portable = cargo();
+    portable
+        .args([
+            "test",
+            "-p",
+            "agent-process",
+            "-p",
+            "agent-spawn",
+            "-p",
+            "agent-serve",
+        ])
+        .env("RUSTFLAGS", "--cfg agent_portable")
+        .env("CARGO_TARGET_DIR", root().join("target").join("portable"));
+    run("test (portable process backend)", portable)?;
+    darwin::check_darwin(&[])?;
     if !quick {
         let mut deny = cargo();
         deny.args(["deny", "check", "licenses", "bans", "sources"]);

@@ -1,40 +1,94 @@
 //! `agent-process`: one owner of a child process, so signals only ever reach
-//! our own processes.
+//! our own processes, and the one place agents are started.
 //!
 //! A pid is only a number: once a child is reaped, its pid (and the id of the
 //! process group it led) can be handed to any new process. Code that checks
 //! "has it exited?" and then calls `kill`/`killpg` can therefore signal an
 //! unrelated process. [`AgentProcess`] closes that hole:
 //!
-//! - it holds a **pidfd** of the child (`pidfd_open` right after spawn, while
-//!   the child cannot have been reaped: [`AgentProcess::adopt`] consumes the
-//!   [`std::process::Child`], so nothing else can wait for it);
-//! - the leader is signalled with `pidfd_send_signal`, which can never reach
-//!   another process;
-//! - the **group** is signalled only while the leader is not reaped (alive or a
-//!   zombie): a zombie leader keeps its pid, and so the group id, allocated. The
-//!   check and the `killpg` happen under the same lock that reaping takes;
+//! - nothing but its owner can reap the child ([`AgentProcess::adopt`]
+//!   consumes the [`std::process::Child`]; [`spawn`] hands out only the owner);
+//! - the leader and the **group** are signalled only while the leader is not
+//!   reaped (alive or a zombie): a zombie leader keeps its pid, and so the
+//!   group id, allocated. The check and the signal happen under the same lock
+//!   that reaping takes;
 //! - reaping is done in one place, a process-wide **reaper thread** (plain OS
-//!   thread, no async runtime) polling every pidfd: when a leader exits it
-//!   confirms with `waitid(P_PIDFD, WEXITED | WNOWAIT)`, SIGKILLs the rest of the
-//!   group (grandchildren), then reaps. It also keeps the SIGKILL deadlines of
-//!   [`AgentProcess::terminate`], so escalation happens even when the caller's
-//!   runtime has shut down or the caller went away.
+//!   thread, no async runtime): when a leader exits it confirms with
+//!   `waitid(WEXITED | WNOWAIT)` (the child stays a zombie), SIGKILLs the rest
+//!   of the group (grandchildren), then reaps. It also keeps the SIGKILL
+//!   deadlines of [`AgentProcess::terminate`], so escalation happens even when
+//!   the caller's runtime has shut down or the caller went away.
 //!
 //! [`watchdog`] adds the other half of the lifecycle: a tiny per-host process
 //! that kills the registered process groups when the host dies (see its docs
-//! for the mechanisms weighed).
+//! for the mechanisms weighed). [`spawn`] starts agents: its own group, only
+//! the descriptors named, optionally the very file that was checked.
 //!
-//! Linux ≥ 5.3 (pidfd); `waitid(P_PIDFD)` needs 5.4.
+//! ## Platforms: two backends behind this one API
+//!
+//! | | `pidfd` (Linux) | `portable` (macOS, BSD; Linux with `--cfg agent_portable`) |
+//! |---|---|---|
+//! | start | `clone(CLONE_VM\|CLONE_VFORK\|CLONE_PIDFD)` from one spawner thread | `posix_spawn` (`POSIX_SPAWN_SETPGROUP`) from the same thread |
+//! | descriptors kept | 0–2 and the lifeline (`close_range(CLOEXEC)` in the child) | the same: `POSIX_SPAWN_CLOEXEC_DEFAULT` + `addinherit_np` on macOS, `addclosefrom_np` on glibc |
+//! | leader signal | `pidfd_send_signal` | `kill` while unreaped (the zombie pins the pid) |
+//! | exit detection | the reaper polls every pidfd | one small waiter thread per child blocked in `waitid(WNOWAIT)` |
+//! | host death | `PR_SET_PDEATHSIG` + lifeline + [`watchdog`] | lifeline + [`watchdog`] (no death signal exists) |
+//! | checked file executed | `execveat(fd, "", AT_EMPTY_PATH)` | a copy (or hard link) of the descriptor's file in a private 0700 directory |
+//! | [`ChildSetup`] hook | runs between fork and exec | refused with `Unsupported` (use `sandbox-exec`) |
+//!
+//! [`backend`] names the one compiled in. Linux needs ≥ 5.3 for the pidfd
+//! backend (`waitid(P_PIDFD)` 5.4).
+//!
+//! An agent's helper that leaves the group (`setsid`) is out of reach of group
+//! signals. On the pidfd backend, [`AgentProcess::terminate`] and
+//! [`AgentProcess::kill`] first pin every current descendant of the leader
+//! with a pidfd (a walk of `/proc/<pid>/task/*/children`, so only while the
+//! leader is alive) and signal them with the group. Not covered: descendants
+//! of an agent that exits on its own (they are reparented before anyone
+//! looks), one forked during the walk, the portable backend, and the host's
+//! death (the watchdog kills registered groups only). A subreaper would catch
+//! more, but `PR_SET_CHILD_SUBREAPER` changes the whole host process's
+//! semantics (every orphan of any library becomes its child to reap), which a
+//! library inside someone else's application must not impose.
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+pub mod spawn;
 pub mod watchdog;
+
+#[cfg(all(target_os = "linux", not(agent_portable)))]
+#[path = "sys/pidfd.rs"]
+mod sys;
+#[cfg(any(not(target_os = "linux"), agent_portable))]
+#[path = "sys/portable.rs"]
+mod sys;
+
+pub use spawn::{ChildSetup, Exec, Spawned, spawn_in_group, spawn_in_group_blocking};
+
+/// The process backend compiled in: `"pidfd"` (Linux) or `"portable"`
+/// (`posix_spawn` and waiter threads: macOS, BSD, or Linux built with
+/// `RUSTFLAGS="--cfg agent_portable"`).
+#[must_use]
+pub fn backend() -> &'static str {
+    sys::NAME
+}
+
+/// Calls `callback` once, from a background thread, when process `pid` (any
+/// process, not only a child) has exited.
+///
+/// # Errors
+/// No process `pid` exists (or it cannot be watched).
+pub fn on_pid_exit(pid: u32, callback: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    if pid <= 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a pid"));
+    }
+    sys::on_pid_exit(pid, Box::new(callback))
+}
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,7 +122,8 @@ struct State {
 /// the child is reaped, so a child is never left a zombie.
 pub struct AgentProcess {
     pid: libc::pid_t,
-    pidfd: OwnedFd,
+    #[cfg_attr(any(not(target_os = "linux"), agent_portable), allow(dead_code))]
+    handle: sys::Handle,
     group: bool,
     in_watchdog: AtomicBool,
     state: Mutex<State>,
@@ -86,8 +141,7 @@ impl fmt::Debug for AgentProcess {
 }
 
 impl AgentProcess {
-    /// Takes ownership of a freshly spawned child: opens its pidfd and hands it
-    /// to the reaper thread.
+    /// Takes ownership of a freshly spawned child and hands it to the reaper thread.
     ///
     /// `group` says the child leads its own process group (it was spawned with
     /// `process_group(0)`), so group signals are allowed. Take the child's stdio
@@ -96,54 +150,32 @@ impl AgentProcess {
     /// elsewhere either.
     ///
     /// # Errors
-    /// `pidfd_open` failed (kernel older than 5.3, or a seccomp policy); the
-    /// child is then SIGKILLed and reaped before the error returns.
+    /// The child could not be watched (`pidfd_open` failed: kernel older than
+    /// 5.3, or a seccomp policy; or no thread could be started); the child is
+    /// then SIGKILLed and reaped before the error returns.
     pub fn adopt(child: std::process::Child, group: bool) -> io::Result<Arc<AgentProcess>> {
         let pid =
             libc::pid_t::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))?;
         drop(child); // a std Child does nothing on drop: it is now ours alone
-        let pidfd = match pidfd_open(pid) {
-            Ok(fd) => fd,
+        let handle = match sys::Handle::open(pid) {
+            Ok(handle) => handle,
             Err(e) => {
-                // Still our unreaped child: the pid cannot have been reused.
-                // SAFETY: kill and waitpid on our own unreaped child.
-                #[allow(unsafe_code)]
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, std::ptr::null_mut(), 0);
-                }
+                kill_and_reap(pid);
                 return Err(e);
             }
         };
-        Self::watched(pid, pidfd, group)
-    }
-
-    /// Takes ownership of a child started without `std::process` (e.g. by
-    /// `clone(CLONE_PIDFD | CLONE_VM | CLONE_VFORK)`), from its pid and pidfd,
-    /// and hands it to the reaper thread.
-    ///
-    /// # Safety
-    /// `pid` must be a child of this process that nothing else will reap,
-    /// not reaped yet, and `pidfd` must refer to it. (Not memory safety: a
-    /// wrong pid breaks the one guarantee this type exists for.)
-    ///
-    /// # Errors
-    /// The reaper thread could not be started.
-    #[allow(unsafe_code)]
-    pub unsafe fn from_pidfd(
-        pid: u32,
-        pidfd: OwnedFd,
-        group: bool,
-    ) -> io::Result<Arc<AgentProcess>> {
-        let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
-        Self::watched(pid, pidfd, group)
+        Self::watched(pid, handle, group)
     }
 
     /// The one place an `AgentProcess` is made: owned, then handed to the reaper thread.
-    fn watched(pid: libc::pid_t, pidfd: OwnedFd, group: bool) -> io::Result<Arc<AgentProcess>> {
+    fn watched(
+        pid: libc::pid_t,
+        handle: sys::Handle,
+        group: bool,
+    ) -> io::Result<Arc<AgentProcess>> {
         let process = Arc::new(AgentProcess {
             pid,
-            pidfd,
+            handle,
             group,
             in_watchdog: AtomicBool::new(false),
             state: Mutex::new(State {
@@ -152,7 +184,10 @@ impl AgentProcess {
             }),
             exited: Condvar::new(),
         });
-        reaper()?.send(Cmd::Watch(Arc::clone(&process)));
+        if let Err(e) = sys::watch(&process) {
+            kill_and_reap(pid);
+            return Err(e);
+        }
         Ok(process)
     }
 
@@ -178,8 +213,8 @@ impl AgentProcess {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends `signal` to the leader only (`pidfd_send_signal`: never another
-    /// process). `false` once it is reaped or when the kernel refused.
+    /// Sends `signal` to the leader only (never another process: a pidfd, or
+    /// `kill` while the leader is unreaped). `false` once it is reaped or when the kernel refused.
     pub fn signal(&self, signal: libc::c_int) -> bool {
         let state = self.lock();
         if state.exit.is_some() {
@@ -189,18 +224,7 @@ impl AgentProcess {
     }
 
     fn send_leader(&self, signal: libc::c_int) -> bool {
-        // SAFETY: a syscall on a pidfd we own; null siginfo is allowed.
-        #[allow(unsafe_code)]
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0u32,
-            )
-        };
-        rc == 0
+        sys::send_leader(self, signal)
     }
 
     /// Sends `signal` to the whole group while the leader is not reaped (its
@@ -221,23 +245,37 @@ impl AgentProcess {
         rc == 0
     }
 
-    /// SIGKILL to the group (or the leader), if not reaped yet. The reaper reaps it.
+    /// SIGKILL to the group (or the leader), if not reaped yet, and to the
+    /// descendants that left the group (pidfd backend). The reaper reaps it.
     pub fn kill(&self) -> bool {
+        self.pin_descendants();
+        sys::signal_descendants(self, libc::SIGKILL);
         self.signal_group(libc::SIGKILL)
+    }
+
+    /// Pins the descendants (pidfd backend), only while the leader is unreaped.
+    fn pin_descendants(&self) {
+        let state = self.lock();
+        if state.exit.is_none() && self.group {
+            sys::pin_descendants(self);
+        }
     }
 
     /// SIGTERM to the group now and SIGKILL at `now + grace` if the leader has
     /// not exited by then. The deadline is kept by the reaper thread: it holds
     /// whether or not anyone waits, and whatever async runtime is (not) running.
+    ///
+    /// On the pidfd backend the leader's descendants that left the group
+    /// (`setsid`) are found now, while the leader still has them, and get the
+    /// same SIGTERM and SIGKILL; on the portable backend they are not reached.
     pub fn terminate(self: &Arc<Self>, grace: Duration) {
+        self.pin_descendants();
+        sys::signal_descendants(self, libc::SIGTERM);
         if !self.signal_group(libc::SIGTERM) {
             return;
         }
-        match reaper() {
-            Ok(r) => r.send(Cmd::KillAt(Arc::clone(self), Instant::now() + grace)),
-            Err(_) => {
-                self.kill();
-            }
+        if sys::kill_at(self, Instant::now() + grace).is_err() {
+            self.kill();
         }
     }
 
@@ -252,7 +290,7 @@ impl AgentProcess {
         if let Some(exit) = state.exit {
             return Ok(Some(exit));
         }
-        if waitid(&self.pidfd, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)?.is_none() {
+        if sys::wait(self, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)?.is_none() {
             return Ok(None);
         }
         if self.group {
@@ -261,8 +299,9 @@ impl AgentProcess {
             unsafe {
                 libc::killpg(self.pid, libc::SIGKILL);
             }
+            sys::signal_descendants(self, libc::SIGKILL);
         }
-        let exit = waitid(&self.pidfd, libc::WEXITED)?.unwrap_or_default();
+        let exit = sys::wait(self, libc::WEXITED)?.unwrap_or_default();
         state.exit = Some(exit);
         let callbacks = std::mem::take(&mut state.callbacks);
         drop(state);
@@ -326,225 +365,53 @@ impl AgentProcess {
     }
 }
 
-impl AsFd for AgentProcess {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
-    }
-}
-
-fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; on success it returns a new fd we then own.
+/// SIGKILLs and reaps our own unreaped child that could not be watched.
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: kill and waitpid on our own unreaped child: the pid cannot have been reused.
     #[allow(unsafe_code)]
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?;
-    // SAFETY: the kernel just gave us this fd (O_CLOEXEC is implied for pidfds).
-    #[allow(unsafe_code)]
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `waitid(P_PIDFD, fd, flags)`: `None` when WNOHANG found nothing.
-fn waitid(pidfd: &OwnedFd, flags: libc::c_int) -> io::Result<Option<Exit>> {
-    loop {
-        // SAFETY: siginfo_t is plain data, zeroed is a valid value.
-        #[allow(unsafe_code)]
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let id = libc::id_t::try_from(pidfd.as_raw_fd()).map_err(|_| io::Error::other("bad fd"))?;
-        // SAFETY: info is a valid out-pointer.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::waitid(libc::P_PIDFD, id, &raw mut info, flags) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        // SAFETY: filled by waitid (si_pid 0 = nothing to report under WNOHANG).
-        #[allow(unsafe_code)]
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-        if pid == 0 {
-            return Ok(None);
-        }
-        let exit = match info.si_code {
-            libc::CLD_EXITED => Exit {
-                code: Some(status),
-                signal: None,
-            },
-            libc::CLD_KILLED | libc::CLD_DUMPED => Exit {
-                code: None,
-                signal: Some(status),
-            },
-            _ => Exit::default(),
-        };
-        return Ok(Some(exit));
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
 }
 
-// ---------------------------------------------------------------------------
-// The reaper thread.
-
-enum Cmd {
-    Watch(Arc<AgentProcess>),
-    KillAt(Arc<AgentProcess>, Instant),
-}
-
-struct Reaper {
-    queue: Mutex<Vec<Cmd>>,
-    wake: OwnedFd,
-}
-
-impl Reaper {
-    fn send(&self, cmd: Cmd) {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(cmd);
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
-        #[allow(unsafe_code)]
-        let _ = unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                (&raw const one).cast::<libc::c_void>(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+/// Decodes what `waitid` filled in: `None` when `WNOHANG` found nothing.
+#[allow(unsafe_code)]
+fn exit_of(info: &libc::siginfo_t) -> Option<Exit> {
+    // SAFETY: filled by waitid (si_pid 0 = nothing to report under WNOHANG).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return None;
     }
+    Some(match info.si_code {
+        libc::CLD_EXITED => Exit {
+            code: Some(status),
+            signal: None,
+        },
+        libc::CLD_KILLED | libc::CLD_DUMPED => Exit {
+            code: None,
+            signal: Some(status),
+        },
+        _ => Exit::default(),
+    })
 }
 
-static REAPER: OnceLock<io::Result<Reaper>> = OnceLock::new();
-
-fn reaper() -> io::Result<&'static Reaper> {
-    REAPER
-        .get_or_init(|| {
-            // SAFETY: eventfd returns a new fd or -1.
-            #[allow(unsafe_code)]
-            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a fresh fd we own.
-            #[allow(unsafe_code)]
-            let wake = unsafe { OwnedFd::from_raw_fd(fd) };
-            let thread_fd = wake.try_clone()?;
-            std::thread::Builder::new()
-                .name("agent-reaper".into())
-                .stack_size(256 * 1024)
-                .spawn(move || reaper_loop(&thread_fd))?;
-            Ok(Reaper {
-                queue: Mutex::new(Vec::new()),
-                wake,
-            })
-        })
-        .as_ref()
-        .map_err(|e| io::Error::new(e.kind(), e.to_string()))
-}
-
-struct Watched {
-    process: Arc<AgentProcess>,
-    kill_at: Option<Instant>,
-}
-
-fn reaper_loop(wake: &OwnedFd) {
-    let mut watched: Vec<Watched> = Vec::new();
-    let mut fds: Vec<libc::pollfd> = Vec::new();
-    loop {
-        fds.clear();
-        fds.push(libc::pollfd {
-            fd: wake.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        fds.extend(watched.iter().map(|w| libc::pollfd {
-            fd: w.process.pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }));
-        let now = Instant::now();
-        let timeout = watched
-            .iter()
-            .filter_map(|w| w.kill_at)
-            .min()
-            .map_or(-1, |at| {
-                let ms = at.saturating_duration_since(now).as_millis() + 1;
-                libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
-            });
-        let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
-        // SAFETY: fds is a valid array of nfds pollfd.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout) };
-        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            tracing::error!(error = %io::Error::last_os_error(), "reaper poll failed");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // Exits first (a deadline for a process that just exited is moot).
-        let ready: Vec<bool> = fds[1..].iter().map(|p| p.revents != 0).collect();
-        let mut i = 0;
-        watched.retain(|w| {
-            let keep = if ready.get(i).copied().unwrap_or(false) {
-                match w.process.try_reap() {
-                    Ok(Some(_)) => false,
-                    Ok(None) => true,
-                    Err(error) => {
-                        tracing::error!(pid = w.process.pid, %error, "cannot reap");
-                        false
-                    }
-                }
-            } else {
-                true
-            };
-            i += 1;
-            keep
-        });
-        let now = Instant::now();
-        for w in &mut watched {
-            if w.kill_at.is_some_and(|at| at <= now) {
-                w.kill_at = None;
-                tracing::debug!(pid = w.process.pid, "grace period over; killing the group");
-                w.process.kill();
-            }
-        }
-        if fds[0].revents != 0 {
-            let mut count: u64 = 0;
-            // SAFETY: reading 8 bytes into a valid u64 from our eventfd.
-            #[allow(unsafe_code)]
-            let _ = unsafe {
-                libc::read(
-                    wake.as_raw_fd(),
-                    (&raw mut count).cast::<libc::c_void>(),
-                    std::mem::size_of::<u64>(),
-                )
-            };
-        }
-        let cmds = match REAPER.get() {
-            Some(Ok(r)) => {
-                std::mem::take(&mut *r.queue.lock().unwrap_or_else(PoisonError::into_inner))
-            }
-            _ => Vec::new(),
-        };
-        for cmd in cmds {
-            match cmd {
-                Cmd::Watch(process) => {
-                    if !process.has_exited() {
-                        watched.push(Watched {
-                            process,
-                            kill_at: None,
-                        });
-                    }
-                }
-                Cmd::KillAt(process, at) => {
-                    if let Some(w) = watched
-                        .iter_mut()
-                        .find(|w| Arc::ptr_eq(&w.process, &process))
-                    {
-                        w.kill_at = Some(w.kill_at.map_or(at, |old| old.min(at)));
-                    }
-                }
-            }
-        }
+/// The calling thread's `errno` (async-signal-safe: a read of thread-local memory).
+#[allow(unsafe_code)]
+pub(crate) fn errno() -> libc::c_int {
+    // SAFETY: the libc's errno location is valid for the calling thread.
+    unsafe {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let p = libc::__errno_location();
+        #[cfg(any(
+            target_vendor = "apple",
+            target_os = "freebsd",
+            target_os = "dragonfly"
+        ))]
+        let p = libc::__error();
+        #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+        let p = libc::__errno();
+        *p
     }
 }
 

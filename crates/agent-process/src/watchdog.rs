@@ -82,6 +82,19 @@ pub(crate) fn forget(pgid: libc::pid_t) {
     }
 }
 
+/// No SIGPIPE if the watchdog is gone (elsewhere `SO_NOSIGPIPE` on the socket does it).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+
+/// Linux keeps message boundaries (`SOCK_SEQPACKET`); macOS has no unix
+/// seqpacket sockets, so a stream carries fixed 8-byte records there.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SOCK_TYPE: libc::c_int = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SOCK_TYPE: libc::c_int = libc::SOCK_STREAM;
+
 fn send(fd: &OwnedFd, op: i32, pgid: libc::pid_t) -> io::Result<()> {
     let msg = [op, pgid];
     // SAFETY: sending 8 bytes from a valid array.
@@ -91,7 +104,7 @@ fn send(fd: &OwnedFd, op: i32, pgid: libc::pid_t) -> io::Result<()> {
             fd.as_raw_fd(),
             msg.as_ptr().cast::<libc::c_void>(),
             std::mem::size_of_val(&msg),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            SEND_FLAGS,
         )
     };
     if rc < 0 {
@@ -104,19 +117,31 @@ fn send(fd: &OwnedFd, op: i32, pgid: libc::pid_t) -> io::Result<()> {
 fn start() -> io::Result<OwnedFd> {
     let mut pair: [RawFd; 2] = [-1, -1];
     // SAFETY: pair is a valid out-array of two fds.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            pair.as_mut_ptr(),
-        )
-    };
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, SOCK_TYPE, 0, pair.as_mut_ptr()) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fresh fds we own.
     let (host, dog) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        crate::spawn::set_cloexec(&host)?;
+        crate::spawn::set_cloexec(&dog)?;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt with a valid int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                host.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NOSIGPIPE,
+                (&raw const one).cast::<libc::c_void>(),
+                libc::socklen_t::try_from(std::mem::size_of_val(&one)).unwrap_or(4),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     // Everything the child touches is allocated before the fork.
     let mut table = vec![0 as libc::pid_t; MAX_GROUPS];
     // SAFETY: the child only calls async-signal-safe functions (below) and
@@ -155,15 +180,29 @@ unsafe fn watchdog_main(fd: RawFd, table: &mut [libc::pid_t]) -> ! {
         }
         close_all_but(fd);
         let mut msg = [0i32; 2];
+        let size = std::mem::size_of_val(&msg);
+        let mut got = 0usize;
         loop {
+            // A record may arrive in pieces on a stream socket: read on
+            // until it is whole.
             let n = libc::recv(
                 fd,
-                msg.as_mut_ptr().cast::<libc::c_void>(),
-                std::mem::size_of_val(&msg),
+                msg.as_mut_ptr()
+                    .cast::<u8>()
+                    .add(got)
+                    .cast::<libc::c_void>(),
+                size - got,
                 0,
             );
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
+            if n < 0 && crate::errno() == libc::EINTR {
                 continue;
+            }
+            if n > 0 {
+                got += n.unsigned_abs();
+                if got < size {
+                    continue;
+                }
+                got = 0;
             }
             if n <= 0 {
                 // EOF: the host is gone.
@@ -194,11 +233,16 @@ unsafe fn watchdog_main(fd: RawFd, table: &mut [libc::pid_t]) -> ! {
 /// Closes every descriptor but `keep` (async-signal-safe).
 #[allow(unsafe_code)]
 unsafe fn close_all_but(keep: RawFd) {
-    let keep_u = libc::c_uint::try_from(keep).unwrap_or(0);
     // SAFETY: close_range on our own descriptor table.
     unsafe {
-        let ok = (keep_u == 0 || libc::syscall(libc::SYS_close_range, 0u32, keep_u - 1, 0u32) == 0)
-            && libc::syscall(libc::SYS_close_range, keep_u + 1, u32::MAX, 0u32) == 0;
+        #[cfg(target_os = "linux")]
+        let ok = {
+            let keep_u = libc::c_uint::try_from(keep).unwrap_or(0);
+            (keep_u == 0 || libc::syscall(libc::SYS_close_range, 0u32, keep_u - 1, 0u32) == 0)
+                && libc::syscall(libc::SYS_close_range, keep_u + 1, u32::MAX, 0u32) == 0
+        };
+        #[cfg(not(target_os = "linux"))]
+        let ok = false;
         if !ok {
             for fd in 0..4096 {
                 if fd != keep {

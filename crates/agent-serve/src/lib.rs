@@ -56,6 +56,12 @@
 //!
 //! The simplest agent: `agent_serve::serve(agent_serve::server().add_service(svc)).await`.
 //! The `agent-echo` crate is a complete example.
+//!
+//! ## Platforms
+//! Linux and macOS alike (macOS is type-checked in CI, and nothing here is
+//! Linux-specific): the lifeline watch, `getppid()`, group signals and unix
+//! sockets are plain POSIX. On macOS a unix socket path is limited to 103
+//! bytes (104 with the NUL), which the host keeps in mind when it picks one.
 
 mod error;
 mod health;

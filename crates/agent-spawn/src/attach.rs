@@ -9,11 +9,9 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 use tracing::Instrument;
@@ -254,7 +252,11 @@ async fn attach_inner(
     })?;
     let (exit_tx, exit_rx) = watch::channel(None::<ExitInfo>);
     if let Some(pid) = info.pid {
-        let fd = pidfd_open(pid).map_err(|e| {
+        let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
+        agent_process::on_pid_exit(pid, move || {
+            let _ = gone_tx.send(());
+        })
+        .map_err(|e| {
             tracing::debug!(pid, error = %e, "no such process to attach to");
             SpawnError::from(SpawnFailure::Exited {
                 status: ExitInfo::default(),
@@ -262,9 +264,10 @@ async fn attach_inner(
             .with_agent(pid, String::new())
         })?;
         tokio::spawn(async move {
-            watch_exit(fd).await;
-            tracing::debug!(pid, "attached agent exited");
-            let _ = exit_tx.send(Some(ExitInfo::default()));
+            if gone_rx.await.is_ok() {
+                tracing::debug!(pid, "attached agent exited");
+                let _ = exit_tx.send(Some(ExitInfo::default()));
+            }
         });
     } else {
         // Never sends: without a pid the exit is not observable.
@@ -286,38 +289,4 @@ async fn attach_inner(
         interceptor,
         exit_rx,
     }))
-}
-
-/// A pidfd for `pid` (any process, not only a child): readable once it exits.
-#[allow(unsafe_code)]
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
-    if pid <= 0 {
-        return Err(std::io::Error::other("not a pid"));
-    }
-    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| std::io::Error::other("fd out of range"))?;
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Resolves when the pidfd's process has exited (or the fd cannot be watched).
-#[allow(unsafe_code)]
-async fn watch_exit(fd: OwnedFd) {
-    let raw = fd.as_raw_fd();
-    // SAFETY: the AsyncFd owns `fd`, so the descriptor stays open (and is
-    // not reused) for as long as it is registered.
-    match unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
-        Ok(afd) => {
-            let _ = afd.readable().await;
-        }
-        Err(e) => {
-            tracing::debug!(fd = raw, error = %e, "cannot watch the attached agent's pidfd");
-            std::future::pending::<()>().await;
-        }
-    }
 }

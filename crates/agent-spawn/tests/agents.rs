@@ -191,6 +191,44 @@ async fn ignore_sigterm_is_killed_after_grace() {
     assert_gone(conn.pid());
 }
 
+/// A helper that called `setsid` left the group; on the pidfd backend `close`
+/// still stops it (the portable backend cannot reach it: documented).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(unsafe_code)]
+async fn a_setsid_helper_is_gone_after_close() {
+    let conn = load("setsid-helper").await;
+    let mut helper = None;
+    for _ in 0..500 {
+        helper = conn
+            .stderr_tail()
+            .lines()
+            .find_map(|l| l.strip_prefix("helper pid ")?.parse::<i32>().ok());
+        // SAFETY: getsid only reads.
+        if helper.is_some_and(|h| unsafe { libc::getsid(h) } == h) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let helper = helper.expect("the helper's pid on stderr");
+    // SAFETY: getsid only reads.
+    assert_eq!(
+        unsafe { libc::getsid(helper) },
+        helper,
+        "not in its own session"
+    );
+    conn.close().await;
+    let pid = helper.unsigned_abs();
+    if agent_process::backend() == "pidfd" {
+        assert!(
+            wait_pid_gone(pid, GONE),
+            "the setsid helper {pid} survived close"
+        );
+    } else {
+        // SAFETY: our test's own helper, still alive on this backend.
+        unsafe { libc::kill(helper, libc::SIGKILL) };
+    }
+}
+
 fn libc_sigkill() -> i32 {
     9
 }
@@ -271,6 +309,8 @@ async fn dropping_without_close_kills_the_group() {
     assert_eq!(exit.signal, Some(9), "{exit}");
 }
 
+// Finds the agent by its command line in `/proc`.
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_spawn_future_kills_the_agent() {
     let marker = format!("cancel-marker-{}", std::process::id());

@@ -98,7 +98,6 @@ async fn attach_to_a_spawned_agent_and_leave_it_running() {
         pid_alive(pid),
         "closing an attached handle killed the agent"
     );
-    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     assert_eq!(echo(&owner, "still here").await.unwrap(), "still here");
 
     owner.close().await;

@@ -5,6 +5,8 @@
 //! The test re-runs this binary as pid 1 of a new pid namespace
 //! (`unshare --pid --fork --mount-proc`, root only; skipped otherwise), where
 //! writing `/proc/sys/kernel/ns_last_pid` picks the next pid.
+// Pid namespaces and `/proc`: Linux only by nature.
+#![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unsafe_code)]
 
 use std::os::unix::process::CommandExt as _;

@@ -94,17 +94,12 @@ pub struct Lifeline {
 
 impl Lifeline {
     pub fn new() -> Self {
-        use std::os::fd::FromRawFd as _;
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe2 fills two descriptors we then own; both close-on-exec,
-        // so no other child of this test process inherits them.
-        #[allow(unsafe_code)]
-        unsafe {
-            assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
-            Self {
-                read: std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-                write: Some(std::os::fd::OwnedFd::from_raw_fd(fds[1])),
-            }
+        // Both ends close-on-exec, so no other child of this test process
+        // inherits them.
+        let (read, write) = std::io::pipe().expect("pipe");
+        Self {
+            read: read.into(),
+            write: Some(write.into()),
         }
     }
 
@@ -242,13 +237,18 @@ impl Running {
 
 /// Whether `pid` has exited (gone, or a zombie nobody reaped yet).
 pub fn exited(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    // SAFETY: signal 0 only checks that the process exists.
+    #[allow(unsafe_code)]
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return true;
     }
+    let stat = std::process::Command::new("ps")
+        .args(["-o", "stat=", "-p", &pid.to_string()])
+        .output()
+        .expect("ps");
+    String::from_utf8_lossy(&stat.stdout)
+        .trim()
+        .starts_with(['Z', 'X'])
 }
 
 /// Polls until `pid` has exited; `false` if it is still running after [`WAIT`].

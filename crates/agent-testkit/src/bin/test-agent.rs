@@ -79,9 +79,8 @@ fn main() -> ExitCode {
             serve_mode("serve", &args)
         }
         "serve" | "not-serving" | "no-health" | "stdout-flood" | "stderr-flood"
-        | "ignore-sigterm" | "fork-grandchildren" | "die-after-load" | "foreign-socket" => {
-            serve_mode(mode, &args)
-        }
+        | "ignore-sigterm" | "fork-grandchildren" | "die-after-load" | "foreign-socket"
+        | "setsid-helper" => serve_mode(mode, &args),
         "fork-tree" => {
             let file = args.get(1).expect("fork-tree FILE");
             spawn_tree(file, 2);
@@ -145,7 +144,8 @@ fn append_pid(file: &str, pid: u32) {
         .expect("write the pid file");
 }
 
-/// `env NAME=VALUE` lines, then `fd N TARGET` lines (from /proc/self/fd).
+/// `env NAME=VALUE` lines, then `fd N TARGET` lines (from /proc/self/fd, or
+/// /dev/fd where there is no /proc; TARGET is `?` when it cannot be read).
 fn report() -> String {
     let mut text = String::new();
     for (name, value) in std::env::vars_os() {
@@ -156,12 +156,14 @@ fn report() -> String {
         ));
     }
     let mut fds: Vec<(u32, String)> = std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
+        .or_else(|_| std::fs::read_dir("/dev/fd"))
+        .expect("/proc/self/fd or /dev/fd")
         .filter_map(Result::ok)
         .filter_map(|e| {
             let n = e.file_name().to_str()?.parse().ok()?;
-            let target = std::fs::read_link(e.path()).ok()?;
-            Some((n, target.display().to_string()))
+            let target = std::fs::read_link(e.path())
+                .map_or_else(|_| "?".to_owned(), |t| t.display().to_string());
+            Some((n, target))
         })
         .collect();
     fds.sort();
@@ -222,6 +224,17 @@ fn serve_mode(mode: &str, args: &[String]) -> ExitCode {
                 .expect("spawn a grandchild");
             eprintln!("child pid {}", child.id());
         }
+    }
+    if mode == "setsid-helper" {
+        // A helper in its own session: out of reach of group signals.
+        #[allow(clippy::zombie_processes)]
+        let child = std::process::Command::new("setsid")
+            .args(["sleep", "300"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn setsid sleep");
+        eprintln!("helper pid {}", child.id());
     }
     let rt = runtime();
     rt.block_on(async move {

@@ -1,0 +1,284 @@
+//! Starting real processes through `agent_process::spawn`, on whichever
+//! backend is compiled in (CI runs this file with both).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code, missing_docs)]
+
+use std::io::Read as _;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_process::{ChildSetup, Exec, Spawned, spawn_in_group_blocking};
+
+fn exec(program: &Path, args: &[&str]) -> Exec {
+    Exec {
+        program: program.to_path_buf(),
+        args: args.iter().map(Into::into).collect(),
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: None,
+        keep_fd: None,
+        program_fd: None,
+        child_setup: None,
+    }
+}
+
+/// Waits for the process and returns (exit code, stdout).
+fn finish(s: Spawned) -> (Option<i32>, String) {
+    let mut out = String::new();
+    std::fs::File::from(s.stdout)
+        .read_to_string(&mut out)
+        .unwrap();
+    let exit = s
+        .process
+        .wait_timeout(Duration::from_secs(30))
+        .expect("exited");
+    (exit.code, out)
+}
+
+fn write_exe(path: &Path, body: &[u8]) {
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn backend_is_the_one_compiled_in() {
+    let expected = if cfg!(all(target_os = "linux", not(agent_portable))) {
+        "pidfd"
+    } else {
+        "portable"
+    };
+    assert_eq!(agent_process::backend(), expected);
+}
+
+#[test]
+fn runs_in_its_own_group_with_env_and_cwd() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = exec(
+        Path::new("/bin/sh"),
+        &["-c", "echo \"$H1_VAR $(pwd) $$ $(ps -o pgid= -p $$)\""],
+    );
+    e.env.push(("H1_VAR".into(), "hello".into()));
+    e.cwd = Some(dir.path().canonicalize().unwrap());
+    let s = spawn_in_group_blocking(e).unwrap();
+    let pid = s.process.pid();
+    let (code, out) = finish(s);
+    assert_eq!(code, Some(0));
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words[0], "hello");
+    assert_eq!(Path::new(words[1]), dir.path().canonicalize().unwrap());
+    assert_eq!(words[2], pid.to_string());
+    assert_eq!(words[3], pid.to_string(), "leads its own process group");
+}
+
+#[test]
+fn only_stdio_and_the_kept_descriptor_survive_exec() {
+    let file = tempfile::tempfile().unwrap();
+    // A descriptor the host holds without close-on-exec (as if inherited),
+    // and one the child is meant to get; both at known numbers.
+    let leaked = unsafe { libc::dup2(file.as_raw_fd(), 40) };
+    let kept = unsafe { libc::dup2(file.as_raw_fd(), 41) };
+    assert_eq!((leaked, kept), (40, 41));
+    assert_eq!(
+        unsafe { libc::fcntl(40, libc::F_GETFD) } & libc::FD_CLOEXEC,
+        0
+    );
+    unsafe { libc::fcntl(41, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let mut e = exec(Path::new("/bin/sh"), &["-c", "ls /dev/fd"]);
+    e.keep_fd = Some(41);
+    let (code, out) = finish(spawn_in_group_blocking(e).unwrap());
+    unsafe {
+        libc::close(40);
+        libc::close(41);
+    }
+    assert_eq!(code, Some(0));
+    let fds: Vec<i32> = out.split_whitespace().map(|f| f.parse().unwrap()).collect();
+    assert!(fds.contains(&41), "the kept descriptor is gone: {fds:?}");
+    assert!(!fds.contains(&40), "the host's descriptor leaked: {fds:?}");
+    // ls itself opens one descriptor to list the directory.
+    assert!(
+        fds.iter().filter(|&&fd| fd > 2 && fd != 41).count() <= 1,
+        "{fds:?}"
+    );
+}
+
+/// The descriptor's bytes run, not whatever the path names at spawn time.
+fn checked_descriptor_runs(first: &[u8], second: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent");
+    write_exe(&path, first);
+    let fd = OwnedFd::from(std::fs::File::open(&path).unwrap());
+    // Replace the path after it was opened (and, say, checked).
+    let other = dir.path().join("other");
+    write_exe(&other, second);
+    std::fs::rename(&other, &path).unwrap();
+
+    let mut e = exec(&path, &[]);
+    e.program_fd = Some(fd);
+    let s = spawn_in_group_blocking(e).unwrap();
+    let (code, out) = finish(s);
+    assert_eq!((code, out.as_str()), (Some(0), "checked\n"));
+
+    // Without the descriptor, the path's current file runs.
+    let (code, out) = finish(spawn_in_group_blocking(exec(&path, &[])).unwrap());
+    assert_eq!((code, out.as_str()), (Some(3), "swapped\n"));
+}
+
+#[test]
+fn the_checked_script_runs_even_if_the_path_is_replaced() {
+    checked_descriptor_runs(
+        b"#!/bin/sh\necho checked\n",
+        b"#!/bin/sh\necho swapped\nexit 3\n",
+    );
+}
+
+#[test]
+fn the_checked_binary_runs_even_if_the_path_is_replaced() {
+    // The checked file is a copy of the `echo` binary; a script replaces it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent");
+    std::fs::copy("/bin/echo", &path).unwrap();
+    let fd = OwnedFd::from(std::fs::File::open(&path).unwrap());
+    let other = dir.path().join("other");
+    write_exe(&other, b"#!/bin/sh\necho swapped\nexit 3\n");
+    std::fs::rename(&other, &path).unwrap();
+    let mut e = exec(&path, &["checked"]);
+    e.program_fd = Some(fd);
+    let (code, out) = finish(spawn_in_group_blocking(e).unwrap());
+    assert_eq!((code, out.as_str()), (Some(0), "checked\n"));
+    let (code, out) = finish(spawn_in_group_blocking(exec(&path, &["checked"])).unwrap());
+    assert_eq!((code, out.as_str()), (Some(3), "swapped\n"));
+}
+
+struct Umask(libc::mode_t);
+
+impl ChildSetup for Umask {
+    unsafe fn apply(&self) -> Result<(), i32> {
+        unsafe { libc::umask(self.0) };
+        Ok(())
+    }
+}
+
+struct Refuse(i32);
+
+impl ChildSetup for Refuse {
+    unsafe fn apply(&self) -> Result<(), i32> {
+        Err(self.0)
+    }
+}
+
+#[test]
+fn child_setup_runs_before_exec_or_is_refused() {
+    let mut e = exec(Path::new("/bin/sh"), &["-c", "umask"]);
+    e.child_setup = Some(Arc::new(Umask(0o027)));
+    let result = spawn_in_group_blocking(e);
+    if agent_process::backend() == "portable" {
+        let err = result.expect_err("posix_spawn has no pre-exec hook");
+        assert_eq!(err.kind(), std::io::ErrorKind::Unsupported, "{err}");
+        return;
+    }
+    let (code, out) = finish(result.unwrap());
+    assert_eq!((code, out.trim()), (Some(0), "0027"));
+
+    let mut e = exec(Path::new("/bin/sh"), &["-c", "echo ran"]);
+    e.child_setup = Some(Arc::new(Refuse(libc::EACCES)));
+    let err = spawn_in_group_blocking(e).expect_err("the setup refused");
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+}
+
+#[test]
+fn a_missing_program_is_an_error_and_leaves_no_child() {
+    let err = spawn_in_group_blocking(exec(Path::new("/nonexistent/agent"), &[])).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+}
+
+#[test]
+fn terminate_reaches_the_whole_group() {
+    let s = spawn_in_group_blocking(exec(
+        Path::new("/bin/sh"),
+        &["-c", "trap '' TERM; sleep 1000 & echo $!; wait"],
+    ))
+    .unwrap();
+    let mut line = [0u8; 32];
+    let mut out = std::fs::File::from(s.stdout);
+    let n = out.read(&mut line).unwrap();
+    let child: i32 = std::str::from_utf8(&line[..n])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    s.process.terminate(Duration::from_millis(200));
+    let exit = s
+        .process
+        .wait_timeout(Duration::from_secs(30))
+        .expect("killed");
+    assert_eq!(exit.signal, Some(libc::SIGKILL));
+    // The grandchild went with the group.
+    for _ in 0..100 {
+        if gone(child) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the group's sleep {child} survived");
+}
+
+/// No such process, or only its zombie (reparented, awaiting its new parent).
+fn gone(pid: i32) -> bool {
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return true;
+    }
+    let out = std::process::Command::new("ps")
+        .args(["-o", "stat=", "-p", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().starts_with('Z')
+}
+
+#[test]
+fn a_helper_that_left_the_group_is_stopped_with_it() {
+    let s = spawn_in_group_blocking(exec(
+        Path::new("/bin/sh"),
+        &["-c", "setsid sleep 300 & echo $!; wait"],
+    ))
+    .unwrap();
+    let mut line = [0u8; 32];
+    let mut out = std::fs::File::from(s.stdout);
+    let n = out.read(&mut line).unwrap();
+    let helper: i32 = std::str::from_utf8(&line[..n])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Wait until the helper is in its own session.
+    for _ in 0..100 {
+        if unsafe { libc::getsid(helper) } == helper {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        unsafe { libc::getsid(helper) },
+        helper,
+        "setsid did not run"
+    );
+    s.process.terminate(Duration::from_millis(500));
+    s.process
+        .wait_timeout(Duration::from_secs(30))
+        .expect("stopped");
+    let mut is_gone = false;
+    for _ in 0..100 {
+        if gone(helper) {
+            is_gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if agent_process::backend() == "pidfd" {
+        assert!(is_gone, "the setsid helper {helper} outlived its agent");
+    } else {
+        // Documented gap of the portable backend: clean up ourselves.
+        unsafe { libc::kill(helper, libc::SIGKILL) };
+    }
+}
