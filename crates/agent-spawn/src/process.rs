@@ -40,6 +40,8 @@ pub(crate) struct Exec {
     pub(crate) cwd: Option<PathBuf>,
     /// A descriptor to keep open across exec (the lifeline's read end).
     pub(crate) keep_fd: Option<RawFd>,
+    /// The checked file: executed instead of `program` when set.
+    pub(crate) program_fd: Option<OwnedFd>,
 }
 
 struct Request {
@@ -130,6 +132,8 @@ struct ChildArgs {
     stdout: RawFd,
     stderr: RawFd,
     keep_fd: RawFd,
+    program_fd: RawFd,
+    program_fd_inherit: bool,
     parent: libc::pid_t,
     mask: libc::sigset_t,
     error: libc::c_int,
@@ -192,6 +196,15 @@ fn clone_exec(exec: &Exec) -> io::Result<(Arc<AgentProcess>, OwnedFd, OwnedFd)> 
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
         keep_fd: exec.keep_fd.unwrap_or(-1),
+        program_fd: exec.program_fd.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        // A script run from a close-on-exec descriptor fails (its interpreter
+        // opens /dev/fd/N after exec): such a descriptor stays open.
+        program_fd_inherit: exec.program_fd.as_ref().is_some_and(|fd| {
+            let mut magic = [0u8; 2];
+            // SAFETY: a 2-byte buffer; pread leaves the file offset alone.
+            let n = unsafe { libc::pread(fd.as_raw_fd(), magic.as_mut_ptr().cast(), 2, 0) };
+            n == 2 && magic == *b"#!"
+        }),
         parent,
         // SAFETY: sigset_t is plain data; filled below.
         mask: unsafe { std::mem::zeroed() },
@@ -300,7 +313,21 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             &raw const args.mask,
             std::ptr::null_mut(),
         );
-        libc::execve(args.program, args.argv, args.envp);
+        if args.program_fd >= 0 {
+            if args.program_fd_inherit && libc::fcntl(args.program_fd, libc::F_SETFD, 0) != 0 {
+                fail(args);
+            }
+            libc::syscall(
+                libc::SYS_execveat,
+                args.program_fd,
+                c"".as_ptr(),
+                args.argv,
+                args.envp,
+                libc::AT_EMPTY_PATH,
+            );
+        } else {
+            libc::execve(args.program, args.argv, args.envp);
+        }
         fail(args)
     }
 }

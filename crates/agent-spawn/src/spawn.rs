@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::conn::{Parts, wait_exit};
 use crate::error::{SpawnError, SpawnFailure};
+use crate::exec::{Admit, Executable};
 use crate::logs::{AgentLogger, AgentLogs};
 use crate::process::{Exec, Spawned, lifeline_read_end, spawn_in_group};
 use crate::token::fresh_token;
@@ -87,6 +88,10 @@ pub struct SpawnOptions {
     pub unix_socket: bool,
     /// Protocol versions this host accepts (default 1 and 2).
     pub accepted_versions: Vec<u32>,
+    /// The admission check every start goes through, supervised restarts
+    /// included: it returns the checked file to execute, or refuses (see
+    /// [`Admit`]). `None` (default): each start opens the program path itself.
+    pub admit: Option<Admit>,
 }
 
 impl Default for SpawnOptions {
@@ -106,6 +111,7 @@ impl Default for SpawnOptions {
             log_name: None,
             unix_socket: false,
             accepted_versions: vec![1, 2],
+            admit: None,
         }
     }
 }
@@ -127,6 +133,7 @@ impl std::fmt::Debug for SpawnOptions {
             .field("log_name", &self.log_name)
             .field("unix_socket", &self.unix_socket)
             .field("accepted_versions", &self.accepted_versions)
+            .field("admit", &self.admit.is_some())
             .finish()
     }
 }
@@ -134,8 +141,11 @@ impl std::fmt::Debug for SpawnOptions {
 /// Starts `program` and returns once it is ready: handshake read, gRPC
 /// connected, health SERVING (or no health service at all).
 ///
-/// `program` must be an absolute path (the path that was checked is the path
-/// that runs; no `PATH` search, no working-directory surprise).
+/// `program` must be an absolute path (no `PATH` search, no
+/// working-directory surprise). It is opened once and the descriptor is
+/// executed, so the file opened is the file that runs; with
+/// [`SpawnOptions::admit`] the admission's descriptor runs instead (and a
+/// refusal is returned with its kind, nothing started).
 ///
 /// On every failure after the process started, its group is killed and
 /// reaped before the error returns; the error carries the stderr tail.
@@ -143,7 +153,8 @@ impl std::fmt::Debug for SpawnOptions {
 ///
 /// # Errors
 /// [`SpawnError`] with kind `spawn`, `agent-exited`, `handshake-timeout`,
-/// `handshake-malformed`, `version-mismatch`, `dial-timeout`, `not-serving` or `io`.
+/// `handshake-malformed`, `version-mismatch`, `dial-timeout`, `not-serving`,
+/// `io`, or the admission's refusal kind.
 pub async fn spawn(program: &Path, opts: SpawnOptions) -> Result<AgentConn, SpawnError> {
     let span = tracing::info_span!(
         "spawn",
@@ -217,16 +228,14 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         let context = context.to_owned();
         move |source| SpawnError::from(SpawnFailure::Io { context, source })
     };
-    if !program.is_absolute() {
-        return Err(SpawnFailure::Spawn {
-            program: program.to_owned(),
-            source: io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the program path must be absolute (the checked path is the path that runs)",
-            ),
-        }
-        .into());
-    }
+    // The descriptor checked here (or by the caller's admission) is what
+    // runs: the path is only argv[0].
+    let executable = match &opts.admit {
+        Some(admit) => admit().await?,
+        None => Executable::open(program)?,
+    };
+    let (program_path, program_fd) = executable.into_parts();
+    let program = program_path.as_path();
     let token = fresh_token().map_err(io_err("cannot draw a token"))?;
     let interceptor = TokenInterceptor::new(&token)
         .map_err(|e| io_err("invalid token")(io::Error::other(e.to_string())))?;
@@ -268,6 +277,7 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         env,
         cwd: opts.workdir.clone(),
         keep_fd: lifeline,
+        program_fd: Some(program_fd),
     };
 
     let Spawned {
