@@ -331,7 +331,7 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         .map_err(io_err("cannot start the agent's I/O thread"))?;
 
     let accepted = &opts.accepted_versions;
-    let transport = Transport::default();
+    let transport = Transport::watching(exit_rx.clone());
     let start = async {
         let handshake = handshake(
             line_rx,
@@ -449,13 +449,42 @@ async fn handshake(
 /// same lock, before its socket closes, so the number is never stale. Two
 /// connections alive at once have different numbers, so a wrapper clears
 /// the entry only if it still names its own socket.
+///
+/// It also refuses to dial once the agent has exited: tonic reconnects to
+/// the same address after any error, and after the agent's exit whoever
+/// binds its port next would receive the call and its token.
 #[derive(Clone, Default)]
-pub(crate) struct Transport(Arc<Mutex<Option<RawFd>>>);
+pub(crate) struct Transport {
+    fd: Arc<Mutex<Option<RawFd>>>,
+    exit: Option<watch::Receiver<Option<ExitInfo>>>,
+}
 
 impl Transport {
+    /// A transport that stops dialling once `exit` holds the agent's exit.
+    pub(crate) fn watching(exit: watch::Receiver<Option<ExitInfo>>) -> Self {
+        Transport {
+            fd: Arc::default(),
+            exit: Some(exit),
+        }
+    }
+
+    /// `agent-exited` when the agent is known to have exited: no connection
+    /// may be attempted then.
+    fn dial_allowed(&self) -> io::Result<()> {
+        match self.exit.as_ref().and_then(|rx| *rx.borrow()) {
+            Some(status) => Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!(
+                    "agent-exited: the agent exited ({status}); its address is not dialled again"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Makes `stream` the connection that [`Transport::shutdown`] ends.
     fn track<S: AsRawFd>(&self, stream: S) -> Tracked<S> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(stream.as_raw_fd());
+        *self.fd.lock().unwrap_or_else(PoisonError::into_inner) = Some(stream.as_raw_fd());
         Tracked {
             stream,
             transport: self.clone(),
@@ -466,7 +495,7 @@ impl Transport {
     /// with `UNAVAILABLE`, the agent reads end-of-file.
     #[allow(unsafe_code)]
     pub(crate) fn shutdown(&self) {
-        let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = self.fd.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(fd) = *slot {
             // SAFETY: while the entry is set (and we hold the lock) its
             // `Tracked` is alive, so `fd` is its open socket; shutdown only
@@ -489,7 +518,7 @@ impl<S: AsRawFd> Drop for Tracked<S> {
         // Runs before `stream` (and its descriptor) is dropped.
         let mut slot = self
             .transport
-            .0
+            .fd
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if *slot == Some(self.stream.as_raw_fd()) {
@@ -627,6 +656,7 @@ async fn connect_once(
                 .connect_with_connector(tower::service_fn(move |_: http::Uri| {
                     let transport = transport.clone();
                     async move {
+                        transport.dial_allowed()?;
                         let stream = tokio::net::TcpStream::connect(addr).await?;
                         stream.set_nodelay(true)?;
                         Ok::<_, io::Error>(TokioIo::new(transport.track(stream)))
@@ -640,6 +670,7 @@ async fn connect_once(
                 .connect_with_connector(tower::service_fn(move |_: http::Uri| {
                     let (path, transport) = (path.clone(), transport.clone());
                     async move {
+                        transport.dial_allowed()?;
                         let stream = tokio::net::UnixStream::connect(path).await?;
                         Ok::<_, io::Error>(TokioIo::new(transport.track(stream)))
                     }
