@@ -139,7 +139,8 @@ impl std::fmt::Debug for SpawnOptions {
 }
 
 /// Starts `program` and returns once it is ready: handshake read, gRPC
-/// connected, health SERVING (or no health service at all).
+/// connected, health SERVING (an agent without `grpc.health.v1` is
+/// `not-serving`).
 ///
 /// `program` must be an absolute path (no `PATH` search, no
 /// working-directory surprise). It is opened once and the descriptor is
@@ -573,7 +574,8 @@ impl<S: AsRawFd + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Track
     }
 }
 
-/// Connects, then asks `grpc.health.v1.Health/Check("")` until SERVING.
+/// Connects, then asks `grpc.health.v1.Health/Check("")` until SERVING; an
+/// agent without the health service (`UNIMPLEMENTED`) is `not-serving` at once.
 pub(crate) async fn ready(
     endpoint: &Endpoint,
     interceptor: TokenInterceptor,
@@ -596,8 +598,19 @@ pub(crate) async fn ready(
                 ServingStatus::Serving => return Ok(channel),
                 status => last = Some(status.as_str_name().to_owned()),
             },
-            // Seed-era agents have no health service: connected is ready.
-            Ok(Err(status)) if status.code() == Code::Unimplemented => return Ok(channel),
+            // Only SERVING is ready, as codefly has it: an agent without a
+            // health service never will be, so this answer is final.
+            Ok(Err(status)) if status.code() == Code::Unimplemented => {
+                return Err(SpawnFailure::NotServing {
+                    endpoint: endpoint.clone(),
+                    timeout: dial_timeout,
+                    last: format!(
+                        "UNIMPLEMENTED: the agent has no grpc.health.v1 service ({})",
+                        status.message()
+                    ),
+                }
+                .into());
+            }
             Ok(Err(status)) => {
                 last = Some(format!("{:?}: {}", status.code(), status.message()));
             }
