@@ -70,8 +70,8 @@ mod supervise;
 mod token;
 
 pub use agent_protocol::{
-    Endpoint, Handshake, HandshakeError, LIFELINE_ENV, MAX_HANDSHAKE_LEN, PROTOCOL_VERSIONS,
-    TOKEN_ENV, TOKEN_METADATA_KEY, UDS_PATH_ENV, WORKDIR_ENV,
+    ATTACH_ENV, Endpoint, Handshake, HandshakeError, LIFELINE_ENV, MAX_HANDSHAKE_LEN,
+    PROTOCOL_VERSIONS, TOKEN_ENV, TOKEN_METADATA_KEY, UDS_PATH_ENV, WORKDIR_ENV,
 };
 pub use attach::{AttachInfo, AttachParseError, EndpointParseError, attach};
 pub use conn::{AgentChannel, AgentConn, ExitInfo, WeakAgentConn};

@@ -63,8 +63,9 @@ pub struct SpawnOptions {
     /// given here explicitly is passed); the `CODEFLY_AGENT_*` variables the
     /// host sets always win over it.
     pub env: Vec<(OsString, OsString)>,
-    /// Variables removed from the inherited environment, on top of
-    /// [`HOST_SECRET_ENV`](agent_protocol::HOST_SECRET_ENV), which is always removed.
+    /// Variables removed from the inherited environment (allowlisted or
+    /// not), on top of [`HOST_SECRET_ENV`](agent_protocol::HOST_SECRET_ENV),
+    /// which is always removed.
     pub env_remove: Vec<OsString>,
     /// `None` (default): inherit the host's environment minus the secrets.
     /// `Some(extra)`: start from an empty environment and keep only
@@ -193,7 +194,10 @@ const HOST_SET: &[&str] = &[
 fn build_env(opts: &SpawnOptions) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = match &opts.env_allowlist {
         Some(extra) => std::env::vars_os()
-            .filter(|(name, _)| name.to_str().is_some_and(|n| env_allowed(n, extra)))
+            .filter(|(name, _)| {
+                name.to_str().is_some_and(|n| env_allowed(n, extra))
+                    && !opts.env_remove.iter().any(|r| r == name)
+            })
             .collect(),
         None => std::env::vars_os()
             .filter(|(name, _)| {
