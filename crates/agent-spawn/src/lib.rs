@@ -65,6 +65,7 @@ mod exec;
 pub mod logs;
 mod process;
 mod ring;
+mod sockdir;
 mod spawn;
 mod supervise;
 mod token;

@@ -3,7 +3,6 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -246,17 +245,13 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         .map_err(|e| io_err("invalid token")(io::Error::other(e.to_string())))?;
 
     let socket_dir = if opts.unix_socket {
-        let dir = tempfile::Builder::new()
-            .prefix("agent-")
-            .tempdir()
-            .map_err(io_err("cannot create the socket directory"))?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-            .map_err(io_err("cannot restrict the socket directory"))?;
-        Some(dir)
+        Some(crate::sockdir::create().map_err(io_err("cannot create the socket directory"))?)
     } else {
         None
     };
-    let socket_path = socket_dir.as_ref().map(|d| d.path().join("agent.sock"));
+    let socket_path = socket_dir
+        .as_ref()
+        .map(|d| d.path().join(crate::sockdir::SOCKET_NAME));
 
     let mut env = build_env(&opts);
     set_env(&mut env, TOKEN_ENV.into(), token.clone().into());
