@@ -118,10 +118,10 @@ pub(crate) fn sweep(base: &Path) {
         }
         match std::fs::remove_dir_all(&path) {
             Ok(()) => {
-                tracing::debug!(dir = %path.display(), pid, "removed a dead host's socket directory")
+                tracing::debug!(dir = %path.display(), pid, "removed a dead host's socket directory");
             }
             Err(error) => {
-                tracing::debug!(dir = %path.display(), %error, "cannot remove a dead host's socket directory")
+                tracing::debug!(dir = %path.display(), %error, "cannot remove a dead host's socket directory");
             }
         }
     }
