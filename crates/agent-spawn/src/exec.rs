@@ -17,7 +17,6 @@ use crate::error::{SpawnError, SpawnFailure};
 ///
 /// Spawning executes the descriptor, not the path: replacing or rewriting the
 /// path after the check does not change what runs.
-#[doc(alias = "Executor")]
 pub struct Executable {
     path: PathBuf,
     fd: OwnedFd,

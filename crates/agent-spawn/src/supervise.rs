@@ -6,6 +6,10 @@
 //! an [`AgentEvent`] and a `tracing` warning; the [`RestartPolicy`] decides
 //! whether it is started again, after a delay that doubles from 200 ms up to
 //! 30 s (±20 % jitter), at most `max_restarts` times within `window`.
+//! Every restart goes through the same admission as the first start
+//! ([`SpawnOptions::admit`](crate::SpawnOptions::admit)) and executes the
+//! descriptor it returns; a refusal ends supervision at once with the
+//! refusal's kind ([`GaveUp::kind`]), and nothing runs.
 //!
 //! The [`SupervisedChannel`] of [`SupervisedConn::channel`] always talks to the
 //! *current* agent: a client built on it before a crash works on the restarted
