@@ -13,6 +13,9 @@ pub const UDS_PATH_ENV: &str = "CODEFLY_AGENT_UDS_PATH";
 /// A file descriptor number: the read end of a pipe whose write end only the
 /// host holds. EOF (or an error) on it means the host is gone. Optional for agents.
 pub const LIFELINE_ENV: &str = "CODEFLY_AGENT_LIFELINE";
+/// How a host attaches to an agent it did not start (a JSON object holding
+/// the agent's token): a host secret, never passed on to an agent.
+pub const ATTACH_ENV: &str = "CODEFLY_AGENT_ATTACH";
 /// `1` lets an agent serve without a token (for running an agent by hand).
 pub const INSECURE_ENV: &str = "CODEFLY_AGENT_INSECURE";
 /// The log format the host would like on stderr; [`LOG_JSON`] asks for one JSON
@@ -31,6 +34,7 @@ pub const HOST_SECRET_ENV: &[&str] = &[
     "GH_TOKEN",
     "AGENT_REGISTRY_USERNAME",
     "AGENT_REGISTRY_PASSWORD",
+    ATTACH_ENV,
 ];
 
 /// What survives when a host clears an agent's environment down to an

@@ -14,7 +14,27 @@ pub const PROTOCOL_VERSIONS: &[u32] = &[1, 2];
 /// How much of a bad line an error quotes, in characters.
 const QUOTE_CHARS: usize = 200;
 
-/// Longest unix socket path the kernel accepts (`sun_path` is 108 bytes with its NUL).
+/// Longest unix socket path the kernel accepts: `sun_path` with its NUL is
+/// 104 bytes on macOS and the BSDs, 108 on Linux.
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+))]
+pub const MAX_UNIX_PATH: usize = 103;
+/// Longest unix socket path the kernel accepts: `sun_path` with its NUL is
+/// 104 bytes on macOS and the BSDs, 108 on Linux.
+#[cfg(not(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+)))]
 pub const MAX_UNIX_PATH: usize = 107;
 
 /// Where an agent listens.
@@ -266,7 +286,7 @@ fn parse_unix_path(path: &str) -> Result<PathBuf, &'static str> {
         return Err("the unix socket path must be absolute");
     }
     if path.len() > MAX_UNIX_PATH {
-        return Err("the unix socket path is longer than 107 bytes");
+        return Err("the unix socket path is longer than sun_path allows");
     }
     if path.chars().any(char::is_control) {
         return Err("the unix socket path contains control characters");

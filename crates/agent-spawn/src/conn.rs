@@ -35,23 +35,37 @@ pub struct AgentChannel {
 
 #[derive(Clone)]
 enum ChannelRepr {
-    Direct(DirectChannel),
+    /// One process's channel, and its exit (calls after it fail fast).
+    Direct(DirectChannel, Option<watch::Receiver<Option<ExitInfo>>>),
     Supervised(SupervisedChannel),
 }
 
 impl fmt::Debug for AgentChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            ChannelRepr::Direct(_) => f.write_str("AgentChannel(direct)"),
+            ChannelRepr::Direct(..) => f.write_str("AgentChannel(direct)"),
             ChannelRepr::Supervised(s) => fmt::Debug::fmt(s, f),
         }
     }
 }
 
 impl AgentChannel {
-    pub(crate) fn direct(channel: DirectChannel) -> Self {
+    pub(crate) fn direct(
+        channel: DirectChannel,
+        exit: Option<watch::Receiver<Option<ExitInfo>>>,
+    ) -> Self {
         AgentChannel {
-            repr: ChannelRepr::Direct(channel),
+            repr: ChannelRepr::Direct(channel, exit),
+        }
+    }
+
+    /// `UNAVAILABLE` naming `agent-exited` once the agent process has exited.
+    fn exited(&self) -> Option<tonic::Status> {
+        match &self.repr {
+            ChannelRepr::Direct(_, Some(exit)) => (*exit.borrow()).map(|status| {
+                tonic::Status::unavailable(format!("agent-exited: the agent exited ({status})"))
+            }),
+            _ => None,
         }
     }
 }
@@ -64,15 +78,22 @@ impl tower::Service<http::Request<tonic::body::Body>> for AgentChannel {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // An exited agent is reported by `call`: a readiness error would
+        // reach the caller as `UNKNOWN`.
         match &mut self.repr {
-            ChannelRepr::Direct(c) => c.poll_ready(cx).map_err(crate::supervise::transport_status),
+            ChannelRepr::Direct(c, _) => {
+                c.poll_ready(cx).map_err(crate::supervise::transport_status)
+            }
             ChannelRepr::Supervised(c) => c.poll_ready(cx),
         }
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(status) = self.exited() {
+            return Box::pin(std::future::ready(Err(status)));
+        }
         match &mut self.repr {
-            ChannelRepr::Direct(c) => {
+            ChannelRepr::Direct(c, _) => {
                 let f = c.call(request);
                 Box::pin(async move { f.await.map_err(crate::supervise::transport_status) })
             }
@@ -295,17 +316,20 @@ impl AgentConn {
     #[must_use]
     pub fn channel(&self) -> AgentChannel {
         match &self.repr {
-            Repr::Spawned(inner) => AgentChannel::direct(InterceptedService::new(
-                inner.parts.channel.clone(),
-                inner.parts.interceptor.clone(),
-            )),
+            Repr::Spawned(inner) => AgentChannel::direct(
+                InterceptedService::new(
+                    inner.parts.channel.clone(),
+                    inner.parts.interceptor.clone(),
+                ),
+                Some(inner.parts.exit_rx.clone()),
+            ),
             Repr::Supervised(s) => AgentChannel {
                 repr: ChannelRepr::Supervised(s.channel()),
             },
-            Repr::Attached(a) => AgentChannel::direct(InterceptedService::new(
-                a.channel.clone(),
-                a.interceptor.clone(),
-            )),
+            Repr::Attached(a) => AgentChannel::direct(
+                InterceptedService::new(a.channel.clone(), a.interceptor.clone()),
+                Some(a.exit_rx.clone()),
+            ),
         }
     }
 

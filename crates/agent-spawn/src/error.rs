@@ -73,6 +73,18 @@ pub enum SpawnFailure {
         /// The last health answer.
         last: String,
     },
+    /// The caller's admission check refused to start the program (its own
+    /// kind: `untrusted`, `integrity`, `not-locked`, …); nothing ran.
+    #[error("{message}")]
+    Refused {
+        /// The kind the admission gave.
+        kind: ErrorKind,
+        /// What was refused and why.
+        message: String,
+        /// The admission's own error, when it had one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     /// A local OS error (`io`).
     #[error("{context}: {source}")]
     Io {
@@ -96,6 +108,7 @@ impl SpawnFailure {
             SpawnFailure::VersionMismatch { .. } => ErrorKind::VersionMismatch,
             SpawnFailure::DialTimeout { .. } => ErrorKind::DialTimeout,
             SpawnFailure::NotServing { .. } => ErrorKind::NotServing,
+            SpawnFailure::Refused { kind, .. } => *kind,
             SpawnFailure::Io { .. } => ErrorKind::Io,
         }
     }
@@ -137,6 +150,29 @@ impl SpawnError {
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    /// A refusal by the caller's admission check (see
+    /// [`SpawnOptions::admit`](crate::SpawnOptions::admit)): the error keeps
+    /// `kind` and `message`, with `cause` as its source.
+    #[must_use]
+    pub fn refused(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        SpawnFailure::Refused {
+            kind,
+            message: message.into(),
+            source: cause,
+        }
+        .into()
+    }
+
+    /// Whether the admission check refused the program (nothing ran).
+    #[must_use]
+    pub fn is_refusal(&self) -> bool {
+        matches!(self.failure, SpawnFailure::Refused { .. })
     }
 
     /// Attaches what is known about the started agent (empty tails are dropped).

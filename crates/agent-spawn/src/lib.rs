@@ -17,8 +17,11 @@
 //! `CODEFLY_AGENT_*` variables the host sets. No descriptor but 0, 1, 2 and the
 //! lifeline survives exec (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)` in the
 //! child, falling back to `/proc/self/fd`, then to every number below
-//! `RLIMIT_NOFILE`). The program must be an absolute path. In unix-socket mode
-//! only the assigned socket is accepted in the handshake.
+//! `RLIMIT_NOFILE`). The program must be an absolute path; what runs is the
+//! descriptor that was checked ([`Executable`]: opened by spawn, or returned by
+//! the caller's [`Admit`] hook on every start, restarts included), executed
+//! with `execveat(fd, "", AT_EMPTY_PATH)`. In unix-socket mode only the
+//! assigned socket is accepted in the handshake.
 //!
 //! ## Lifecycle: who signals, who reaps, what dies with the host
 //! - One owner per agent process: [`agent_process::AgentProcess`] holds a pidfd
@@ -58,20 +61,23 @@
 mod attach;
 mod conn;
 mod error;
+mod exec;
 pub mod logs;
 mod process;
 mod ring;
+mod sockdir;
 mod spawn;
 mod supervise;
 mod token;
 
 pub use agent_protocol::{
-    Endpoint, Handshake, HandshakeError, LIFELINE_ENV, MAX_HANDSHAKE_LEN, PROTOCOL_VERSIONS,
-    TOKEN_ENV, TOKEN_METADATA_KEY, UDS_PATH_ENV, WORKDIR_ENV,
+    ATTACH_ENV, Endpoint, Handshake, HandshakeError, LIFELINE_ENV, MAX_HANDSHAKE_LEN,
+    PROTOCOL_VERSIONS, TOKEN_ENV, TOKEN_METADATA_KEY, UDS_PATH_ENV, WORKDIR_ENV,
 };
 pub use attach::{AttachInfo, AttachParseError, EndpointParseError, attach};
 pub use conn::{AgentChannel, AgentConn, ExitInfo, WeakAgentConn};
 pub use error::{SpawnError, SpawnFailure};
+pub use exec::{Admit, Executable};
 pub use logs::AgentLogs;
 pub use ring::{STDERR_RING_CAPACITY, StderrRing};
 pub use spawn::{SpawnOptions, StderrSink, spawn};

@@ -12,8 +12,7 @@ pub(crate) use agent_process::Spawned;
 use tokio::sync::oneshot;
 
 /// Everything the child needs. Converts into [`agent_process::Exec`], which
-/// adds the checked descriptor and the child-setup hook; either can be
-/// passed to [`spawn_in_group`].
+/// adds the child-setup hook; either can be passed to [`spawn_in_group`].
 pub(crate) struct Exec {
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<OsString>,
@@ -21,6 +20,8 @@ pub(crate) struct Exec {
     pub(crate) cwd: Option<PathBuf>,
     /// A descriptor to keep open across exec (the lifeline's read end).
     pub(crate) keep_fd: Option<RawFd>,
+    /// The checked file: executed instead of `program` when set.
+    pub(crate) program_fd: Option<OwnedFd>,
 }
 
 impl From<Exec> for agent_process::Exec {
@@ -31,7 +32,7 @@ impl From<Exec> for agent_process::Exec {
             env: e.env,
             cwd: e.cwd,
             keep_fd: e.keep_fd,
-            program_fd: None,
+            program_fd: e.program_fd,
             child_setup: None,
         }
     }

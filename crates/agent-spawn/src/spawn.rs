@@ -3,7 +3,6 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -22,6 +21,7 @@ use tracing::Instrument;
 
 use crate::conn::{Parts, wait_exit};
 use crate::error::{SpawnError, SpawnFailure};
+use crate::exec::{Admit, Executable};
 use crate::logs::{AgentLogger, AgentLogs};
 use crate::process::{Exec, Spawned, lifeline_read_end, spawn_in_group};
 use crate::token::fresh_token;
@@ -62,8 +62,9 @@ pub struct SpawnOptions {
     /// given here explicitly is passed); the `CODEFLY_AGENT_*` variables the
     /// host sets always win over it.
     pub env: Vec<(OsString, OsString)>,
-    /// Variables removed from the inherited environment, on top of
-    /// [`HOST_SECRET_ENV`](agent_protocol::HOST_SECRET_ENV), which is always removed.
+    /// Variables removed from the inherited environment (allowlisted or
+    /// not), on top of [`HOST_SECRET_ENV`](agent_protocol::HOST_SECRET_ENV),
+    /// which is always removed.
     pub env_remove: Vec<OsString>,
     /// `None` (default): inherit the host's environment minus the secrets.
     /// `Some(extra)`: start from an empty environment and keep only
@@ -87,6 +88,10 @@ pub struct SpawnOptions {
     pub unix_socket: bool,
     /// Protocol versions this host accepts (default 1 and 2).
     pub accepted_versions: Vec<u32>,
+    /// The admission check every start goes through, supervised restarts
+    /// included: it returns the checked file to execute, or refuses (see
+    /// [`Admit`]). `None` (default): each start opens the program path itself.
+    pub admit: Option<Admit>,
 }
 
 impl Default for SpawnOptions {
@@ -106,6 +111,7 @@ impl Default for SpawnOptions {
             log_name: None,
             unix_socket: false,
             accepted_versions: vec![1, 2],
+            admit: None,
         }
     }
 }
@@ -127,15 +133,20 @@ impl std::fmt::Debug for SpawnOptions {
             .field("log_name", &self.log_name)
             .field("unix_socket", &self.unix_socket)
             .field("accepted_versions", &self.accepted_versions)
+            .field("admit", &self.admit.is_some())
             .finish()
     }
 }
 
 /// Starts `program` and returns once it is ready: handshake read, gRPC
-/// connected, health SERVING (or no health service at all).
+/// connected, health SERVING (an agent without `grpc.health.v1` is
+/// `not-serving`).
 ///
-/// `program` must be an absolute path (the path that was checked is the path
-/// that runs; no `PATH` search, no working-directory surprise).
+/// `program` must be an absolute path (no `PATH` search, no
+/// working-directory surprise). It is opened once and the descriptor is
+/// executed, so the file opened is the file that runs; with
+/// [`SpawnOptions::admit`] the admission's descriptor runs instead (and a
+/// refusal is returned with its kind, nothing started).
 ///
 /// On every failure after the process started, its group is killed and
 /// reaped before the error returns; the error carries the stderr tail.
@@ -143,7 +154,8 @@ impl std::fmt::Debug for SpawnOptions {
 ///
 /// # Errors
 /// [`SpawnError`] with kind `spawn`, `agent-exited`, `handshake-timeout`,
-/// `handshake-malformed`, `version-mismatch`, `dial-timeout`, `not-serving` or `io`.
+/// `handshake-malformed`, `version-mismatch`, `dial-timeout`, `not-serving`,
+/// `io`, or the admission's refusal kind.
 pub async fn spawn(program: &Path, opts: SpawnOptions) -> Result<AgentConn, SpawnError> {
     let span = tracing::info_span!(
         "spawn",
@@ -181,7 +193,10 @@ const HOST_SET: &[&str] = &[
 fn build_env(opts: &SpawnOptions) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = match &opts.env_allowlist {
         Some(extra) => std::env::vars_os()
-            .filter(|(name, _)| name.to_str().is_some_and(|n| env_allowed(n, extra)))
+            .filter(|(name, _)| {
+                name.to_str().is_some_and(|n| env_allowed(n, extra))
+                    && !opts.env_remove.iter().any(|r| r == name)
+            })
             .collect(),
         None => std::env::vars_os()
             .filter(|(name, _)| {
@@ -217,32 +232,26 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         let context = context.to_owned();
         move |source| SpawnError::from(SpawnFailure::Io { context, source })
     };
-    if !program.is_absolute() {
-        return Err(SpawnFailure::Spawn {
-            program: program.to_owned(),
-            source: io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the program path must be absolute (the checked path is the path that runs)",
-            ),
-        }
-        .into());
-    }
+    // The descriptor checked here (or by the caller's admission) is what
+    // runs: the path is only argv[0].
+    let executable = match &opts.admit {
+        Some(admit) => admit().await?,
+        None => Executable::open(program)?,
+    };
+    let (program_path, program_fd) = executable.into_parts();
+    let program = program_path.as_path();
     let token = fresh_token().map_err(io_err("cannot draw a token"))?;
     let interceptor = TokenInterceptor::new(&token)
         .map_err(|e| io_err("invalid token")(io::Error::other(e.to_string())))?;
 
     let socket_dir = if opts.unix_socket {
-        let dir = tempfile::Builder::new()
-            .prefix("agent-")
-            .tempdir()
-            .map_err(io_err("cannot create the socket directory"))?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-            .map_err(io_err("cannot restrict the socket directory"))?;
-        Some(dir)
+        Some(crate::sockdir::create().map_err(io_err("cannot create the socket directory"))?)
     } else {
         None
     };
-    let socket_path = socket_dir.as_ref().map(|d| d.path().join("agent.sock"));
+    let socket_path = socket_dir
+        .as_ref()
+        .map(|d| d.path().join(crate::sockdir::SOCKET_NAME));
 
     let mut env = build_env(&opts);
     set_env(&mut env, TOKEN_ENV.into(), token.clone().into());
@@ -268,6 +277,7 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         env,
         cwd: opts.workdir.clone(),
         keep_fd: lifeline,
+        program_fd: Some(program_fd),
     };
 
     let Spawned {
@@ -321,7 +331,7 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         .map_err(io_err("cannot start the agent's I/O thread"))?;
 
     let accepted = &opts.accepted_versions;
-    let transport = Transport::default();
+    let transport = Transport::watching(exit_rx.clone());
     let start = async {
         let handshake = handshake(
             line_rx,
@@ -439,13 +449,42 @@ async fn handshake(
 /// same lock, before its socket closes, so the number is never stale. Two
 /// connections alive at once have different numbers, so a wrapper clears
 /// the entry only if it still names its own socket.
+///
+/// It also refuses to dial once the agent has exited: tonic reconnects to
+/// the same address after any error, and after the agent's exit whoever
+/// binds its port next would receive the call and its token.
 #[derive(Clone, Default)]
-pub(crate) struct Transport(Arc<Mutex<Option<RawFd>>>);
+pub(crate) struct Transport {
+    fd: Arc<Mutex<Option<RawFd>>>,
+    exit: Option<watch::Receiver<Option<ExitInfo>>>,
+}
 
 impl Transport {
+    /// A transport that stops dialling once `exit` holds the agent's exit.
+    pub(crate) fn watching(exit: watch::Receiver<Option<ExitInfo>>) -> Self {
+        Transport {
+            fd: Arc::default(),
+            exit: Some(exit),
+        }
+    }
+
+    /// `agent-exited` when the agent is known to have exited: no connection
+    /// may be attempted then.
+    fn dial_allowed(&self) -> io::Result<()> {
+        match self.exit.as_ref().and_then(|rx| *rx.borrow()) {
+            Some(status) => Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!(
+                    "agent-exited: the agent exited ({status}); its address is not dialled again"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Makes `stream` the connection that [`Transport::shutdown`] ends.
     fn track<S: AsRawFd>(&self, stream: S) -> Tracked<S> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(stream.as_raw_fd());
+        *self.fd.lock().unwrap_or_else(PoisonError::into_inner) = Some(stream.as_raw_fd());
         Tracked {
             stream,
             transport: self.clone(),
@@ -456,7 +495,7 @@ impl Transport {
     /// with `UNAVAILABLE`, the agent reads end-of-file.
     #[allow(unsafe_code)]
     pub(crate) fn shutdown(&self) {
-        let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = self.fd.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(fd) = *slot {
             // SAFETY: while the entry is set (and we hold the lock) its
             // `Tracked` is alive, so `fd` is its open socket; shutdown only
@@ -479,7 +518,7 @@ impl<S: AsRawFd> Drop for Tracked<S> {
         // Runs before `stream` (and its descriptor) is dropped.
         let mut slot = self
             .transport
-            .0
+            .fd
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if *slot == Some(self.stream.as_raw_fd()) {
@@ -534,7 +573,8 @@ impl<S: AsRawFd + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Track
     }
 }
 
-/// Connects, then asks `grpc.health.v1.Health/Check("")` until SERVING.
+/// Connects, then asks `grpc.health.v1.Health/Check("")` until SERVING; an
+/// agent without the health service (`UNIMPLEMENTED`) is `not-serving` at once.
 pub(crate) async fn ready(
     endpoint: &Endpoint,
     interceptor: TokenInterceptor,
@@ -557,8 +597,19 @@ pub(crate) async fn ready(
                 ServingStatus::Serving => return Ok(channel),
                 status => last = Some(status.as_str_name().to_owned()),
             },
-            // Seed-era agents have no health service: connected is ready.
-            Ok(Err(status)) if status.code() == Code::Unimplemented => return Ok(channel),
+            // Only SERVING is ready, as codefly has it: an agent without a
+            // health service never will be, so this answer is final.
+            Ok(Err(status)) if status.code() == Code::Unimplemented => {
+                return Err(SpawnFailure::NotServing {
+                    endpoint: endpoint.clone(),
+                    timeout: dial_timeout,
+                    last: format!(
+                        "UNIMPLEMENTED: the agent has no grpc.health.v1 service ({})",
+                        status.message()
+                    ),
+                }
+                .into());
+            }
             Ok(Err(status)) => {
                 last = Some(format!("{:?}: {}", status.code(), status.message()));
             }
@@ -617,6 +668,7 @@ async fn connect_once(
                 .connect_with_connector(tower::service_fn(move |_: http::Uri| {
                     let transport = transport.clone();
                     async move {
+                        transport.dial_allowed()?;
                         let stream = tokio::net::TcpStream::connect(addr).await?;
                         stream.set_nodelay(true)?;
                         Ok::<_, io::Error>(TokioIo::new(transport.track(stream)))
@@ -630,6 +682,7 @@ async fn connect_once(
                 .connect_with_connector(tower::service_fn(move |_: http::Uri| {
                     let (path, transport) = (path.clone(), transport.clone());
                     async move {
+                        transport.dial_allowed()?;
                         let stream = tokio::net::UnixStream::connect(path).await?;
                         Ok::<_, io::Error>(TokioIo::new(transport.track(stream)))
                     }

@@ -6,6 +6,10 @@
 //! an [`AgentEvent`] and a `tracing` warning; the [`RestartPolicy`] decides
 //! whether it is started again, after a delay that doubles from 200 ms up to
 //! 30 s (±20 % jitter), at most `max_restarts` times within `window`.
+//! Every restart goes through the same admission as the first start
+//! ([`SpawnOptions::admit`](crate::SpawnOptions::admit)) and executes the
+//! descriptor it returns; a refusal ends supervision at once with the
+//! refusal's kind ([`GaveUp::kind`]), and nothing runs.
 //!
 //! The [`SupervisedChannel`] of [`SupervisedConn::channel`] always talks to the
 //! *current* agent: a client built on it before a crash works on the restarted
@@ -291,7 +295,9 @@ pub enum AgentEvent {
     },
 }
 
-/// The end of a supervised handle after too many restarts (kind `agent-exited`).
+/// The end of a supervised handle after too many restarts (kind
+/// `agent-exited`), or at once when the admission check refused a restart
+/// (the refusal's kind: nothing ran).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
     "the agent exited ({status}) and was restarted {restarts} times within {}s; giving up{}",
@@ -311,13 +317,16 @@ pub struct GaveUp {
     pub last_error: Option<String>,
     /// The last stderr tail.
     pub tail: String,
+    /// The kind of the admission's refusal, when a restart was refused.
+    pub refused: Option<ErrorKind>,
 }
 
 impl GaveUp {
-    /// Always [`ErrorKind::AgentExited`].
+    /// The refusal's kind when the admission refused a restart, else
+    /// [`ErrorKind::AgentExited`].
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
-        ErrorKind::AgentExited
+        self.refused.unwrap_or(ErrorKind::AgentExited)
     }
 
     /// The last agent's stderr tail.
@@ -739,6 +748,9 @@ impl Supervisor {
             }
 
             let mut last_error = None;
+            // A refused restart ends supervision: the admission's answer
+            // does not change by trying again.
+            let mut refused = None;
             let (next, ring) = loop {
                 let now = Instant::now();
                 while window
@@ -748,7 +760,7 @@ impl Supervisor {
                     window.pop_front();
                 }
                 let in_window = u32::try_from(window.len()).unwrap_or(u32::MAX);
-                if in_window >= self.policy.max_restarts {
+                if in_window >= self.policy.max_restarts || refused.is_some() {
                     let gave_up = GaveUp {
                         status,
                         pid,
@@ -756,9 +768,10 @@ impl Supervisor {
                         window: self.policy.window,
                         last_error,
                         tail: tail.clone(),
+                        refused,
                     };
                     tracing::warn!(error = %gave_up, tail = %last_lines(&tail, 5), "supervised agent: giving up");
-                    let reason = format!("agent-exited: {gave_up}\n{}", last_lines(&tail, 5));
+                    let reason = format!("{}: {gave_up}\n{}", gave_up.kind(), last_lines(&tail, 5));
                     self.end(status, Some(gave_up), reason);
                     return;
                 }
@@ -791,6 +804,9 @@ impl Supervisor {
                             tail: e_tail.clone(),
                         });
                         last_error = Some(format!("{}: {e}", e.kind()));
+                        if e.is_refusal() {
+                            refused = Some(e.kind());
+                        }
                         if !e_tail.is_empty() {
                             tail = e_tail;
                         }

@@ -164,11 +164,18 @@ async fn missing_program_is_a_spawn_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_without_health_loads() {
-    let conn = load("no-health").await;
-    assert_eq!(echo(&conn, "seed era").await, "seed era");
-    conn.close().await;
-    assert_gone(conn.pid());
+async fn an_agent_without_health_is_not_serving() {
+    // Only SERVING is ready: a server without grpc.health.v1 fails at once,
+    // not after the dial timeout, and says why.
+    let started = std::time::Instant::now();
+    let e = fail("no-health", opts("no-health")).await;
+    assert_eq!(e.kind(), ErrorKind::NotServing, "{e}");
+    assert!(e.to_string().contains("no grpc.health.v1 service"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,6 +55,7 @@ const SECRETS: &[&str] = &[
     "GH_TOKEN",
     "AGENT_REGISTRY_USERNAME",
     "AGENT_REGISTRY_PASSWORD",
+    "CODEFLY_AGENT_ATTACH",
 ];
 
 /// One test, so the host environment is set once and nothing races it.
@@ -119,7 +120,20 @@ async fn secrets_and_descriptors_do_not_reach_the_agent() {
     );
     assert!(!r.env.contains_key("GITHUB_TOKEN"));
 
-    // The allowlist: PATH and friends plus what the caller adds, nothing else.
+    // The allowlist: PATH and friends plus what the caller adds, nothing
+    // else; `env_remove` still removes; a host secret stays out even when a
+    // pattern covers it.
+    let r = report(SpawnOptions {
+        env_allowlist: Some(vec!["H1_*".into(), "CODEFLY_*".into(), "GH_*".into()]),
+        env_remove: vec!["H1_PLAIN_VAR".into()],
+        ..opts(&[])
+    })
+    .await;
+    assert!(!r.env.contains_key("H1_PLAIN_VAR"), "env_remove ignored");
+    assert_eq!(r.env.get("H1_KEEP_THIS").map(String::as_str), Some("kept"));
+    for name in SECRETS {
+        assert!(!r.env.contains_key(*name), "{name} reached the agent");
+    }
     let r = report(SpawnOptions {
         env_allowlist: Some(vec!["H1_KEEP_*".into()]),
         ..opts(&[])
