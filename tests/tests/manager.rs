@@ -381,3 +381,46 @@ async fn credentials_child() {
     }
     conn.close().await;
 }
+
+/// A supervised agent's restart runs only what the cache still vouches for:
+/// a binary replaced behind the host's back while the agent ran is refused
+/// (`integrity`), and the replacement never runs.
+#[tokio::test]
+async fn a_restart_never_runs_a_cached_binary_that_changed() {
+    let home = Home::new();
+    let cached = home.install_echo("1.0.0");
+    let m = manager(&home);
+    let policy = agent_manager::spawn::RestartPolicy {
+        mode: agent_manager::spawn::RestartMode::Always,
+        max_restarts: 5,
+        initial_backoff: Duration::from_millis(10),
+        ..agent_manager::spawn::RestartPolicy::default()
+    };
+    let conn = m
+        .load(&r("echo:1.0.0"), LoadOptions::new().restart(policy))
+        .await
+        .unwrap();
+    let marker = home.path().join("replacement-ran");
+    let fake = home.path().join("fake");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\ntouch '{}'\nexec sleep 30\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&fake, &cached).unwrap();
+    let pid = i32::try_from(conn.pid()).unwrap();
+    // SAFETY: the test's own agent.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    assert!(
+        wait_for(|| conn.failure().is_some()).await,
+        "supervision went on"
+    );
+    let gave_up = conn.failure().unwrap();
+    assert_eq!(gave_up.kind(), ErrorKind::Integrity, "{gave_up:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!marker.exists(), "the replaced binary ran");
+}

@@ -497,6 +497,7 @@ async fn a_locked_ref_resolves_without_any_store_and_loads_when_the_digest_match
 /// not run, and it never reaches the cache path, not even for a moment
 /// (watched with inotify: a binary renamed into place and removed after the
 /// check would show up as a move into the directory).
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_binary_that_differs_from_the_lock_is_integrity_not_run_not_cached() {
     let echo = std::fs::read(common::echo()).unwrap();

@@ -640,6 +640,9 @@ async fn floor(path: &Path, n: usize, pdeathsig: bool) -> Result<Summary> {
             .stderr(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
+        #[cfg(not(target_os = "linux"))]
+        let _ = pdeathsig;
+        #[cfg(target_os = "linux")]
         if pdeathsig {
             #[allow(unsafe_code)]
             // SAFETY: prctl is async-signal-safe and the closure allocates nothing.

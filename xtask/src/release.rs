@@ -5,11 +5,11 @@
 //! profile with `--debug`) for the host platform, then writes:
 //!
 //! - the GitHub release layout the GitHub store reads:
-//!   `{out}/service-{name}_{version}_{os}_{arch}.tar.gz`, holding one file
-//!   `service-{name}` (mode 0755, mtime 0, owner 0:0: reproducible), and
+//!   `{out}/{prefix}-{name}_{version}_{os}_{arch}.tar.gz`, holding one file
+//!   `{prefix}-{name}` (mode 0755, mtime 0, owner 0:0: reproducible), and
 //!   `{out}/SHA256SUMS` (`sha256sum` format, one line per archive);
 //! - the HTTP-store layout, servable by any static file server:
-//!   `{out}/http/{publisher}/{name}/{version}/service-{name}_{os}_{arch}`
+//!   `{out}/http/{publisher}/{name}/{version}/{prefix}-{name}_{os}_{arch}`
 //!   plus `.sha256`, and `{out}/http/{publisher}/{name}/versions`;
 //! - the man pages, one per command: `{out}/man/agentctl*.1`.
 //!
@@ -132,12 +132,13 @@ pub(crate) fn release(args: &[String]) -> Result<()> {
     let mut pushes = Vec::new();
     for a in &agents {
         let binary = bin_dir.join(&a.bin);
+        let artifact = agent_ref::AgentKind::Service.artifact_name(&a.name);
         let asset = format!(
-            "service-{}_{}_{}_{}.tar.gz",
-            a.name, a.version, platform.os, platform.arch
+            "{artifact}_{}_{}_{}.tar.gz",
+            a.version, platform.os, platform.arch
         );
         let archive = out_dir.join(&asset);
-        write_archive(&binary, &format!("service-{}", a.name), &archive)?;
+        write_archive(&binary, &artifact, &archive)?;
         let hash = sha256_file(&archive)?;
         eprintln!("xtask: release: {} ({hash})", archive.display());
         let agent = agent_ref::AgentRef::new(
@@ -261,7 +262,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Writes `{root}/{publisher}/{name}/{version}/service-{name}_{os}_{arch}`
+/// Writes `{root}/{publisher}/{name}/{version}/{prefix}-{name}_{os}_{arch}`
 /// with its `.sha256` (and `.minisig` when signed), and the `versions` file
 /// (one version per line, semver order, existing versions kept).
 fn write_http_layout(
@@ -278,7 +279,11 @@ fn write_http_layout(
     let agent_dir = root.join(agent.publisher()).join(agent.name());
     let dir = agent_dir.join(version.to_string());
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let file = format!("service-{}_{}", agent.name(), platform.suffix());
+    let file = format!(
+        "{}_{}",
+        agent.kind().artifact_name(agent.name()),
+        platform.suffix()
+    );
     let dst = dir.join(&file);
     fs::copy(binary, &dst).with_context(|| format!("copying to {}", dst.display()))?;
     let hash = sha256_file(&dst)?;

@@ -96,7 +96,10 @@ impl Check {
 }
 
 pub(crate) async fn doctor(ctx: &Ctx) -> Result<(), Failure> {
-    let mut checks = Vec::new();
+    let mut checks = vec![Check::ok(
+        "process",
+        agent_manager::spawn::process_backend(),
+    )];
     let home = ctx.home();
     match &home {
         Ok(h) => checks.extend(home_checks(h)),

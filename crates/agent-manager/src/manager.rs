@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_ref::{AgentHome, AgentRef, AgentSource, Platform};
+use agent_ref::{AgentHome, AgentRef, AgentSource, ErrorKind, Platform};
 use agent_spawn::{AgentConn, Endpoint, SpawnOptions, WeakAgentConn};
 use agent_store::{AgentStore, Fallback, Installed, Installer, StoreChain, VerifyMode};
 use tracing::{Instrument, debug, info_span};
@@ -822,12 +822,12 @@ impl Manager {
                 return Ok(conn);
             }
             let resolved = self.resolve(agent).await?;
-            let path = if self
+            let locked = self
                 .inner
                 .lock
                 .expected_sha256(&resolved, &self.inner.platform)
-                .is_some()
-            {
+                .is_some();
+            let path = if locked {
                 // Locked: the sha256 of what runs must be the lock's.
                 let installed = self
                     .pull_resolved(&resolved)
@@ -861,8 +861,18 @@ impl Manager {
                 .managed
                 .or(self.inner.defaults.managed)
                 .unwrap_or(false);
+            let mut installer = self.inner.installer.clone();
+            if let Some(mode) = opts.verify.or(self.inner.defaults.verify) {
+                installer = installer.with_verify(mode);
+            }
+            if locked {
+                // The record's sha256 was checked against the lock at install:
+                // a restart hashes the binary against it.
+                installer = installer.with_verify(VerifyMode::Always);
+            }
+            let admit = restart_admission(installer, resolved.clone(), path.clone());
             let conn = self
-                .spawn_at(&path, opts)
+                .spawn_checked(&path, opts, Some(admit))
                 .instrument(info_span!("spawn", agent = %resolved))
                 .await?;
             self.register(resolved.unique(), &conn, managed);
@@ -905,10 +915,22 @@ impl Manager {
     }
 
     async fn spawn_at(&self, path: &Path, opts: LoadOptions) -> Result<AgentConn, ManagerError> {
+        self.spawn_checked(path, opts, None).await
+    }
+
+    async fn spawn_checked(
+        &self,
+        path: &Path,
+        opts: LoadOptions,
+        admit: Option<agent_spawn::Admit>,
+    ) -> Result<AgentConn, ManagerError> {
         let started = Instant::now();
         let opts = opts.over(&self.inner.defaults);
         let restart = opts.restart.unwrap_or_default();
-        let spawn_opts = opts.into_spawn(&self.inner.base);
+        let mut spawn_opts = opts.into_spawn(&self.inner.base);
+        if admit.is_some() {
+            spawn_opts.admit = admit;
+        }
         let conn = agent_spawn::spawn_with_restart(path, spawn_opts, restart).await?;
         debug!(
             pid = conn.pid(),
@@ -1006,4 +1028,51 @@ async fn close_all(entries: Vec<Entry>) -> usize {
     let n = conns.len();
     futures_util::future::join_all(conns.iter().map(AgentConn::close)).await;
     n
+}
+
+/// The admission every start of a cached agent goes through: the first start
+/// runs the file the load just checked; every restart checks the cache again
+/// (fingerprint against the install record, or a hash when `installer`
+/// verifies always) and runs only a binary that still matches, opened once
+/// and executed by its descriptor. A binary that changed or went away ends
+/// supervision with `integrity`.
+fn restart_admission(installer: Installer, agent: AgentRef, path: PathBuf) -> agent_spawn::Admit {
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    Arc::new(move || {
+        let installer = installer.clone();
+        let agent = agent.clone();
+        let path = path.clone();
+        let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if first {
+                return agent_spawn::Executable::open(&path);
+            }
+            let r = agent.clone();
+            let checked = tokio::task::spawn_blocking(move || installer.cached_path(&r))
+                .await
+                .map_err(|e| {
+                    agent_spawn::SpawnError::refused(
+                        ErrorKind::Io,
+                        "the cache check before a restart did not finish",
+                        Some(Box::new(std::io::Error::other(e))),
+                    )
+                })?;
+            match checked {
+                Ok(Some(p)) if p == path => agent_spawn::Executable::open(&p),
+                Ok(_) => Err(agent_spawn::SpawnError::refused(
+                    ErrorKind::Integrity,
+                    format!(
+                        "{agent}: the cached binary {} changed or is gone since it was checked; not restarting it",
+                        path.display()
+                    ),
+                    None,
+                )),
+                Err(e) => Err(agent_spawn::SpawnError::refused(
+                    e.kind(),
+                    format!("{agent}: the cache check before a restart failed"),
+                    Some(Box::new(e)),
+                )),
+            }
+        })
+    })
 }

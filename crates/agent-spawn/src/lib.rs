@@ -70,6 +70,9 @@ mod spawn;
 mod supervise;
 mod token;
 
+/// The process backend in use: `"pidfd"` (Linux) or `"portable"` (`posix_spawn`:
+/// macOS and other Unix, or Linux built with `--cfg agent_portable`).
+pub use agent_process::backend as process_backend;
 pub use agent_protocol::{
     ATTACH_ENV, Endpoint, Handshake, HandshakeError, LIFELINE_ENV, MAX_HANDSHAKE_LEN,
     PROTOCOL_VERSIONS, TOKEN_ENV, TOKEN_METADATA_KEY, UDS_PATH_ENV, WORKDIR_ENV,

@@ -87,11 +87,13 @@ pub struct Cache {
     lock: LockTimeouts,
 }
 
-const KIND_DIRS: [(&str, AgentKind); 3] = [
-    ("services", AgentKind::Service),
-    ("applications", AgentKind::Application),
-    ("modules", AgentKind::Module),
-];
+/// One cache directory per kind that loads (aliases share their kind's directory).
+fn kind_dirs() -> impl Iterator<Item = (&'static str, AgentKind)> {
+    AgentKind::ALL
+        .into_iter()
+        .filter(|k| k.canonical() == *k && k.loads())
+        .map(|k| (k.cache_dir(), k))
+}
 
 impl Cache {
     /// The cache of `home`.
@@ -134,7 +136,7 @@ impl Cache {
     /// [`StoreError::Io`] when a cache directory cannot be read.
     pub fn list(&self) -> Result<Vec<CacheEntry>, StoreError> {
         let mut out = Vec::new();
-        for (dir, kind) in KIND_DIRS {
+        for (dir, kind) in kind_dirs() {
             let root = self.home.agents_dir().join(dir);
             for publisher in dir_names(&root)? {
                 let pdir = root.join(&publisher);
