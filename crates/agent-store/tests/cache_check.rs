@@ -322,13 +322,15 @@ async fn a_lock_wait_gives_up_naming_the_holder() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_holder_is_treated_as_dead() {
+async fn a_stalled_holder_that_is_gone_is_treated_as_dead() {
     let (_d, installer, agent) = setup();
     let installer = installer.with_lock_timeouts(LockTimeouts {
         wait: Duration::from_secs(3600),
         stall: Duration::from_millis(500),
     });
-    let _held = hold_lock(&installer, &agent, 4242);
+    // A pid no process can have: the lock is held through a descriptor its
+    // holder left behind.
+    let _held = hold_lock(&installer, &agent, 999_999_999);
     let fut = installer.ensure(&agent, || async {
         installer
             .install_reader(&agent, "t:x", &Expected::default(), &b"fresh"[..])
@@ -406,4 +408,35 @@ async fn measure_fingerprint_vs_hash() {
         }
         eprintln!("cached_path {name}: {:?} per load", t.elapsed() / n);
     }
+}
+
+/// A live holder that writes nothing to its temp file (a GitHub download, a
+/// Nix build) keeps its lock: the waiter waits and times out, never breaks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_live_holder_keeps_its_lock() {
+    let (_d, installer, agent) = setup();
+    let installer = installer.with_lock_timeouts(LockTimeouts {
+        wait: Duration::from_secs(2),
+        stall: Duration::from_millis(200),
+    });
+    let me = std::process::id();
+    let _held = hold_lock(&installer, &agent, me);
+    let fut = installer.ensure(&agent, || async {
+        installer
+            .install_reader(&agent, "t:x", &Expected::default(), &b"intruder"[..])
+            .await
+    });
+    let err = tokio::time::timeout(Duration::from_secs(60), fut)
+        .await
+        .expect("the lock wait must end")
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LockTimeout { holder_pid: Some(p), .. } if p == me),
+        "{err:?}"
+    );
+    let path = installer.home().binary_path(&agent).unwrap();
+    assert!(
+        !path.exists(),
+        "the live holder's lock was broken and bytes installed"
+    );
 }

@@ -2,10 +2,15 @@
 //!
 //! The holder writes its pid into the file. A waiter says once whom it waits
 //! for, gives up after [`LockTimeouts::wait`] with
-//! [`StoreError::LockTimeout`] (retryable, naming the holder), and treats a
-//! holder whose temp files have not grown for [`LockTimeouts::stall`] as
-//! dead: it unlinks that lock file and locks a fresh one (an installer that
-//! wakes up later still only ever renames verified bytes into place).
+//! [`StoreError::LockTimeout`] (retryable, naming the holder). A holder that
+//! dies releases the lock with its last descriptor. A lock still held while
+//! the process it names is gone (a descriptor inherited by another process)
+//! and whose temp files have not grown for [`LockTimeouts::stall`] is broken:
+//! the waiter unlinks that lock file and locks a fresh one (an installer that
+//! wakes up later still only ever renames verified bytes into place). A live
+//! holder is never broken, however quiet: GitHub downloads and Nix builds do
+//! not grow the temp file, and every pull is bounded by its own download
+//! deadline.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -161,7 +166,7 @@ pub(crate) fn acquire(
         if now != progress {
             progress = now;
             progressed_at = Instant::now();
-        } else if progressed_at.elapsed() >= timeouts.stall {
+        } else if progressed_at.elapsed() >= timeouts.stall && !holder.is_some_and(process_exists) {
             tracing::warn!(
                 lock = %lock_path.display(),
                 holder_pid = holder,
@@ -183,6 +188,18 @@ pub(crate) fn acquire(
         drop(file);
         std::thread::sleep(POLL.min(timeouts.wait.saturating_sub(waited)));
     }
+}
+
+/// Whether a process with this pid exists (possibly another one that reused
+/// the pid: then the lock is waited for, never broken, the safe side).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 checks for existence and permission; nothing is sent.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Unlinks the lock file `file` is open on, if `lock_path` still names it.
