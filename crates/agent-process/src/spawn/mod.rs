@@ -244,6 +244,7 @@ impl Prepared {
 
 /// Whether the file behind `fd` starts with `#!` (read at offset 0, so the
 /// descriptor's own offset is untouched).
+#[cfg(all(target_os = "linux", not(agent_portable)))]
 fn is_script(fd: &OwnedFd) -> bool {
     let mut head = [0u8; 2];
     // SAFETY: reading at most 2 bytes into a valid buffer.

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Exec, Prepared, dev_null, is_script, pipe_cloexec};
+use super::{Exec, Prepared, dev_null, pipe_cloexec};
 use crate::AgentProcess;
 
 // Not in the libc crate: libSystem's way to name a descriptor that survives
@@ -149,12 +149,10 @@ pub(super) fn start(
     drop((out_w, err_w, null, a));
     let process = AgentProcess::watched(pid, crate::sys::Handle::open(pid)?, true)?;
     if let Some(copy) = copy {
-        if copy.script {
-            // The interpreter opens the path after exec, whenever it likes.
-            process.on_exit(move |_| drop(copy));
-        } else {
-            drop(copy); // exec'd: the process holds the file itself now
-        }
+        // Kept while the agent runs: a script's interpreter opens the path
+        // after exec, and an agent may start itself again from its own path
+        // (`current_exe`, Go's `os.Executable`).
+        process.on_exit(move |_| drop(copy));
     }
     Ok((process, out_r, err_r))
 }
@@ -256,7 +254,6 @@ unsafe fn add_chdir(
 struct PrivateCopy {
     _dir: tempfile::TempDir,
     path: CString,
-    script: bool,
 }
 
 impl PrivateCopy {
@@ -268,11 +265,7 @@ impl PrivateCopy {
         }
         let path = CString::new(file.as_os_str().as_bytes())
             .map_err(|_| io::Error::other("NUL byte in the temporary directory's path"))?;
-        Ok(PrivateCopy {
-            _dir: dir,
-            path,
-            script: is_script(fd),
-        })
+        Ok(PrivateCopy { _dir: dir, path })
     }
 }
 
