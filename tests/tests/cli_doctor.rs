@@ -56,6 +56,16 @@ fn doctor_is_happy_with_a_private_home_and_no_store() {
     let j = ctl_env(&home, project.path(), &[], &["doctor", "--json"]).json();
     assert_eq!(j["ok"], true, "{j}");
     assert_eq!(check(&j, "home")["status"], "ok");
+    assert_eq!(
+        check(&j, "process")["detail"],
+        agent_manager::spawn::process_backend()
+    );
+    // This kernel offers Landlock: the sandbox row names its ABI.
+    let sandbox = check(&j, "sandbox");
+    assert!(
+        sandbox["detail"].as_str().unwrap().contains("Landlock ABI"),
+        "{sandbox}"
+    );
 }
 
 #[test]

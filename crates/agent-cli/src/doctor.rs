@@ -96,10 +96,10 @@ impl Check {
 }
 
 pub(crate) async fn doctor(ctx: &Ctx) -> Result<(), Failure> {
-    let mut checks = vec![Check::ok(
-        "process",
-        agent_manager::spawn::process_backend(),
-    )];
+    let mut checks = vec![
+        Check::ok("process", agent_manager::spawn::process_backend()),
+        sandbox_check(&agent_manager::sandbox::probe()),
+    ];
     let home = ctx.home();
     match &home {
         Ok(h) => checks.extend(home_checks(h)),
@@ -693,5 +693,48 @@ fn walk(dir: &Path, depth: usize, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) 
         } else {
             f(&p, &meta);
         }
+    }
+}
+
+/// What this machine can enforce of a sandbox policy.
+fn sandbox_check(s: &agent_manager::sandbox::Support) -> Check {
+    if s.os == "macos" {
+        return if s.sandbox_exec {
+            Check::ok("sandbox", "sandbox-exec")
+        } else {
+            Check::warn(
+                "sandbox",
+                "no /usr/bin/sandbox-exec: sandboxed agents are refused (admission)",
+                "restore the system's sandbox-exec",
+            )
+        };
+    }
+    let landlock = s.landlock_abi.map_or_else(
+        || "no Landlock".to_owned(),
+        |abi| format!("Landlock ABI {abi}"),
+    );
+    let userns = if s.user_namespaces {
+        "user namespaces".to_owned()
+    } else {
+        format!(
+            "no user namespaces ({})",
+            s.user_namespaces_detail.as_deref().unwrap_or("disabled")
+        )
+    };
+    let detail = format!("{landlock}, {userns}");
+    if s.landlock_abi.is_none() {
+        Check::warn(
+            "sandbox",
+            format!("{detail}: sandboxed agents are refused (admission)"),
+            "run Linux >= 5.13 with Landlock enabled (`lsm=` boot parameter)",
+        )
+    } else if !s.user_namespaces {
+        Check::warn(
+            "sandbox",
+            format!("{detail}: network = \"none\" is refused (admission)"),
+            "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces)",
+        )
+    } else {
+        Check::ok("sandbox", detail)
     }
 }

@@ -95,6 +95,7 @@ pub mod stores;
 
 pub use agent_protocol as protocol;
 pub use agent_ref as reference;
+pub use agent_sandbox as sandbox;
 pub use agent_spawn as spawn;
 pub use agent_store as store;
 
