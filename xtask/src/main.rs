@@ -119,6 +119,13 @@ fn test(args: &[String]) -> Result<()> {
         .env("RUSTFLAGS", "--cfg agent_portable")
         .env("CARGO_TARGET_DIR", root().join("target").join("portable"));
     run("test (portable process backend)", portable)?;
+    // The facade's lifecycle (load, close, restart, the registry) on the same backend.
+    let mut facade = cargo();
+    facade
+        .args(["test", "-p", "agent-tests", "--test", "manager"])
+        .env("RUSTFLAGS", "--cfg agent_portable")
+        .env("CARGO_TARGET_DIR", root().join("target").join("portable"));
+    run("test (facade, portable process backend)", facade)?;
     darwin::check_darwin(&[])?;
     if !quick {
         let mut deny = cargo();
