@@ -26,11 +26,12 @@
 //! binary's sha256 against `binary_digest`; and the manifest's sha256
 //! against `manifest_digest`.
 //!
-//! One difference from codefly: codefly digests the manifest in a canonical
-//! form of its parsed YAML; without a YAML parser here, the manifest digest
-//! is the sha256 of the manifest file's bytes. A descriptor written by
-//! [`Descriptor::build`] verifies; one whose manifest digest is codefly's
-//! canonical one is refused (`untrusted`) rather than accepted unchecked.
+//! The manifest digest is codefly's: the sha256 of the manifest's canonical
+//! form (decoded, list sets sorted, written as Go's `encoding/json` writes
+//! it; see [`manifest`]), so reformatting the YAML keeps the digest. The
+//! manifest must decode (its `agent.kind` is `codefly:provider`, the one
+//! kind codefly's manifest schema admits, for a solution too), and say the
+//! same schema, protocol and identity as the descriptor.
 //!
 //! Every failure, a missing descriptor included, is
 //! [`ErrorKind::Untrusted`]: nothing may run.
@@ -42,6 +43,8 @@ use std::path::{Path, PathBuf};
 use agent_ref::{AgentRef, ErrorKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+
+mod manifest;
 
 /// `provider.artifact.json`: the descriptor of a layout directory.
 pub const DESCRIPTOR_FILE_NAME: &str = "provider.artifact.json";
@@ -198,7 +201,7 @@ impl Descriptor {
             binary_path: binary_name.to_owned(),
             binary_digest: sha256_of(binary),
             manifest_path: MANIFEST_FILE_NAME.to_owned(),
-            manifest_digest: sha256_of(manifest),
+            manifest_digest: manifest_digest(manifest, MANIFEST_FILE_NAME)?,
             artifact_digest: String::new(),
         };
         d.validate(binary_name, false)?;
@@ -389,7 +392,25 @@ fn verify_files(
         });
     }
     let manifest_bytes = read_bounded(manifest, MAX_MANIFEST)?;
-    let got = sha256_of(&manifest_bytes);
+    let shown_manifest = manifest.display().to_string();
+    let m = manifest::Manifest::load(&manifest_bytes).map_err(|reason| {
+        DescriptorError::Invalid {
+            path: shown_manifest.clone(),
+            reason,
+        }
+    })?;
+    if m.schema_version != d.manifest_schema_version
+        || m.protocol_version != d.protocol_version
+        || m.agent.publisher != d.publisher
+        || m.agent.name != d.name
+        || m.agent.version != d.version
+    {
+        return Err(identity(format!(
+            "the manifest {shown_manifest} is for {}/{}:{}",
+            m.agent.publisher, m.agent.name, m.agent.version
+        )));
+    }
+    let got = sha256_of(&m.canonical());
     if got != d.manifest_digest {
         return Err(DescriptorError::Digest {
             path: shown,
@@ -441,6 +462,20 @@ fn sha256_file(path: &Path) -> Result<String, DescriptorError> {
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
+/// The digest codefly gives the manifest `bytes`: the sha256 of its
+/// canonical form (see [`manifest`]). `path` is for messages.
+///
+/// # Errors
+/// [`DescriptorError::Invalid`] when the manifest does not decode or
+/// validate.
+pub fn manifest_digest(bytes: &[u8], path: &str) -> Result<String, DescriptorError> {
+    let m = manifest::Manifest::load(bytes).map_err(|reason| DescriptorError::Invalid {
+        path: path.to_owned(),
+        reason,
+    })?;
+    Ok(sha256_of(&m.canonical()))
+}
+
 fn sha256_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
@@ -469,7 +504,11 @@ fn is_digest(s: &str) -> bool {
 /// characters only ever occur inside strings, so escaping them in the
 /// output is escaping them in the strings.
 fn go_json(d: &Descriptor) -> String {
-    let plain = serde_json::to_string(d).unwrap_or_default();
+    go_escape(&serde_json::to_string(d).unwrap_or_default())
+}
+
+/// `serde_json`'s compact output with the escapes Go's `encoding/json` adds.
+fn go_escape(plain: &str) -> String {
     let mut out = String::with_capacity(plain.len());
     for c in plain.chars() {
         match c {
