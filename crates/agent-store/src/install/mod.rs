@@ -331,7 +331,34 @@ impl Installer {
         Ok(self.lookup(agent, true, false)?.map(|(path, _)| path))
     }
 
+    /// [`Installer::lookup_file`], then, for a kind that loads only behind a
+    /// verified-artifact descriptor (provider, solution), the descriptor
+    /// check of the cached binary: however it got into the cache (a Nix
+    /// install, the Go loader, by hand), it is returned only when its
+    /// descriptor vouches for it, else the lookup is `untrusted`.
     fn lookup(&self, agent: &AgentRef, touch: bool, lock_held: bool) -> Result<Lookup, StoreError> {
+        let found = self.lookup_file(agent, touch, lock_held)?;
+        if let Some((path, _)) = &found
+            && agent.kind().needs_descriptor()
+        {
+            crate::descriptor::verify(path, agent).map_err(|e| StoreError::Untrusted {
+                path_or_artifact: path.display().to_string(),
+                reason: e.to_string(),
+                fix: format!(
+                    "install {agent} with its provider.artifact.json and provider.codefly.yaml (a Nix install copies them beside the binary), or remove {}",
+                    path.display()
+                ),
+            })?;
+        }
+        Ok(found)
+    }
+
+    fn lookup_file(
+        &self,
+        agent: &AgentRef,
+        touch: bool,
+        lock_held: bool,
+    ) -> Result<Lookup, StoreError> {
         let path = self.home.binary_path(agent)?;
         if !check_parents(self.home.root(), &path, false)? {
             return Ok(None);
