@@ -20,8 +20,8 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) home: Option<PathBuf>,
 
-    /// The agent kind: service (also service:runtime|builder|code), application, module.
-    #[arg(long, global = true, value_name = "KIND", value_parser = parse_kind)]
+    // The help lists every kind of the kind table.
+    #[arg(long, global = true, value_name = "KIND", value_parser = parse_kind, help = kind_help())]
     pub(crate) kind: Option<AgentKind>,
 
     /// Resolve `latest` from the local cache only (as CODEFLY_AGENT_SOURCE=local).
@@ -293,6 +293,10 @@ pub(crate) struct SpawnArgs {
     /// levels, shown with -v), raw (info events as written), off.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = AgentLogsMode::Parsed)]
     pub(crate) agent_logs: AgentLogsMode,
+}
+
+fn kind_help() -> String {
+    format!("The agent kind: {}", AgentKind::allowed())
 }
 
 fn parse_kind(s: &str) -> Result<AgentKind, String> {

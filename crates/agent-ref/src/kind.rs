@@ -289,10 +289,15 @@ impl AgentKind {
         self.stores() == KindStores::CacheAndNix
     }
 
-    /// The kind names, comma-separated, for error messages.
+    /// Every kind name of [`AgentKind::TABLE`], comma-separated, for error
+    /// messages and help texts.
     #[must_use]
     pub fn allowed() -> &'static str {
-        "service, service:runtime, service:builder, service:code, application, module, toolbox, runnable, provider, solution, job (optionally codefly:-prefixed)"
+        static ALLOWED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        ALLOWED.get_or_init(|| {
+            let names: Vec<&str> = Self::TABLE.iter().map(|k| k.name).collect();
+            format!("{} (optionally codefly:-prefixed)", names.join(", "))
+        })
     }
 }
 
@@ -386,6 +391,18 @@ mod tests {
             "APPLICATION".parse::<AgentKind>().unwrap(),
             AgentKind::Application
         );
+    }
+
+    #[test]
+    fn allowed_lists_every_kind_of_the_table() {
+        let allowed = AgentKind::allowed();
+        for spec in AgentKind::TABLE {
+            assert!(
+                allowed.split([',', ' ']).any(|n| n == spec.name),
+                "{} not in {allowed}",
+                spec.name
+            );
+        }
     }
 
     #[test]

@@ -393,12 +393,11 @@ fn verify_files(
     }
     let manifest_bytes = read_bounded(manifest, MAX_MANIFEST)?;
     let shown_manifest = manifest.display().to_string();
-    let m = manifest::Manifest::load(&manifest_bytes).map_err(|reason| {
-        DescriptorError::Invalid {
+    let m =
+        manifest::Manifest::load(&manifest_bytes).map_err(|reason| DescriptorError::Invalid {
             path: shown_manifest.clone(),
             reason,
-        }
-    })?;
+        })?;
     if m.schema_version != d.manifest_schema_version
         || m.protocol_version != d.protocol_version
         || m.agent.publisher != d.publisher

@@ -265,14 +265,20 @@ fn a_descriptor_written_as_codefly_writes_it_verifies() {
     );
     // Our writer writes the same bytes.
     let ours = Descriptor::build(&agent, "provider-echo", BIN, MANIFEST).unwrap();
-    assert_eq!(String::from_utf8(ours.to_json()).unwrap(), codefly_descriptor(BIN));
+    assert_eq!(
+        String::from_utf8(ours.to_json()).unwrap(),
+        codefly_descriptor(BIN)
+    );
 
     // The digest is of the canonical form: another layout of the same
     // manifest (order, quoting, comments, block lists) verifies.
     let reformatted = String::from_utf8(MANIFEST.to_vec())
         .unwrap()
         .replace("# provider.codefly.yaml\n", "")
-        .replace("actions: [update, create, observe]", "actions:\n      - observe\n      - create\n      - 'update'")
+        .replace(
+            "actions: [update, create, observe]",
+            "actions:\n      - observe\n      - create\n      - 'update'",
+        )
         .replace("ports: [8443, 443]", "ports: [443, 8443]  # https");
     std::fs::write(&yaml, reformatted).unwrap();
     descriptor::verify(&bin, &agent).unwrap();
@@ -290,10 +296,8 @@ fn a_descriptor_written_as_codefly_writes_it_verifies() {
     // A manifest digest over the file's bytes, not codefly's canonical
     // form, is not codefly's descriptor.
     std::fs::write(&yaml, MANIFEST).unwrap();
-    let file_digest = codefly_descriptor(BIN).replace(
-        &sha256(CANONICAL_MANIFEST.as_bytes()),
-        &sha256(MANIFEST),
-    );
+    let file_digest =
+        codefly_descriptor(BIN).replace(&sha256(CANONICAL_MANIFEST.as_bytes()), &sha256(MANIFEST));
     std::fs::write(&desc, file_digest).unwrap();
     assert!(descriptor::verify(&bin, &agent).is_err());
 }
@@ -304,7 +308,11 @@ fn a_codefly_descriptor_with_a_wrong_binary_digest_or_none_is_untrusted() {
     let agent = provider("1.0.0");
     let bin = dir.path().join("echo__1.0.0");
     std::fs::write(&bin, BIN).unwrap();
-    std::fs::write(dir.path().join("echo__1.0.0.provider.codefly.yaml"), MANIFEST).unwrap();
+    std::fs::write(
+        dir.path().join("echo__1.0.0.provider.codefly.yaml"),
+        MANIFEST,
+    )
+    .unwrap();
     let desc = dir.path().join("echo__1.0.0.provider.artifact.json");
     std::fs::write(&desc, codefly_descriptor(b"another binary")).unwrap();
     assert_untrusted(
@@ -327,10 +335,25 @@ fn a_manifest_outside_the_yaml_subset_or_schema_is_untrusted() {
     let text = String::from_utf8(MANIFEST.to_vec()).unwrap();
     for (bad, says) in [
         (text.replace("risk: low", "risk: &r low"), "anchors"),
-        (text.replace("network: loopback", "network: open"), "sandbox.network"),
-        (text.replace("kind: codefly:provider", "kind: codefly:service"), "agent.kind"),
-        (text.replace("stepwise_upgrade: false\n", "stepwise_upgrade: false\n  surprise: 1\n"), "surprise"),
-        (text.replace("replace: false", "replace: false\n  replace: true"), "already defined"),
+        (
+            text.replace("network: loopback", "network: open"),
+            "sandbox.network",
+        ),
+        (
+            text.replace("kind: codefly:provider", "kind: codefly:service"),
+            "agent.kind",
+        ),
+        (
+            text.replace(
+                "stepwise_upgrade: false\n",
+                "stepwise_upgrade: false\n  surprise: 1\n",
+            ),
+            "surprise",
+        ),
+        (
+            text.replace("replace: false", "replace: false\n  replace: true"),
+            "already defined",
+        ),
         (format!("{text}---\n{text}"), "one YAML document"),
     ] {
         std::fs::write(&yaml, &bad).unwrap();

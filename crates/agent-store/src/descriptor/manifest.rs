@@ -79,10 +79,7 @@ pub(crate) struct Manifest {
 pub(crate) struct Permissions {
     #[serde(deserialize_with = "list", serialize_with = "nullable")]
     pub required: Vec<Permission>,
-    #[serde(
-        deserialize_with = "list",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "list", skip_serializing_if = "Vec::is_empty")]
     pub optional: Vec<Permission>,
 }
 
@@ -598,7 +595,9 @@ mod yaml {
         } else if text.starts_with(['[', '{']) {
             return Ok(None);
         } else {
-            let Some(i) = text.find(": ").or_else(|| text.ends_with(':').then(|| text.len() - 1))
+            let Some(i) = text
+                .find(": ")
+                .or_else(|| text.ends_with(':').then(|| text.len() - 1))
             else {
                 return Ok(None);
             };
@@ -676,7 +675,9 @@ mod yaml {
     fn plain(s: &str, no: usize) -> Result<Value, String> {
         check_plain(s, no)?;
         if s.contains(": ") || s.ends_with(':') {
-            return Err(format!("line {no}: {s:?}: a nested mapping must be on its own line"));
+            return Err(format!(
+                "line {no}: {s:?}: a nested mapping must be on its own line"
+            ));
         }
         Ok(match s {
             "" | "~" | "null" | "Null" | "NULL" => Value::Null,
@@ -708,10 +709,15 @@ mod yaml {
                 let (item, after) = if rest.starts_with('"') || rest.starts_with('\'') {
                     let end =
                         quoted_end(rest).ok_or_else(|| format!("line {no}: unterminated quote"))?;
-                    (Value::String(unquote(&rest[..end], no)?), rest[end..].trim_start())
+                    (
+                        Value::String(unquote(&rest[..end], no)?),
+                        rest[end..].trim_start(),
+                    )
                 } else {
                     if rest.starts_with(['[', '{']) {
-                        return Err(format!("line {no}: nested flow collections are not supported"));
+                        return Err(format!(
+                            "line {no}: nested flow collections are not supported"
+                        ));
                     }
                     let end = rest.find(',').unwrap_or(rest.len());
                     (plain(rest[..end].trim(), no)?, &rest[end..])
