@@ -3,26 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
-mod static_files;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 
+use agent_testkit::http::TestServer;
 use agent_testkit::registry::LocalRegistry;
-use common::{Home, Run, run};
-use static_files::StaticServer;
-
-fn ctl_env(home: &Home, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut c = common::agentctl(home);
-    c.env_remove("CODEFLY_AGENT_LOCKFILE")
-        .env_remove("CODEFLY_CONFIG")
-        .current_dir(cwd);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.args(args);
-    run(c)
-}
+use common::{Home, ctl_env};
 
 fn closed_port() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -117,7 +103,7 @@ fn doctor_reports_a_dead_registry_with_its_fix() {
 fn doctor_reports_a_live_registry_and_http_store_with_their_answers() {
     let reg = LocalRegistry::start().expect("starting docker-registry");
     let root = tempfile::tempdir().unwrap();
-    let web = StaticServer::start(root.path());
+    let web = TestServer::builder().files_from(root.path()).start();
     let home = Home::new();
     let project = tempfile::tempdir().unwrap();
     let addr = reg.addr().to_string();
@@ -214,7 +200,7 @@ fn info_shows_each_store_and_the_authoritative_one() {
     let dir = root.path().join("codefly.dev/echo");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("versions"), "2.0.0\n9.9.9\n").unwrap();
-    let web = StaticServer::start(root.path());
+    let web = TestServer::builder().files_from(root.path()).start();
     let home = Home::new();
     let project = tempfile::tempdir().unwrap();
     let addr = reg.addr().to_string();

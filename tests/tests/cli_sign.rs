@@ -5,28 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
-mod static_files;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use agent_testkit::http::TestServer;
 use agent_testkit::registry::LocalRegistry;
-use common::{Home, Run, run};
-use static_files::StaticServer;
-
-fn ctl_env(home: &Home, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut c = common::agentctl(home);
-    c.env_remove("CODEFLY_AGENT_LOCKFILE")
-        .env_remove("CODEFLY_CONFIG")
-        .env_remove("CODEFLY_SIGN_PASSWORD")
-        .current_dir(cwd);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.args(args);
-    run(c)
-}
+use common::{Home, ctl_env};
 
 fn minisign(args: &[&str], cwd: &Path) -> std::process::Output {
     let out = Command::new("minisign")
@@ -252,7 +238,7 @@ fn release_sign_round_trips_through_a_static_http_server() {
     );
 
     // Serve the HTTP layout as plain files; load through the HTTP store with the key.
-    let web = StaticServer::start(&out.join("http"));
+    let web = TestServer::builder().files_from(&out.join("http")).start();
     trust_config(&home, "acme", &public);
     let url = web.url();
     let env = [

@@ -9,8 +9,6 @@
 //! many connections the retries made, nothing at the final cache path (and no
 //! temp file left), and that the next clean pull is byte-exact.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +19,10 @@ use agent_manager::store::{
 };
 use agent_manager::stores::http::HttpStore;
 use agent_manager::stores::oci::{OciStore, RegistryConfig, push};
+use agent_testkit::http::TestServer;
 use agent_testkit::proxy::{Fault, FaultProxy};
 use agent_testkit::registry::LocalRegistry;
 use sha2::Digest as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// Generous upper bound on any one pull in these tests (never a speed claim).
 const BOUND: Duration = Duration::from_secs(120);
@@ -80,19 +77,7 @@ async fn pull(chain: &StoreChain, agent: &AgentRef, home: &Home) -> Result<Insta
 
 /// Nothing at the final cache path, no temp file beside it, no cache hit.
 fn assert_nothing_installed(home: &Home, agent: &AgentRef) {
-    let path = home.installer.home().binary_path(agent).unwrap();
-    assert!(
-        std::fs::symlink_metadata(&path).is_err(),
-        "{} must not exist after a failed pull",
-        path.display()
-    );
-    if let Ok(rd) = std::fs::read_dir(path.parent().unwrap()) {
-        let temps: Vec<String> = rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".tmp."))
-            .collect();
-        assert!(temps.is_empty(), "temp files left: {temps:?}");
-    }
+    agent_testkit::assert_nothing_at(&home.installer.home().binary_path(agent).unwrap());
     assert!(home.installer.cached(agent).unwrap().is_none());
 }
 
@@ -133,85 +118,21 @@ async fn assert_fails_then_recovers(
     (err, connections)
 }
 
-// ---------------------------------------------------------------------------
-// A small real HTTP/1.1 file server: GET/HEAD, 200 or 404, `Connection: close`
-// (one request per connection, so proxy connections count requests).
-
-struct FileServer {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl FileServer {
-    async fn start(files: HashMap<String, Vec<u8>>) -> FileServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let files = Arc::new(files);
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                let files = Arc::clone(&files);
-                conns.spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 2048];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&head);
-                    let mut first = text.lines().next().unwrap_or("").split(' ');
-                    let method = first.next().unwrap_or("").to_owned();
-                    let path = first.next().unwrap_or("").to_owned();
-                    let (status, body) = match files.get(&path) {
-                        Some(b) => ("200 OK", b.as_slice()),
-                        None => ("404 Not Found", &b"not found\n"[..]),
-                    };
-                    let head = format!(
-                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    if sock.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    if method != "HEAD" && sock.write_all(body).await.is_err() {
-                        return;
-                    }
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
-        FileServer { addr, task }
-    }
-}
-
 /// A file server holding agent `echo` 1.0.0 for linux/amd64 (binary + sidecar).
-async fn http_setup() -> (FileServer, Vec<u8>) {
+///
+/// One request per connection, so the proxy's connections count requests.
+fn http_setup() -> (TestServer, Vec<u8>) {
     let bytes = payload(7);
     let path = "/store/codefly.dev/echo/1.0.0/service-echo_linux_amd64";
     let sum = format!(
         "{}  service-echo_linux_amd64\n",
         hex::encode(sha2::Sha256::digest(&bytes))
     );
-    let files = HashMap::from([
-        (path.to_owned(), bytes.clone()),
-        (format!("{path}.sha256"), sum.into_bytes()),
-        (
-            "/store/codefly.dev/echo/versions".to_owned(),
-            b"1.0.0\n".to_vec(),
-        ),
-    ]);
-    (FileServer::start(files).await, bytes)
+    let server = TestServer::builder().one_request_per_connection().start();
+    server.put(path, bytes.clone());
+    server.put(&format!("{path}.sha256"), sum);
+    server.put("/store/codefly.dev/echo/versions", "1.0.0\n");
+    (server, bytes)
 }
 
 fn http_store(proxy: &FaultProxy, stall: Duration) -> Arc<HttpStore> {
@@ -231,8 +152,8 @@ const HTTP_REQUESTS_PER_PULL: usize = 3;
 
 #[tokio::test]
 async fn http_truncated_body_is_unavailable_retried_and_recovers() {
-    let (server, bytes) = http_setup().await;
-    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let (server, bytes) = http_setup();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let chain = chain(http_store(&proxy, Duration::from_secs(10)), 3);
     proxy.set(Fault::Truncate { after: CUT });
     let home = home();
@@ -250,8 +171,8 @@ async fn http_truncated_body_is_unavailable_retried_and_recovers() {
 
 #[tokio::test]
 async fn http_reset_is_unavailable_and_recovers() {
-    let (server, bytes) = http_setup().await;
-    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let (server, bytes) = http_setup();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let chain = chain(http_store(&proxy, Duration::from_secs(10)), 2);
     proxy.set(Fault::Reset { after: CUT });
     let (_err, connections) = assert_fails_then_recovers(
@@ -267,8 +188,8 @@ async fn http_reset_is_unavailable_and_recovers() {
 
 #[tokio::test]
 async fn http_stall_is_unavailable_within_the_stall_timeout() {
-    let (server, bytes) = http_setup().await;
-    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let (server, bytes) = http_setup();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let chain = chain(http_store(&proxy, Duration::from_millis(500)), 1);
     proxy.set(Fault::Stall { after: CUT });
     let home = home();
@@ -283,8 +204,8 @@ async fn http_stall_is_unavailable_within_the_stall_timeout() {
 
 #[tokio::test]
 async fn http_stall_before_headers_is_unavailable() {
-    let (server, _bytes) = http_setup().await;
-    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let (server, _bytes) = http_setup();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let chain = chain(http_store(&proxy, Duration::from_millis(500)), 1);
     proxy.set(Fault::Stall { after: 0 });
     let home = home();
@@ -296,8 +217,8 @@ async fn http_stall_before_headers_is_unavailable() {
 
 #[tokio::test]
 async fn http_slow_chunks_still_deliver_exact_bytes() {
-    let (server, bytes) = http_setup().await;
-    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let (server, bytes) = http_setup();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let chain = chain(http_store(&proxy, Duration::from_secs(10)), 1);
     proxy.set(Fault::Delay {
         per_chunk: Duration::from_millis(1),
@@ -310,8 +231,8 @@ async fn http_slow_chunks_still_deliver_exact_bytes() {
 
 #[tokio::test]
 async fn http_5xx_burst_of_two_is_retried_and_succeeds() {
-    let (server, bytes) = http_setup().await;
-    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let (server, bytes) = http_setup();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let chain = chain(http_store(&proxy, Duration::from_secs(10)), 3);
     for code in [503, 500] {
         proxy.clear();
@@ -325,8 +246,8 @@ async fn http_5xx_burst_of_two_is_retried_and_succeeds() {
 
 #[tokio::test]
 async fn http_permanent_503_stops_after_the_policy_attempts() {
-    let (server, bytes) = http_setup().await;
-    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let (server, bytes) = http_setup();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
     for attempts in [1, 3] {
         proxy.clear();
         proxy.set(Fault::status(503));
@@ -344,8 +265,8 @@ async fn http_permanent_503_stops_after_the_policy_attempts() {
 
 #[tokio::test]
 async fn http_retry_after_beyond_the_cap_is_not_waited_for() {
-    let (server, _bytes) = http_setup().await;
-    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let (server, _bytes) = http_setup();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let chain = chain(http_store(&proxy, Duration::from_secs(10)), 3);
     proxy.set(Fault::Status {
         code: 503,
@@ -364,8 +285,8 @@ async fn http_retry_after_beyond_the_cap_is_not_waited_for() {
 
 #[tokio::test]
 async fn http_wrong_content_length_is_never_success() {
-    let (server, bytes) = http_setup().await;
-    let proxy = FaultProxy::start(server.addr).await.unwrap();
+    let (server, bytes) = http_setup();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let chain = chain(http_store(&proxy, Duration::from_secs(10)), 2);
     // The sidecar passes; every binary download claims 1000 bytes too many.
     proxy.set(Fault::WrongContentLength { extra: 1000 });

@@ -6,93 +6,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
-/// THE GITHUB STAND-IN (GitHub cannot be reached from these machines): the
-/// one agent-store-github's own tests use, a real HTTP server answering the
-/// documented REST shapes.
-#[path = "../../crates/agent-store-github/tests/support/fake_github.rs"]
-mod fake_github;
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use agent_manager::stores::http::HttpStore;
 use agent_manager::{AgentHome, AgentRef, AgentStore, ErrorKind, LoadOptions, Manager, Platform};
+use agent_testkit::github::{AssetSpec, FakeGitHub};
+use agent_testkit::http::TestServer;
 use common::Home;
 use sha2::Digest as _;
-
-/// A minimal HTTP/1.1 file server: exact paths → bodies, 404 otherwise.
-struct Server {
-    base: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(files: HashMap<String, Vec<u8>>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                    continue;
-                };
-                stream.set_nonblocking(false).unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let mut w = stream;
-                let head = line.starts_with("HEAD");
-                match files.get(&path) {
-                    Some(body) => {
-                        let _ = write!(
-                            w,
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                            body.len()
-                        );
-                        if !head {
-                            let _ = w.write_all(body);
-                        }
-                    }
-                    None => {
-                        let _ = w.write_all(
-                            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        );
-                    }
-                }
-            }
-        });
-        Server {
-            base,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
 
 fn layout(version: &str, body: &[u8], digest_of: &[u8]) -> HashMap<String, Vec<u8>> {
     layout_for("codefly.dev", version, body, digest_of)
@@ -121,8 +45,8 @@ fn layout_for(
     ])
 }
 
-fn manager(home: &Home, server: &Server) -> Manager {
-    let store: Arc<dyn AgentStore> = Arc::new(HttpStore::new(server.base.clone()).unwrap());
+fn manager(home: &Home, server: &TestServer) -> Manager {
+    let store: Arc<dyn AgentStore> = Arc::new(HttpStore::new(server.url()).unwrap());
     Manager::builder()
         .home(AgentHome::new(home.path()))
         .stores(vec![store])
@@ -133,7 +57,7 @@ fn manager(home: &Home, server: &Server) -> Manager {
 #[tokio::test]
 async fn latest_is_pulled_verified_and_loaded() {
     let echo = std::fs::read(common::echo()).unwrap();
-    let server = Server::start(layout("0.4.0", &echo, &echo));
+    let server = TestServer::with_files(layout("0.4.0", &echo, &echo));
     let home = Home::new();
     let m = manager(&home, &server);
     let agent: AgentRef = "echo".parse().unwrap();
@@ -156,7 +80,7 @@ async fn tampered_bytes_are_integrity_and_nothing_is_cached() {
     let echo = std::fs::read(common::echo()).unwrap();
     let mut tampered = echo.clone();
     tampered[1000] ^= 0xff;
-    let server = Server::start(layout("0.4.0", &tampered, &echo));
+    let server = TestServer::with_files(layout("0.4.0", &tampered, &echo));
     let home = Home::new();
     let m = manager(&home, &server);
     let e = m
@@ -174,7 +98,7 @@ async fn tampered_bytes_are_integrity_and_nothing_is_cached() {
 
 #[tokio::test]
 async fn missing_everywhere_is_binary_not_found_naming_the_store() {
-    let server = Server::start(HashMap::new());
+    let server = TestServer::with_files(HashMap::new());
     let home = Home::new();
     let m = manager(&home, &server);
     let e = m
@@ -206,8 +130,8 @@ async fn a_dead_store_is_store_unavailable() {
 
 /// The GitHub stand-in with a look-alike org: `acme-corp/service-echo`
 /// v9.9.9 (what `acme.corp/echo` maps to), its asset a working agent.
-async fn lookalike_github() -> fake_github::FakeGitHub {
-    let gh = fake_github::FakeGitHub::start().await;
+async fn lookalike_github() -> FakeGitHub {
+    let gh = FakeGitHub::start().await;
     let suffix = Platform::current().suffix();
     let name = format!("service-echo_9.9.9_{suffix}.tar.gz");
     gh.release(
@@ -215,15 +139,12 @@ async fn lookalike_github() -> fake_github::FakeGitHub {
         "service-echo",
         "v9.9.9",
         false,
-        vec![fake_github::AssetSpec::with_digest(
-            &name,
-            b"not used".to_vec(),
-        )],
+        vec![AssetSpec::with_digest(&name, b"not used".to_vec())],
     );
     gh
 }
 
-fn github_store(gh: &fake_github::FakeGitHub, home: &Home) -> Arc<dyn AgentStore> {
+fn github_store(gh: &FakeGitHub, home: &Home) -> Arc<dyn AgentStore> {
     Arc::new(
         agent_manager::stores::github::GithubStore::builder()
             .api_url(gh.url())
@@ -242,10 +163,10 @@ fn github_store(gh: &fake_github::FakeGitHub, home: &Home) -> Arc<dyn AgentStore
 #[tokio::test]
 async fn the_first_store_listing_an_agent_is_authoritative_a_lookalike_github_org_is_never_asked() {
     let echo = std::fs::read(common::echo()).unwrap();
-    let server = Server::start(layout_for("acme.corp", "1.0.0", &echo, &echo));
+    let server = TestServer::with_files(layout_for("acme.corp", "1.0.0", &echo, &echo));
     let gh = lookalike_github().await;
     let home = Home::new();
-    let http: Arc<dyn AgentStore> = Arc::new(HttpStore::new(server.base.clone()).unwrap());
+    let http: Arc<dyn AgentStore> = Arc::new(HttpStore::new(server.url()).unwrap());
     let m = Manager::builder()
         .home(AgentHome::new(home.path()))
         .stores(vec![http, github_store(&gh, &home)])
@@ -288,7 +209,7 @@ async fn the_first_store_listing_an_agent_is_authoritative_a_lookalike_github_or
 /// nothing; every store is built from the configuration file's values.
 #[tokio::test]
 async fn publisher_scoping_from_the_config_file_keeps_other_stores_out() {
-    let server = Server::start(HashMap::new());
+    let server = TestServer::with_files(HashMap::new());
     let gh = lookalike_github().await;
     let home = Home::new();
     let file = home.path().join("config.toml");
@@ -297,7 +218,7 @@ async fn publisher_scoping_from_the_config_file_keeps_other_stores_out() {
         format!(
             "[stores]\norder = [\"github\", \"http\"]\nhttp = \"{}\"\ngithub-api-url = \"{}\"\n\n\
              [publishers.\"acme.corp\"]\nstores = [\"http\"]\n",
-            server.base,
+            server.url(),
             gh.url()
         ),
     )
@@ -383,7 +304,7 @@ async fn a_bad_config_file_is_kind_config_naming_file_line_and_key() {
 #[tokio::test]
 async fn env_wins_over_the_file_and_the_effective_config_says_so() {
     let echo = std::fs::read(common::echo()).unwrap();
-    let server = Server::start(layout("0.4.0", &echo, &echo));
+    let server = TestServer::with_files(layout("0.4.0", &echo, &echo));
     let home = Home::new();
     let file = home.path().join("config.toml");
     std::fs::write(
@@ -392,7 +313,7 @@ async fn env_wins_over_the_file_and_the_effective_config_says_so() {
     )
     .unwrap();
     let m = Manager::builder()
-        .env_config(env(&home, &[("AGENT_HTTP_STORE", &server.base)]))
+        .env_config(env(&home, &[("AGENT_HTTP_STORE", &server.url())]))
         .build()
         .unwrap();
     // The variable's store is the one built (the file's port 1 would be refused).
@@ -407,7 +328,7 @@ async fn env_wins_over_the_file_and_the_effective_config_says_so() {
     let eff = m.effective_config();
     assert_eq!(eff.file.as_deref(), Some(file.as_path()));
     let http = eff.get("stores.http").unwrap();
-    assert_eq!(http.value, server.base);
+    assert_eq!(http.value, server.url());
     assert_eq!(http.origin.to_string(), "env AGENT_HTTP_STORE");
     let gh = eff.get("stores.github").unwrap();
     assert_eq!(
@@ -501,7 +422,7 @@ async fn a_locked_ref_resolves_without_any_store_and_loads_when_the_digest_match
 #[tokio::test]
 async fn a_binary_that_differs_from_the_lock_is_integrity_not_run_not_cached() {
     let echo = std::fs::read(common::echo()).unwrap();
-    let server = Server::start(layout("0.4.0", &echo, &echo));
+    let server = TestServer::with_files(layout("0.4.0", &echo, &echo));
     let home = Home::new();
     let lockfile = home.path().join("agents.lock");
     write_lock(&lockfile, "0.4.0", &"0".repeat(64));
@@ -509,7 +430,7 @@ async fn a_binary_that_differs_from_the_lock_is_integrity_not_run_not_cached() {
     let dir = cached.parent().unwrap();
     std::fs::create_dir_all(dir).unwrap();
     let watch = common::DirWatch::new(dir);
-    let store: Arc<dyn AgentStore> = Arc::new(HttpStore::new(server.base.clone()).unwrap());
+    let store: Arc<dyn AgentStore> = Arc::new(HttpStore::new(server.url()).unwrap());
     let m = Manager::builder()
         .home(AgentHome::new(home.path()))
         .stores(vec![store])
@@ -611,9 +532,9 @@ async fn publisher_keys_from_the_config_file_are_enforced() {
     };
     let agent: AgentRef = "codefly.dev/echo:0.4.0".parse().unwrap();
 
-    let server = Server::start(layout("0.4.0", &echo, &echo));
+    let server = TestServer::with_files(layout("0.4.0", &echo, &echo));
     let home = Home::new();
-    let m = config(&home, &server.base);
+    let m = config(&home, &server.url());
     let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Untrusted, "{e}");
     assert!(
@@ -638,9 +559,9 @@ async fn publisher_keys_from_the_config_file_are_enforced() {
         Platform::current().suffix()
     );
     files.insert(format!("{url}.minisig"), sig.into_bytes());
-    let server = Server::start(files);
+    let server = TestServer::with_files(files);
     let home = Home::new();
-    let m = config(&home, &server.base);
+    let m = config(&home, &server.url());
     let conn = m.load(&agent, LoadOptions::new()).await.unwrap();
     conn.close().await;
 }
@@ -667,8 +588,8 @@ fn tgz_with_binary(body: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn the_authoritative_store_alone_serves_the_bytes_a_version_it_lacks_is_missing() {
     let echo = std::fs::read(common::echo()).unwrap();
-    let server = Server::start(layout_for("acme.corp", "1.0.0", &echo, &echo));
-    let gh = fake_github::FakeGitHub::start().await;
+    let server = TestServer::with_files(layout_for("acme.corp", "1.0.0", &echo, &echo));
+    let gh = FakeGitHub::start().await;
     let home = Home::new();
     let marker = home.path().join("github-binary-ran");
     let script = format!(
@@ -682,14 +603,14 @@ async fn the_authoritative_store_alone_serves_the_bytes_a_version_it_lacks_is_mi
         "service-echo",
         "v1.1.0",
         false,
-        vec![fake_github::AssetSpec::with_digest(
+        vec![AssetSpec::with_digest(
             &format!("service-echo_1.1.0_{suffix}.tar.gz"),
             tgz_with_binary(script.as_bytes()),
         )],
     );
     let stores = |home: &Home| -> Vec<Arc<dyn AgentStore>> {
         vec![
-            Arc::new(HttpStore::new(server.base.clone()).unwrap()),
+            Arc::new(HttpStore::new(server.url()).unwrap()),
             github_store(&gh, home),
         ]
     };
@@ -747,14 +668,14 @@ async fn a_publisher_table_keeps_the_wildcard_keys_it_does_not_set() {
         .unwrap()
         .trim()
         .to_owned();
-    let server = Server::start(layout_for("acme.corp", "0.4.0", &echo, &echo));
+    let server = TestServer::with_files(layout_for("acme.corp", "0.4.0", &echo, &echo));
     let home = Home::new();
     std::fs::write(
         home.path().join("config.toml"),
         format!(
             "[stores]\nhttp = \"{}\"\ngithub = false\n\n[publishers.\"*\"]\nkeys = [\"{public}\"]\n\n\
              [publishers.\"acme.corp\"]\nstores = [\"http\"]\n",
-            server.base
+            server.url()
         ),
     )
     .unwrap();
@@ -776,61 +697,17 @@ async fn a_publisher_table_keeps_the_wildcard_keys_it_does_not_set() {
 
 /// An HTTP store that lists `acme/echo` 1.0.0 and its digest at once, then
 /// sends the binary one byte per 100 ms (each byte resets a stall timer).
-fn trickling_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let suffix = Platform::current().suffix();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let suffix = suffix.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    return;
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let mut w = stream;
-                let bin = format!("/acme/echo/1.0.0/service-echo_{suffix}");
-                let small = |w: &mut std::net::TcpStream, body: &[u8]| {
-                    let _ = write!(
-                        w,
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = w.write_all(body);
-                };
-                if path == "/acme/echo/versions" {
-                    small(&mut w, b"1.0.0\n");
-                } else if path == format!("{bin}.sha256") {
-                    small(&mut w, format!("{}  x\n", "0".repeat(64)).as_bytes());
-                } else if path == bin {
-                    let _ = write!(
-                        w,
-                        "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\nconnection: close\r\n\r\n"
-                    );
-                    for _ in 0..1_000_000 {
-                        if w.write_all(b"x").and_then(|()| w.flush()).is_err() {
-                            return;
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                } else {
-                    let _ = w.write_all(
-                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    );
-                }
-            });
-        }
-    });
-    base
+fn trickling_server() -> TestServer {
+    let bin = format!(
+        "/acme/echo/1.0.0/service-echo_{}",
+        Platform::current().suffix()
+    );
+    let server = TestServer::start();
+    server.put("/acme/echo/versions", "1.0.0\n");
+    server.put(&format!("{bin}.sha256"), format!("{}  x\n", "0".repeat(64)));
+    server.put(&bin, vec![b'x'; 1_000_000]);
+    server.trickle(&bin, std::time::Duration::from_millis(100));
+    server
 }
 
 /// `[stores] download-timeout = "1s"` and a store trickling one byte per
@@ -839,7 +716,8 @@ fn trickling_server() -> String {
 /// setting with its source.
 #[tokio::test]
 async fn a_trickling_store_is_cut_off_at_the_download_deadline() {
-    let base = trickling_server();
+    let server = trickling_server();
+    let base = server.url();
     let home = Home::new();
     std::fs::write(
         home.path().join("config.toml"),

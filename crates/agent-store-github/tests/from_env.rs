@@ -2,12 +2,10 @@
 //! `GithubStore::from_env()`: the only test in this binary, because it sets
 //! process environment variables.
 
-mod support;
-
 use agent_ref::{AgentRef, Platform};
 use agent_store::AgentStore;
 use agent_store_github::GithubStore;
-use support::fake_github::FakeGitHub;
+use agent_testkit::github::FakeGitHub;
 
 #[tokio::test]
 async fn from_env_reads_api_url_tokens_and_codefly_home() {

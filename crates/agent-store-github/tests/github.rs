@@ -11,9 +11,9 @@ use agent_ref::semver::Version;
 use agent_ref::{AgentHome, AgentRef, ErrorKind, Platform, VersionSpec};
 use agent_store::{AgentStore, Installer, StoreError};
 use agent_store_github::{GithubStore, GithubStoreBuilder};
+use agent_testkit::github::{AssetSpec, FakeGitHub};
 use sha2::{Digest, Sha256};
 use support::archives::{Entry, tgz};
-use support::fake_github::{AssetSpec, FakeGitHub};
 
 const OWNER: &str = "codefly-dev";
 const REPO: &str = "service-echo";

@@ -11,9 +11,9 @@ use std::time::Duration;
 use agent_ref::{AgentHome, AgentKind, AgentRef, ErrorKind, Platform};
 use agent_store::{AgentStore, Installer};
 use agent_store_github::GithubStore;
+use agent_testkit::github::{AssetSpec, FakeGitHub};
 use sha2::{Digest, Sha256};
 use support::archives::{Entry, tgz};
-use support::fake_github::{AssetSpec, FakeGitHub};
 
 fn agent(kind: AgentKind, version: &str) -> AgentRef {
     AgentRef::parse_as(kind, &format!("codefly.dev/echo:{version}")).unwrap()

@@ -17,8 +17,8 @@ use agent_store::{
     trusted_comment,
 };
 use agent_store_github::GithubStore;
+use agent_testkit::github::{AssetSpec, FakeGitHub};
 use support::archives::{Entry, tgz};
-use support::fake_github::{AssetSpec, FakeGitHub};
 
 const BIN: &[u8] = b"#!/bin/sh\necho 'I am service-echo'\n";
 const EVIL: &[u8] = b"#!/bin/sh\necho 'I am not who you think'\n";

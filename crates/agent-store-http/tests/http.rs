@@ -14,13 +14,14 @@ use agent_store::{
     AgentHome, AgentRef, AgentStore, ErrorKind, Installer, Platform, RetryPolicy, StoreChain,
 };
 use agent_store_http::HttpStore;
+use agent_testkit::{assert_nothing_at, dead_pid};
 use common::{Fault, TestServer, payload, publish, sha256_hex};
 
 const CHILD_BASE: &str = "AGENT_STORE_HTTP_TEST_CHILD_BASE";
 const CHILD_HOME: &str = "AGENT_STORE_HTTP_TEST_CHILD_HOME";
 
 fn store(server: &TestServer) -> HttpStore {
-    HttpStore::builder(server.base())
+    HttpStore::builder(common::base(server))
         .connect_timeout(Duration::from_secs(5))
         .stall_timeout(Duration::from_secs(5))
         .build()
@@ -58,26 +59,9 @@ fn final_path(installer: &Installer, agent: &AgentRef) -> std::path::PathBuf {
     installer.home().binary_path(agent).unwrap()
 }
 
-/// Nothing at the final path, and no temp file of ours left behind.
-fn assert_nothing_installed(installer: &Installer, agent: &AgentRef) {
-    let path = final_path(installer, agent);
-    assert!(
-        std::fs::symlink_metadata(&path).is_err(),
-        "{} must not exist",
-        path.display()
-    );
-    if let Ok(rd) = std::fs::read_dir(path.parent().unwrap()) {
-        let temps: Vec<_> = rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".tmp."))
-            .collect();
-        assert!(temps.is_empty(), "temp files left: {temps:?}");
-    }
-}
-
 #[tokio::test]
 async fn happy_path_is_byte_exact_with_record_and_mode() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(3 * 1024 * 1024 + 17);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     let e = env();
@@ -90,7 +74,7 @@ async fn happy_path_is_byte_exact_with_record_and_mode() {
     assert_eq!(std::fs::read(&got.path).unwrap(), bytes);
     assert_eq!(got.sha256, sha256_hex(&bytes));
     assert_eq!(got.size, bytes.len() as u64);
-    let url = format!("http://{}{path}", server.addr);
+    let url = format!("http://{}{path}", server.addr());
     assert_eq!(got.source, format!("http:{url}"));
     let mode = std::fs::metadata(&got.path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o755);
@@ -140,7 +124,7 @@ mod serde_like {
 
 #[tokio::test]
 async fn versions_and_availability() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     server.put(
         "/store/codefly.dev/echo/versions",
         "1.0.0\n1.10.0\n\nv1.2.0\nnot-a-version\n# comment\n1.2.0\n",
@@ -162,7 +146,7 @@ async fn versions_and_availability() {
 
 #[tokio::test]
 async fn not_found_is_artifact_missing() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let e = env();
     let agent = echo("9.9.9");
     let err = fast_chain(store(&server))
@@ -170,12 +154,12 @@ async fn not_found_is_artifact_missing() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ArtifactMissing, "{err}");
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 }
 
 #[tokio::test]
 async fn truncated_body_is_unavailable_retried_and_leaves_nothing() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(1024 * 1024);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     server.fault(&path, &[Fault::Truncate, Fault::Truncate, Fault::Truncate]);
@@ -187,7 +171,7 @@ async fn truncated_body_is_unavailable_retried_and_leaves_nothing() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
     assert_eq!(server.downloads(&path), 3, "retried up to the policy");
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 
     // The same store recovers on the next pull.
     let got = fast_chain(store(&server))
@@ -199,7 +183,7 @@ async fn truncated_body_is_unavailable_retried_and_leaves_nothing() {
 
 #[tokio::test]
 async fn truncated_file_on_the_server_is_integrity() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(200_000);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     // The server's copy lost its tail; the sidecar is for the whole file.
@@ -212,12 +196,12 @@ async fn truncated_file_on_the_server_is_integrity() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     assert_eq!(server.downloads(&path), 1, "integrity is not retried");
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 }
 
 #[tokio::test]
 async fn wrong_sidecar_is_integrity() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(100_000);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     server.put(
@@ -232,12 +216,12 @@ async fn wrong_sidecar_is_integrity() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     assert!(err.to_string().contains("expected sha256"), "{err}");
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 }
 
 #[tokio::test]
 async fn missing_or_garbled_sidecar_is_integrity() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(1000);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     let sidecar = format!("{path}.sha256");
@@ -256,7 +240,7 @@ async fn missing_or_garbled_sidecar_is_integrity() {
         0,
         "nothing downloaded without a digest"
     );
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 
     server.put(&sidecar, "not-hex  service-echo\n");
     let err = fast_chain(store(&server))
@@ -264,12 +248,12 @@ async fn missing_or_garbled_sidecar_is_integrity() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 }
 
 #[tokio::test]
 async fn server_error_then_success_is_retried_by_the_chain() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(300_000);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     server.fault(
@@ -292,7 +276,7 @@ async fn server_error_then_success_is_retried_by_the_chain() {
 
 #[tokio::test]
 async fn persistent_server_error_is_unavailable() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let path = publish(&server, "echo", "1.0.0", b"x");
     server.fault(&format!("{path}.sha256"), &[Fault::Status(502, None); 5]);
     let e = env();
@@ -304,12 +288,12 @@ async fn persistent_server_error_is_unavailable() {
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
     assert!(err.to_string().contains("502"), "{err}");
     assert_eq!(server.hits(&format!("{path}.sha256")), 3);
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 }
 
 #[tokio::test]
 async fn denied_is_not_retried_and_says_so() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let path = publish(&server, "echo", "1.0.0", b"x");
     let sidecar = format!("{path}.sha256");
     server.fault(&sidecar, &[Fault::Status(401, None); 3]);
@@ -327,7 +311,7 @@ async fn denied_is_not_retried_and_says_so() {
         "the credential hint: {msg}"
     );
     assert_eq!(server.hits(&sidecar), 1, "a 401 is not retried");
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 
     // 403 and other 4xx alike.
     server.clear_faults(&sidecar);
@@ -348,7 +332,7 @@ async fn denied_is_not_retried_and_says_so() {
 
 #[tokio::test]
 async fn retry_after_as_an_http_date_is_honoured() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let path = publish(&server, "echo", "1.0.0", b"x");
     let sidecar = format!("{path}.sha256");
     // An hour from now, as an HTTP date: longer than the chain waits, so it
@@ -374,12 +358,12 @@ fn httpdate_in(d: Duration) -> String {
 
 #[tokio::test]
 async fn cross_host_redirect_is_refused_by_default() {
-    let server = TestServer::start().await;
-    let other = TestServer::start().await;
+    let server = TestServer::start();
+    let other = TestServer::start();
     let bytes = payload(5000);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     other.put("/cdn/blob", bytes.clone());
-    let to: &'static str = Box::leak(format!("http://{}/cdn/blob", other.addr).into_boxed_str());
+    let to: &'static str = Box::leak(format!("http://{}/cdn/blob", other.addr()).into_boxed_str());
     server.fault(&path, &[Fault::Redirect(to); 3]);
     let e = env();
     let agent = echo("1.0.0");
@@ -398,22 +382,22 @@ async fn cross_host_redirect_is_refused_by_default() {
         "the foreign host is never asked"
     );
     assert_eq!(server.hits(&path), 1, "a refused redirect is not retried");
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 }
 
 #[tokio::test]
 async fn credentials_go_only_to_their_origin_across_an_allowed_redirect() {
-    let server = TestServer::start().await;
-    let cdn = TestServer::start().await;
+    let server = TestServer::start();
+    let cdn = TestServer::start();
     let bytes = payload(5000);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     cdn.put("/cdn/blob", bytes.clone());
-    let to: &'static str = Box::leak(format!("http://{}/cdn/blob", cdn.addr).into_boxed_str());
+    let to: &'static str = Box::leak(format!("http://{}/cdn/blob", cdn.addr()).into_boxed_str());
     server.fault(&path, &[Fault::Redirect(to)]);
-    let s = HttpStore::builder(server.base())
+    let s = HttpStore::builder(common::base(&server))
         .stall_timeout(Duration::from_secs(5))
         .authorization("Bearer s3cret")
-        .allow_redirect_host(cdn.addr.to_string())
+        .allow_redirect_host(cdn.addr().to_string())
         .build()
         .unwrap();
     assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
@@ -437,7 +421,7 @@ async fn credentials_go_only_to_their_origin_across_an_allowed_redirect() {
 
 #[tokio::test]
 async fn redirects_are_followed() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(5000);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     server.put("/cdn/blob", bytes.clone());
@@ -453,13 +437,13 @@ async fn redirects_are_followed() {
 
 #[tokio::test]
 async fn stalled_body_times_out_as_unavailable() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(1024 * 1024);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     server.fault(&path, &[Fault::StallAfter(300_000)]);
     let e = env();
     let agent = echo("1.0.0");
-    let s = HttpStore::builder(server.base())
+    let s = HttpStore::builder(common::base(&server))
         .stall_timeout(Duration::from_millis(400))
         .build()
         .unwrap();
@@ -470,12 +454,12 @@ async fn stalled_body_times_out_as_unavailable() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
     assert!(err.to_string().contains("stalled"), "{err}");
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 }
 
 #[tokio::test]
 async fn connection_reset_mid_body_is_unavailable() {
-    let server = TestServer::start_resetting().await;
+    let server = TestServer::builder().reset_on_error().start();
     let bytes = payload(2 * 1024 * 1024);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     server.fault(&path, &[Fault::Reset]);
@@ -487,7 +471,7 @@ async fn connection_reset_mid_body_is_unavailable() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 }
 
 #[tokio::test]
@@ -509,12 +493,12 @@ async fn connection_refused_is_unavailable() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
     assert!(err.to_string().contains("cannot connect"), "{err}");
-    assert_nothing_installed(&e.installer, &agent);
+    assert_nothing_at(&final_path(&e.installer, &agent));
 }
 
 #[tokio::test]
 async fn symlinked_cache_path_is_refused() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let path = publish(&server, "echo", "1.0.0", b"bytes");
     let e = env();
     let agent = echo("1.0.0");
@@ -539,16 +523,9 @@ async fn symlinked_cache_path_is_refused() {
     assert_eq!(server.downloads(&path), 0);
 }
 
-fn dead_pid() -> u32 {
-    let mut c = Command::new("true").spawn().unwrap();
-    let pid = c.id();
-    c.wait().unwrap();
-    pid
-}
-
 #[tokio::test]
 async fn stale_temp_from_a_dead_process_is_cleaned() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(10_000);
     publish(&server, "echo", "1.0.0", &bytes);
     let e = env();
@@ -569,7 +546,7 @@ async fn stale_temp_from_a_dead_process_is_cleaned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_tasks_one_download() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(4 * 1024 * 1024);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     // ~64 chunks × 5 ms: long enough that every task arrives mid-download.
@@ -639,14 +616,14 @@ fn child(base: &str, home: &Path) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_one_download() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(4 * 1024 * 1024);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     server.throttle(Some(Duration::from_millis(10)));
     let e = env();
     let home = e.installer.home().root().to_path_buf();
     let children: Vec<_> = (0..4)
-        .map(|_| child(&server.base(), &home).spawn().unwrap())
+        .map(|_| child(&common::base(&server), &home).spawn().unwrap())
         .collect();
     let outputs = tokio::task::spawn_blocking(move || {
         children
@@ -674,15 +651,15 @@ async fn four_processes_one_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_download_leaves_nothing_and_next_pull_succeeds() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(4 * 1024 * 1024);
     let path = publish(&server, "echo", "1.0.0", &bytes);
     server.fault(&path, &[Fault::StallAfter(bytes.len() / 2)]);
     let e = env();
     let agent = echo("1.0.0");
     let home = e.installer.home().root().to_path_buf();
-    let stalled = server.state.stalled.notified();
-    let mut proc = child(&server.base(), &home).spawn().unwrap();
+    let stalled = server.stalled().notified();
+    let mut proc = child(&common::base(&server), &home).spawn().unwrap();
     let pid = proc.id();
     tokio::time::timeout(Duration::from_secs(60), stalled)
         .await

@@ -17,7 +17,7 @@ fn agent(kind: AgentKind, version: &str) -> AgentRef {
 }
 
 fn store(server: &TestServer) -> HttpStore {
-    HttpStore::builder(server.base())
+    HttpStore::builder(common::base(server))
         .connect_timeout(Duration::from_secs(5))
         .stall_timeout(Duration::from_secs(5))
         .build()
@@ -26,7 +26,7 @@ fn store(server: &TestServer) -> HttpStore {
 
 #[tokio::test]
 async fn each_loadable_kind_is_served_under_its_prefixed_name() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let installer = Installer::new(AgentHome::new(dir.path()));
     let suffix = Platform::current().suffix();
@@ -79,7 +79,7 @@ async fn each_loadable_kind_is_served_under_its_prefixed_name() {
 
 #[tokio::test]
 async fn provider_and_solution_are_artifact_missing_without_a_request() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let installer = Installer::new(AgentHome::new(dir.path()));
     let suffix = Platform::current().suffix();

@@ -81,7 +81,7 @@ fn installer(dir: &Path, key: &str) -> Installer {
 }
 
 fn chain(server: &TestServer) -> StoreChain {
-    let store = HttpStore::builder(server.base())
+    let store = HttpStore::builder(common::base(server))
         .stall_timeout(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -113,7 +113,7 @@ async fn refused(server: &TestServer, dir: &Path, key: &str, version: &str, why:
 
 #[tokio::test]
 async fn signed_by_the_publisher_installs_and_everything_else_is_refused() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let key = CliKey::new();
     let bytes = payload(100_000);
     let dir = tempfile::tempdir().unwrap();
@@ -195,7 +195,7 @@ async fn signed_by_the_publisher_installs_and_everything_else_is_refused() {
 
 #[tokio::test]
 async fn without_a_policy_a_signature_is_not_required() {
-    let server = TestServer::start().await;
+    let server = TestServer::start();
     let bytes = payload(10_000);
     publish(&server, "echo", "1.0.0", &bytes);
     let dir = tempfile::tempdir().unwrap();

@@ -133,7 +133,7 @@ fn s_server(dir: &Path) -> (SServer, u16) {
 
 #[tokio::test]
 async fn https_to_http_redirect_is_refused() {
-    let plain = TestServer::start().await;
+    let plain = TestServer::start();
     let path = publish(&plain, "echo", "1.0.0", b"plain http bytes");
     let dir = tempfile::tempdir().unwrap();
     let ca = test_ca(dir.path());
@@ -145,14 +145,14 @@ async fn https_to_http_redirect_is_refused() {
         &file,
         format!(
             "HTTP/1.0 302 Found\r\nLocation: http://{}{path}.sha256\r\nContent-Length: 0\r\n\r\n",
-            plain.addr
+            plain.addr()
         ),
     )
     .unwrap();
     let (_server, port) = s_server(dir.path());
     let store = HttpStore::builder(format!("https://127.0.0.1:{port}/store"))
         .root_certificates(vec![ca])
-        .allow_redirect_host(plain.addr.to_string())
+        .allow_redirect_host(plain.addr().to_string())
         .stall_timeout(Duration::from_secs(10))
         .build()
         .unwrap();

@@ -42,13 +42,7 @@ fn refs(v: &[agent_store::CacheEntry]) -> Vec<String> {
 }
 
 fn lock_path(installer: &Installer, agent: &AgentRef) -> PathBuf {
-    let mut p = installer
-        .home()
-        .binary_path(agent)
-        .unwrap()
-        .into_os_string();
-    p.push(".lock");
-    PathBuf::from(p)
+    agent_testkit::artifact_lock(&installer.home().binary_path(agent).unwrap())
 }
 
 #[tokio::test]
@@ -73,20 +67,6 @@ async fn list_reads_records_and_sees_unrecorded_binaries() {
     assert_eq!(all[2].source, "local");
 }
 
-/// Holds the artifact's lock as an installer in another process would.
-fn hold_lock(installer: &Installer, agent: &AgentRef) -> std::fs::File {
-    let lp = lock_path(installer, agent);
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lp)
-        .unwrap();
-    f.lock().unwrap();
-    f
-}
-
 #[tokio::test]
 async fn remove_waits_for_the_install_lock_and_refuses_when_it_is_not_released() {
     let (_d, installer) = setup();
@@ -94,7 +74,7 @@ async fn remove_waits_for_the_install_lock_and_refuses_when_it_is_not_released()
     install(&installer, &agent, 10).await;
     let path = installer.home().binary_path(&agent).unwrap();
 
-    let held = hold_lock(&installer, &agent);
+    let held = agent_testkit::hold_lock(&lock_path(&installer, &agent), None);
     let cache = Cache::of(&installer).with_lock_timeouts(LockTimeouts {
         wait: Duration::from_millis(500),
         stall: Duration::from_secs(3600),
@@ -223,7 +203,10 @@ async fn touch_and_load_move_last_used_and_prune_skips_a_locked_entry() {
     let after = cache.get(&agent).unwrap().unwrap().last_used;
     assert!(after > before + Duration::from_secs(3600));
 
-    let _held = Arc::new(hold_lock(&installer, &agent));
+    let _held = Arc::new(agent_testkit::hold_lock(
+        &lock_path(&installer, &agent),
+        None,
+    ));
     let report = cache
         .prune(&PrunePolicy {
             keep: Some(0),
@@ -253,7 +236,7 @@ async fn a_lock_wait_says_once_whom_it_waits_for() {
     let (_d, installer) = setup();
     let agent = r("acme/echo:1.0.0");
     install(&installer, &agent, 10).await;
-    let _held = hold_lock(&installer, &agent);
+    let _held = agent_testkit::hold_lock(&lock_path(&installer, &agent), None);
     std::fs::write(lock_path(&installer, &agent), "4242\n").unwrap();
     let out = Captured::default();
     let w = out.clone();

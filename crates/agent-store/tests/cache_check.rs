@@ -29,13 +29,7 @@ async fn install(installer: &Installer, agent: &AgentRef, bytes: &[u8]) -> Insta
 }
 
 fn lock_path(installer: &Installer, agent: &AgentRef) -> PathBuf {
-    let mut p = installer
-        .home()
-        .binary_path(agent)
-        .unwrap()
-        .into_os_string();
-    p.push(".lock");
-    PathBuf::from(p)
+    agent_testkit::artifact_lock(&installer.home().binary_path(agent).unwrap())
 }
 
 /// Runs `f` on a thread and fails (instead of hanging the suite) if it does
@@ -272,23 +266,6 @@ async fn a_failed_record_write_leaves_no_binary() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-/// Holds the artifact's lock as another installer process would (flock on
-/// its own open file, its pid written in).
-fn hold_lock(installer: &Installer, agent: &AgentRef, pid: u32) -> std::fs::File {
-    let lp = lock_path(installer, agent);
-    std::fs::create_dir_all(lp.parent().unwrap()).unwrap();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&lp)
-        .unwrap();
-    f.lock().unwrap();
-    std::fs::write(&lp, format!("{pid}\n")).unwrap();
-    f
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_wait_gives_up_naming_the_holder() {
     let (_d, installer, agent) = setup();
@@ -296,7 +273,7 @@ async fn a_lock_wait_gives_up_naming_the_holder() {
         wait: Duration::from_secs(1),
         stall: Duration::from_secs(3600),
     });
-    let _held = hold_lock(&installer, &agent, 4242);
+    let _held = agent_testkit::hold_lock(&lock_path(&installer, &agent), Some(4242));
     let fut = installer.ensure(&agent, || async {
         installer
             .install_reader(&agent, "t:x", &Expected::default(), &b"x"[..])
@@ -330,7 +307,7 @@ async fn a_stalled_holder_that_is_gone_is_treated_as_dead() {
     });
     // A pid no process can have: the lock is held through a descriptor its
     // holder left behind.
-    let _held = hold_lock(&installer, &agent, 999_999_999);
+    let _held = agent_testkit::hold_lock(&lock_path(&installer, &agent), Some(999_999_999));
     let fut = installer.ensure(&agent, || async {
         installer
             .install_reader(&agent, "t:x", &Expected::default(), &b"fresh"[..])
@@ -420,7 +397,7 @@ async fn a_quiet_live_holder_keeps_its_lock() {
         stall: Duration::from_millis(200),
     });
     let me = std::process::id();
-    let _held = hold_lock(&installer, &agent, me);
+    let _held = agent_testkit::hold_lock(&lock_path(&installer, &agent), Some(me));
     let fut = installer.ensure(&agent, || async {
         installer
             .install_reader(&agent, "t:x", &Expected::default(), &b"intruder"[..])

@@ -13,6 +13,7 @@ use std::time::Duration;
 use agent_store::{
     AgentHome, AgentRef, ErrorKind, Expected, Installed, Installer, Sha256Digest, StoreError,
 };
+use agent_testkit::{assert_nothing_at, dead_pid};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -43,20 +44,6 @@ fn dir_entries(path: &Path) -> Vec<String> {
         }
         Err(_) => Vec::new(),
     }
-}
-
-fn assert_nothing_installed(installer: &Installer, agent: &AgentRef) {
-    let path = installer.home().binary_path(agent).unwrap();
-    assert!(
-        std::fs::symlink_metadata(&path).is_err(),
-        "{} must not exist",
-        path.display()
-    );
-    let leftovers: Vec<String> = dir_entries(&path)
-        .into_iter()
-        .filter(|n| n.contains(".tmp."))
-        .collect();
-    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }
 
 #[tokio::test]
@@ -130,7 +117,7 @@ async fn wrong_digest_is_integrity_and_leaves_nothing() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     assert!(err.to_string().contains("expected sha256"), "{err}");
-    assert_nothing_installed(&installer, &agent);
+    assert_nothing_at(&installer.home().binary_path(&agent).unwrap());
     assert!(installer.record(&agent).unwrap().is_none());
 }
 
@@ -154,7 +141,7 @@ async fn a_pinned_digest_refuses_other_bytes_before_they_reach_the_cache() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     assert!(err.to_string().contains("/p/agents.lock"), "{err}");
-    assert_nothing_installed(&installer, &agent);
+    assert_nothing_at(&installer.home().binary_path(&agent).unwrap());
     assert!(installer.record(&agent).unwrap().is_none());
 
     let pinned = installer.clone().with_pin(agent_store::Pin {
@@ -182,7 +169,7 @@ async fn wrong_size_is_integrity() {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
-        assert_nothing_installed(&installer, &agent);
+        assert_nothing_at(&installer.home().binary_path(&agent).unwrap());
     }
 }
 
@@ -200,7 +187,7 @@ async fn size_cap_stops_the_stream() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     assert!(err.to_string().contains("size cap"), "{err}");
-    assert_nothing_installed(&installer, &agent);
+    assert_nothing_at(&installer.home().binary_path(&agent).unwrap());
 }
 
 /// Yields `good` bytes, then fails like a dropped connection.
@@ -246,7 +233,7 @@ async fn reader_failure_is_store_unavailable_and_leaves_nothing() {
         StoreError::Unavailable { store, .. } => assert_eq!(store, "http"),
         other => panic!("unexpected {other:?}"),
     }
-    assert_nothing_installed(&installer, &agent);
+    assert_nothing_at(&installer.home().binary_path(&agent).unwrap());
 }
 
 #[tokio::test]
@@ -281,7 +268,7 @@ async fn install_file_copies_and_local_read_errors_are_io() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
-    assert_nothing_installed(&installer, &other);
+    assert_nothing_at(&installer.home().binary_path(&other).unwrap());
 }
 
 #[tokio::test]
@@ -326,14 +313,6 @@ async fn symlinked_binary_path_is_refused() {
             .is_symlink()
     );
     assert_eq!(installer.cached(&agent).unwrap_err().kind(), ErrorKind::Io);
-}
-
-/// The pid of a process that has exited and been reaped.
-fn dead_pid() -> u32 {
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let pid = child.id();
-    child.wait().unwrap();
-    pid
 }
 
 #[tokio::test]
@@ -540,7 +519,7 @@ async fn cancelled_install_leaves_nothing() {
     feeder.abort();
     // The writer thread may still be finishing; give it a moment.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_nothing_installed(&installer, &agent);
+    assert_nothing_at(&installer.home().binary_path(&agent).unwrap());
 }
 
 /// `echo__1.0.0-rc.1.json` parses as the pre-release `1.0.0-rc.1.json`

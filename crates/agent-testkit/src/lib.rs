@@ -8,6 +8,10 @@
 //!   nothing, and on machines whose pid 1 does not reap, orphans stay zombies).
 //! - [`vm_rss_kib`], [`vm_hwm_kib`]: this process's memory, for flood tests.
 //! - `registry`: a real OCI registry.
+//! - `http`: a real HTTP server with scripted faults; `github`: the stand-in
+//!   for api.github.com.
+//! - [`dead_pid`], [`artifact_lock`], [`hold_lock`], [`assert_nothing_at`]:
+//!   the installer's files, as another process or a failed install leaves them.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -25,6 +29,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+pub mod github;
+pub mod http;
 pub mod proxy;
 pub mod registry;
 
@@ -200,6 +206,64 @@ pub fn wait_group_gone(pgid: u32, timeout: Duration) -> bool {
 #[must_use]
 pub fn wait_pid_gone(pid: u32, timeout: Duration) -> bool {
     wait_until_gone(timeout, || pid_alive(pid))
+}
+
+/// The pid of a process that has exited and been reaped.
+#[must_use]
+pub fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().expect("run `true`");
+    let pid = child.id();
+    child.wait().expect("reap `true`");
+    pid
+}
+
+/// The lock file the installer takes for the artifact at `binary`
+/// (`{binary}.lock`).
+#[must_use]
+pub fn artifact_lock(binary: &Path) -> PathBuf {
+    let mut p = binary.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Holds the lock file at `path` as an installer in another process would:
+/// its own open file, flocked. With a `holder`, the file names that pid
+/// (`"{pid}\n"`); without, its content is left as it is. Dropping the file
+/// releases the lock.
+pub fn hold_lock(path: &Path, holder: Option<u32>) -> std::fs::File {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("the lock's directory");
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(holder.is_some())
+        .open(path)
+        .expect("open the lock file");
+    f.lock().expect("flock the lock file");
+    if let Some(pid) = holder {
+        std::fs::write(path, format!("{pid}\n")).expect("name the holder");
+    }
+    f
+}
+
+/// Asserts nothing is at `path` (not even a dangling link) and no temp file
+/// (`*.tmp.*`) is left beside it: what a failed install must leave.
+pub fn assert_nothing_at(path: &Path) {
+    assert!(
+        std::fs::symlink_metadata(path).is_err(),
+        "{} must not exist",
+        path.display()
+    );
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let temps: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
 }
 
 fn self_status_kib(field: &str) -> u64 {

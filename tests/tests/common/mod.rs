@@ -159,6 +159,21 @@ pub fn ctl(home: &Home, args: &[&str]) -> Run {
     run(c)
 }
 
+/// Runs `agentctl --home HOME ARGS…` in `cwd` with `env` set, and without
+/// the lock file, config file and signing password of the calling environment.
+pub fn ctl_env(home: &Home, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut c = agentctl(home);
+    c.env_remove("CODEFLY_AGENT_LOCKFILE")
+        .env_remove("CODEFLY_CONFIG")
+        .env_remove("CODEFLY_SIGN_PASSWORD")
+        .current_dir(cwd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.args(args);
+    run(c)
+}
+
 /// The names created in, or moved into, one directory while a watch is held
 /// (inotify: every event, however brief the file's life, so a test can
 /// prove a file never appeared, not merely that it is gone now).

@@ -1,5 +1,5 @@
 #![allow(dead_code, missing_docs, unreachable_pub)]
-//! Test support: `FakeGitHub` (the stand-in for api.github.com) and tarball builders.
+//! Test support: release tarballs, good and hostile. The GitHub stand-in is
+//! `agent_testkit::github`.
 
 pub mod archives;
-pub mod fake_github;

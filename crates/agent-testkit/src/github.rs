@@ -1,10 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    dead_code,
-    unreachable_pub
-)]
 //! `FakeGitHub`: THE STAND-IN FOR api.github.com. GitHub cannot be reached
 //! from the machines these tests run on, so this is a real hyper HTTP/1.1
 //! server on 127.0.0.1 answering the documented REST calls the store makes,
@@ -25,10 +18,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -37,10 +30,17 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// Locks the state, whether or not a panicking test poisoned it.
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// An asset to publish.
 #[derive(Clone)]
 pub struct AssetSpec {
+    /// The file name.
     pub name: String,
+    /// The bytes served for it.
     pub bytes: Vec<u8>,
     /// The `digest` field: `Some("sha256:…")`, or `None` for `null` (older releases).
     pub digest: Option<String>,
@@ -79,8 +79,11 @@ struct Rel {
 /// A request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The path and query string.
     pub path_and_query: String,
+    /// The request headers.
     pub headers: HeaderMap,
+    /// The status answered.
     pub status: u16,
 }
 
@@ -95,6 +98,7 @@ struct State {
     seen: Vec<Seen>,
 }
 
+/// The server; see the [module](self) documentation.
 pub struct FakeGitHub {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
@@ -108,9 +112,12 @@ impl Drop for FakeGitHub {
 }
 
 impl FakeGitHub {
+    /// Binds a loopback port and serves on the current runtime, no releases yet.
     pub async fn start() -> FakeGitHub {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("the bound address");
         let state = Arc::new(Mutex::new(State {
             next_id: 100,
             ..State::default()
@@ -141,6 +148,7 @@ impl FakeGitHub {
         format!("http://{}", self.addr)
     }
 
+    /// The bound port.
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -154,7 +162,7 @@ impl FakeGitHub {
         prerelease: bool,
         assets: Vec<AssetSpec>,
     ) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = lock(&self.state);
         s.next_id += 1;
         let id = s.next_id;
         let assets = assets
@@ -178,38 +186,35 @@ impl FakeGitHub {
     /// A draft (only visible to the repo's owner on GitHub; listed here to check it is skipped).
     pub fn draft(&self, owner: &str, repo: &str, tag: &str) {
         self.release(owner, repo, tag, false, vec![]);
-        self.state
-            .lock()
-            .unwrap()
-            .releases
-            .last_mut()
-            .unwrap()
-            .draft = true;
+        if let Some(r) = lock(&self.state).releases.last_mut() {
+            r.draft = true;
+        }
     }
 
     /// `releases/latest` answers 404 (only pre-releases, or none marked latest).
     pub fn no_latest(&self) {
-        self.state.lock().unwrap().no_latest = true;
+        lock(&self.state).no_latest = true;
     }
 
     /// Every API request answers 403 with an exhausted limit resetting at `reset` (unix seconds).
     pub fn exhaust_rate_limit(&self, reset: u64) {
-        self.state.lock().unwrap().rate_limit_reset = Some(reset);
+        lock(&self.state).rate_limit_reset = Some(reset);
     }
 
     /// Every API request answers 429 with `Retry-After: {value}` (a secondary
     /// limit: seconds or an HTTP date), without `x-ratelimit-remaining: 0`.
     pub fn secondary_limit(&self, value: &str) {
-        self.state.lock().unwrap().secondary_limit = Some(value.to_owned());
+        lock(&self.state).secondary_limit = Some(value.to_owned());
     }
 
     /// Asset downloads redirect to `base` + `/download/…` instead of this server.
     pub fn redirect_assets_to(&self, base: &str) {
-        self.state.lock().unwrap().redirect_assets_to = Some(base.to_owned());
+        lock(&self.state).redirect_assets_to = Some(base.to_owned());
     }
 
+    /// Every request so far, in order.
     pub fn seen(&self) -> Vec<Seen> {
-        self.state.lock().unwrap().seen.clone()
+        lock(&self.state).seen.clone()
     }
 
     /// Requests whose path starts with `prefix`.
@@ -220,13 +225,14 @@ impl FakeGitHub {
             .count()
     }
 
+    /// Requests answered with `status`.
     pub fn count_status(&self, status: u16) -> usize {
         self.seen().iter().filter(|s| s.status == status).count()
     }
 }
 
 fn handle(st: &Mutex<State>, addr: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let mut s = st.lock().unwrap();
+    let mut s = lock(st);
     let pq = req
         .uri()
         .path_and_query()
@@ -256,7 +262,7 @@ fn route(s: &State, addr: SocketAddr, req: &Request<Incoming>, pq: &str) -> Resp
                         .header(header::CONTENT_TYPE, "application/octet-stream")
                         .header(header::CONTENT_LENGTH, a.bytes.len())
                         .body(Full::new(Bytes::from(a.bytes.clone())))
-                        .unwrap();
+                        .expect("a valid response");
                 }
             }
         }
@@ -270,11 +276,11 @@ fn route(s: &State, addr: SocketAddr, req: &Request<Incoming>, pq: &str) -> Resp
         });
         let mut r = json_response(403, &body);
         let h = r.headers_mut();
-        h.insert("x-ratelimit-limit", "60".parse().unwrap());
-        h.insert("x-ratelimit-remaining", "0".parse().unwrap());
-        h.insert("x-ratelimit-reset", reset.to_string().parse().unwrap());
-        h.insert("x-ratelimit-used", "60".parse().unwrap());
-        h.insert("x-ratelimit-resource", "core".parse().unwrap());
+        h.insert("x-ratelimit-limit", HeaderValue::from_static("60"));
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+        h.insert("x-ratelimit-used", HeaderValue::from_static("60"));
+        h.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
         return r;
     }
 
@@ -284,8 +290,10 @@ fn route(s: &State, addr: SocketAddr, req: &Request<Incoming>, pq: &str) -> Resp
             "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
         });
         let mut r = json_response(429, &body);
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, value.parse().unwrap());
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            value.parse().expect("a Retry-After value"),
+        );
         return r;
     }
 
@@ -349,7 +357,7 @@ fn route(s: &State, addr: SocketAddr, req: &Request<Incoming>, pq: &str) -> Resp
                     .header(header::LOCATION, location)
                     .header(header::CONTENT_LENGTH, 0)
                     .body(Full::new(Bytes::new()))
-                    .unwrap()
+                    .expect("a valid response")
             } else {
                 json_response(200, &asset_json(&base, r, aid, a))
             }
@@ -385,7 +393,7 @@ fn route(s: &State, addr: SocketAddr, req: &Request<Incoming>, pq: &str) -> Resp
                     page + 1
                 );
                 resp.headers_mut()
-                    .insert(header::LINK, link.parse().unwrap());
+                    .insert(header::LINK, link.parse().expect("a Link value"));
             }
             resp
         }
@@ -399,14 +407,14 @@ fn route(s: &State, addr: SocketAddr, req: &Request<Incoming>, pq: &str) -> Resp
 fn with_api_headers(req: &Request<Incoming>, resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     let (mut parts, body) = resp.into_parts();
     let h = &mut parts.headers;
-    h.insert("x-ratelimit-limit", "60".parse().unwrap());
-    h.insert("x-ratelimit-remaining", "59".parse().unwrap());
-    h.insert("x-ratelimit-reset", "4102444800".parse().unwrap());
-    h.insert("x-ratelimit-used", "1".parse().unwrap());
-    h.insert("x-ratelimit-resource", "core".parse().unwrap());
+    h.insert("x-ratelimit-limit", HeaderValue::from_static("60"));
+    h.insert("x-ratelimit-remaining", HeaderValue::from_static("59"));
+    h.insert("x-ratelimit-reset", HeaderValue::from_static("4102444800"));
+    h.insert("x-ratelimit-used", HeaderValue::from_static("1"));
+    h.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
     h.insert(
         "x-github-api-version-selected",
-        "2022-11-28".parse().unwrap(),
+        HeaderValue::from_static("2022-11-28"),
     );
     let etag = h
         .get(header::ETAG)
@@ -428,7 +436,7 @@ fn with_api_headers(req: &Request<Incoming>, resp: Response<Full<Bytes>>) -> Res
 }
 
 fn json_response(status: u16, v: &Value) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec_pretty(v).unwrap();
+    let body = serde_json::to_vec_pretty(v).expect("JSON");
     let etag = format!("W/\"{}\"", hex::encode(Sha256::digest(&body)));
     Response::builder()
         .status(status)
@@ -436,7 +444,7 @@ fn json_response(status: u16, v: &Value) -> Response<Full<Bytes>> {
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
         .header(header::CONTENT_LENGTH, body.len())
         .body(Full::new(Bytes::from(body)))
-        .unwrap()
+        .expect("a valid response")
 }
 
 fn not_found(doc: &str) -> Response<Full<Bytes>> {
@@ -451,7 +459,7 @@ fn plain(status: u16, text: &str) -> Response<Full<Bytes>> {
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Full::new(Bytes::from(text.to_owned())))
-        .unwrap()
+        .expect("a valid response")
 }
 
 fn user_json(base: &str, login: &str, id: u64) -> Value {
