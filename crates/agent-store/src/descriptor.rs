@@ -526,10 +526,36 @@ fn go_escape(plain: &str) -> String {
 mod tests {
     use super::*;
 
+    const TEST_MANIFEST: &[u8] = b"\
+schema_version: codefly.provider-manifest/v0
+protocol_version: codefly.provider/v0
+state_schema_versions: [1]
+agent:
+  kind: codefly:provider
+  publisher: acme
+  name: p
+  version: 1.0.0
+default_deletion_policy: retain
+permissions:
+  required:
+    - id: read-record
+      action: read
+      resource: records/*
+      resource_type: record
+      reason: Reads records
+      risk: low
+resource_types:
+  - id: record
+    actions: [observe]
+state:
+  schema_versions: [1]
+diagnostic_namespace: codefly.echo.
+";
+
     #[test]
     fn go_json_escapes_like_encoding_json() {
         let agent = AgentRef::parse_as(agent_ref::AgentKind::Provider, "acme/p:1.0.0").unwrap();
-        let mut d = Descriptor::build(&agent, "provider-p", b"bin", b"m").unwrap();
+        let mut d = Descriptor::build(&agent, "provider-p", b"bin", TEST_MANIFEST).unwrap();
         d.name = "a<b>&c".to_owned();
         let json = go_json(&d);
         assert!(json.contains(r#""name":"a\u003cb\u003e\u0026c""#), "{json}");
