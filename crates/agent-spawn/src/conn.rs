@@ -20,6 +20,9 @@ use crate::attach::{AttachInfo, Attached};
 use crate::supervise::{AgentEvent, GaveUp, SupervisedChannel, SupervisedConn, WeakSupervised};
 use crate::{Endpoint, Handshake, StderrRing, TokenInterceptor};
 
+/// How long an exit report waits for the agent's last stderr bytes.
+pub(crate) const STDERR_SETTLE: Duration = Duration::from_secs(2);
+
 /// The channel of one agent process: tonic's channel plus its token.
 pub(crate) type DirectChannel = InterceptedService<Channel, TokenInterceptor>;
 
@@ -417,7 +420,9 @@ impl AgentConn {
         self.supervised().and_then(SupervisedConn::failure)
     }
 
-    /// Resolves when the agent process has exited and been reaped.
+    /// Resolves when the agent process has exited and been reaped, and what it
+    /// wrote to stderr before it exited is in [`stderr_tail`](Self::stderr_tail)
+    /// (waiting at most [`STDERR_SETTLE`] for a descendant that holds stderr open).
     ///
     /// When the agent (the group leader) exits, whatever it left in its
     /// process group is killed. The future does not keep the connection alive.
@@ -426,7 +431,15 @@ impl AgentConn {
     /// unknown); never without a pid.
     pub fn exited(&self) -> Pin<Box<dyn Future<Output = ExitInfo> + Send + 'static>> {
         match &self.repr {
-            Repr::Spawned(inner) => Box::pin(wait_exit(inner.parts.exit_rx.clone())),
+            Repr::Spawned(inner) => {
+                let exit = inner.parts.exit_rx.clone();
+                let mut eof = inner.parts.stderr_eof.clone();
+                Box::pin(async move {
+                    let info = wait_exit(exit).await;
+                    let _ = tokio::time::timeout(STDERR_SETTLE, eof.wait_for(|done| *done)).await;
+                    info
+                })
+            }
             Repr::Supervised(s) => Box::pin(s.exited()),
             Repr::Attached(a) => Box::pin(wait_exit(a.exit_rx.clone())),
         }

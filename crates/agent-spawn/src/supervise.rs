@@ -37,12 +37,10 @@ use tonic::body::Body;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
+use crate::conn::STDERR_SETTLE;
 use crate::{
     AgentChannel, AgentConn, Endpoint, ExitInfo, SpawnError, SpawnOptions, StderrRing, StderrSink,
 };
-
-/// How long an exit report waits for the agent's last stderr bytes.
-const STDERR_SETTLE: Duration = Duration::from_secs(2);
 
 /// When a supervised agent is started again after it exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
