@@ -114,6 +114,6 @@ pub use error::{ManagerError, NOT_FOUND_REMEDY, StoreAnswer};
 pub use manager::{ActiveAgent, LoadOptions, Manager, ManagerBuilder, StderrSink};
 
 /// The README's examples, compiled as doctests so they stay true.
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
