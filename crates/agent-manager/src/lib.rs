@@ -32,8 +32,8 @@
 //! - **`close`**: [`AgentConn::close`] stops it gracefully: SIGTERM to its
 //!   process group, the grace period ([`LoadOptions::grace`], default 30 s),
 //!   then SIGKILL; idempotent, every caller gets the same exit.
-//! - **`cleanup`**: [`Manager::cleanup`]`(unique)` (Go: `Cleanup`) and
-//!   [`Manager::cleanup_all`] (Go: `CleanupAll`) close, as `close` does,
+//! - **`cleanup`**: [`Manager::cleanup`]`(unique)` and
+//!   [`Manager::cleanup_all`] close, as `close` does,
 //!   every listed agent that is still alive, whoever holds handles to it.
 //! - **The manager dropped**: the registry goes with the last clone of the
 //!   [`Manager`]; agents it *owned* (loaded with [`LoadOptions::managed`])
