@@ -79,6 +79,8 @@
 //! an allowlist. Files the host's user can read (`~/.docker/config.json`) stay
 //! readable by an agent running as that user: the environment is what the
 //! host controls, not the file system.
+// The library has no unsafe code; its unit tests call libc to set up cases.
+#![cfg_attr(not(test), forbid(unsafe_code))]
 
 mod attach;
 pub mod compat;

@@ -148,7 +148,7 @@ fn start() -> io::Result<OwnedFd> {
 /// The watchdog process. Async-signal-safe calls only; never returns.
 #[allow(unsafe_code)]
 unsafe fn watchdog_main(fd: RawFd, table: &mut [libc::pid_t]) -> ! {
-    // SAFETY (whole function): plain syscalls on our own fds and memory.
+    // SAFETY: plain syscalls on our own fds and memory (the whole function).
     unsafe {
         libc::setpgid(0, 0);
         for sig in [

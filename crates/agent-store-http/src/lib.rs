@@ -44,6 +44,7 @@
 //! println!("{}", installed.path.display());
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::time::Duration;

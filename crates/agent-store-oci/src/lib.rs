@@ -48,6 +48,7 @@
 //! println!("{}", installed.path.display());
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 
 mod config;
 mod errors;

@@ -20,6 +20,7 @@
 //! It is a crate of its own, not a module of `agent-store`, so that the trait
 //! crate (and the Nix store, and an app using only the Nix store) does not
 //! pull hyper and rustls.
+#![forbid(unsafe_code)]
 
 mod body;
 mod client;
