@@ -59,14 +59,19 @@
 //! authority and publisher scoping ([`stores`]). A lock file
 //! ([`ManagerBuilder::lockfile`], [`lock`]) pins versions and digests.
 //!
-//! # Features and re-exports
+//! # Features
 //!
-//! One Cargo feature per store: `oci`, `http`, `nix`, `github` (default: all).
-//! With `default-features = false, features = ["oci"]` no other store crate is
-//! built. The stores are re-exported under [`stores`] (`stores::oci`,
+//! One Cargo feature per store; with `default-features = false, features =
+//! ["oci"]` no other store crate is built.
+//!
+#![doc = document_features::document_features!()]
+//!
+//! # Re-exports
+//!
+//! The stores are re-exported under [`stores`] (`stores::oci`,
 //! `stores::http`, `stores::nix`, `stores::github`, each behind its feature),
 //! the lower crates under short names, so an app needs this one dependency:
-//! [`reference`] (refs, versions, the home), [`store`] (the trait, the
+//! [`reference`](mod@reference) (refs, versions, the home), [`store`] (the trait, the
 //! installer, the chain), [`spawn`] (processes and connections), [`protocol`]
 //! (the host↔agent contract). The Go package's file helpers are in [`compat`].
 //!
