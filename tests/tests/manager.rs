@@ -319,7 +319,7 @@ fn store_credentials_in_the_hosts_environment_never_reach_an_agent() {
     for v in SECRETS {
         c.env(v, format!("secret-{v}"));
     }
-    c.env("H5_UNLISTED_VAR", "kept-unless-allowlisted");
+    c.env("EXTRA_UNLISTED_VAR", "kept-unless-allowlisted");
     let out = c.output().unwrap();
     let text = format!(
         "{}{}",
@@ -350,7 +350,7 @@ async fn credentials_child() {
     }
     assert!(
         env.iter()
-            .any(|e| e == "H5_UNLISTED_VAR=kept-unless-allowlisted")
+            .any(|e| e == "EXTRA_UNLISTED_VAR=kept-unless-allowlisted")
     );
     assert!(env.iter().any(|e| e.starts_with("CODEFLY_AGENT_TOKEN=")));
     conn.close().await;
@@ -367,7 +367,7 @@ async fn credentials_child() {
         .unwrap();
     let env = agent_environ(conn.pid());
     assert!(
-        !env.iter().any(|e| e.starts_with("H5_UNLISTED_VAR=")),
+        !env.iter().any(|e| e.starts_with("EXTRA_UNLISTED_VAR=")),
         "{env:?}"
     );
     assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");

@@ -400,6 +400,7 @@ impl LoadOptions {
     /// even after every handle the app held is gone. Default `false`: the
     /// agent dies with the last handle the app holds (the registry only
     /// lists it and can still close it).
+    #[doc(alias = "Managed")]
     pub fn managed(mut self, on: bool) -> Self {
         self.managed = Some(on);
         self
