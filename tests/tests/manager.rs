@@ -199,7 +199,7 @@ async fn a_binary_that_disagrees_with_its_record_is_not_run() {
     assert!(err.stderr_tail().unwrap_or_default().contains("tampered"));
 }
 
-/// Drop semantics (issue 12 §4): by default the registry lists an agent but
+/// Drop semantics: by default the registry lists an agent but
 /// does not keep it alive; dropping the app's last handle stops it.
 #[tokio::test]
 async fn an_agent_dies_with_the_apps_last_handle_even_while_listed() {
@@ -221,7 +221,7 @@ async fn an_agent_dies_with_the_apps_last_handle_even_while_listed() {
 }
 
 /// `LoadOptions::managed(true)` (go-plugin's `Managed`): the registry owns
-/// the agent until `cleanup`, and the seed's `Cleanup(unique)` still works.
+/// the agent until `cleanup`, and the Go loader's `Cleanup(unique)` still works.
 #[tokio::test]
 async fn a_managed_agent_lives_until_cleanup() {
     let home = Home::new();
@@ -240,8 +240,8 @@ async fn a_managed_agent_lives_until_cleanup() {
     assert!(m.active().is_empty());
 }
 
-/// A stderr sink in the builder's defaults reaches every load (it used to be
-/// dropped silently), and a per-load sink replaces it.
+/// A stderr sink in the builder's defaults reaches every load,
+/// and a per-load sink replaces it.
 #[tokio::test]
 async fn the_default_stderr_sink_applies_to_every_load() {
     let home = Home::new();
@@ -301,7 +301,7 @@ const SECRETS: [&str; 4] = [
     "AGENT_REGISTRY_PASSWORD",
 ];
 
-/// Credentials never reach agents (issue 13 §3): with the store credentials
+/// Credentials never reach agents: with the store credentials
 /// set in the manager's own environment, a loaded agent-echo's environment
 /// has none of them; an allowlist clears the rest too. Runs in a child
 /// process (the `#[ignore]`d helper below) so that setting the variables
@@ -319,7 +319,7 @@ fn store_credentials_in_the_hosts_environment_never_reach_an_agent() {
     for v in SECRETS {
         c.env(v, format!("secret-{v}"));
     }
-    c.env("H5_UNLISTED_VAR", "kept-unless-allowlisted");
+    c.env("EXTRA_UNLISTED_VAR", "kept-unless-allowlisted");
     let out = c.output().unwrap();
     let text = format!(
         "{}{}",
@@ -350,7 +350,7 @@ async fn credentials_child() {
     }
     assert!(
         env.iter()
-            .any(|e| e == "H5_UNLISTED_VAR=kept-unless-allowlisted")
+            .any(|e| e == "EXTRA_UNLISTED_VAR=kept-unless-allowlisted")
     );
     assert!(env.iter().any(|e| e.starts_with("CODEFLY_AGENT_TOKEN=")));
     conn.close().await;
@@ -367,7 +367,7 @@ async fn credentials_child() {
         .unwrap();
     let env = agent_environ(conn.pid());
     assert!(
-        !env.iter().any(|e| e.starts_with("H5_UNLISTED_VAR=")),
+        !env.iter().any(|e| e.starts_with("EXTRA_UNLISTED_VAR=")),
         "{env:?}"
     );
     assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");

@@ -154,12 +154,12 @@ fn github_store(gh: &FakeGitHub, home: &Home) -> Arc<dyn AgentStore> {
     )
 }
 
-/// Dependency confusion (issue 13 §1): `acme.corp/echo` 1.0.0 on the HTTP
+/// Dependency confusion: `acme.corp/echo` 1.0.0 on the HTTP
 /// store and a look-alike GitHub org publishing v9.9.9. `latest` is 1.0.0
 /// from the HTTP store (the first store listing any version is
 /// authoritative), and GitHub is never asked; with the HTTP store down,
 /// neither `latest` nor the exact 9.9.9 goes to GitHub: `store-unavailable`
-/// naming the HTTP store. (On the old code, versions were merged: 9.9.9.)
+/// naming the HTTP store. Versions are never merged across stores.
 #[tokio::test]
 async fn the_first_store_listing_an_agent_is_authoritative_a_lookalike_github_org_is_never_asked() {
     let echo = std::fs::read(common::echo()).unwrap();

@@ -1,5 +1,5 @@
-//! The Go side of `cargo xtask bench`: a seed-faithful Go loader and a
-//! grpc-go agent shaped like the seed's `agents.Serve` (sources in
+//! The Go side of `cargo xtask bench`: the Go loader, faithful to the
+//! original, and a grpc-go agent shaped like its `agents.Serve` (sources in
 //! `xtask/go-loader/`), built with Debian's Go toolchain and
 //! `golang-google-grpc-dev` in GOPATH mode (no module download). When either
 //! is missing the bench says "skipped: …" and measures the rest.

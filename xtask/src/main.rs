@@ -1,6 +1,7 @@
 //! `cargo xtask <job>`: everything that is more than one cargo command.
 //!
-//! - `test`: fmt check, clippy `-D warnings`, every test, `cargo deny`.
+//! - `test`: fmt check, clippy `-D warnings`, rustdoc `-D warnings`, a publish
+//!   dry run, every test, `cargo deny`.
 //! - `demo`: build the example agent, install it, load it, call it, close it.
 //! - `bench`: the measured figures, side by side (`target/bench/bench.json`).
 //! - `release`: release archives and `SHA256SUMS`, optionally pushed to a registry.
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
         "help" | "-h" | "--help" => {
             println!(
                 "usage: cargo xtask <test|demo|bench|release|fuzz> [args]\n  \
-                 test [--no-lint]   fmt, clippy -D warnings, every test, cargo deny\n  \
+                 test [--no-lint]   fmt, clippy and rustdoc -D warnings, publish dry run, every test, cargo deny\n  \
                  demo               build, install, load, call and close the example agent\n  \
                  bench [--quick] [-n N] [--agent PATH] [--pull-mib M]\n  \
                  release [--registry R] [--publisher P] [--out DIR]\n  \
@@ -98,6 +99,24 @@ fn test(args: &[String]) -> Result<()> {
             "warnings",
         ]);
         run("clippy", clippy)?;
+        // Broken intra-doc links and malformed docs fail, as docs.rs would show them.
+        let mut docs = cargo();
+        docs.args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        run("doc", docs)?;
+        // Every published crate packages: manifests complete, no unpublished
+        // dependency left, every file it needs inside it. `--no-verify`: the
+        // build is the one above, not a second one from the packaged sources.
+        let mut package = cargo();
+        package.args([
+            "publish",
+            "--workspace",
+            "--dry-run",
+            "--no-verify",
+            "--locked",
+            "--allow-dirty",
+        ]);
+        run("publish dry run", package)?;
     }
     let mut t = cargo();
     t.args(["test", "--workspace", "--all-targets"]);

@@ -218,7 +218,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 /// `--release` pins to the newest release (never below what is installed);
-/// otherwise the seed's `latest` resolution.
+/// otherwise the Go loader's `latest` resolution.
 async fn resolve_or_pin(m: &Manager, agent: &AgentRef, release: bool) -> Result<AgentRef, Failure> {
     Ok(if release {
         m.pin_to_latest_release(agent).await?

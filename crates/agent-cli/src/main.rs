@@ -40,8 +40,8 @@ fn main() -> ExitCode {
     let json = cli.json;
     // One thread: every command is one task waiting on I/O (hashing and
     // writing run on their own threads), and a load on a current-thread
-    // runtime needs no wake-up of a second worker (`agentctl bench` p50
-    // 1.96–1.99 → 1.74–1.83 ms on agent-echo; a 256 MiB pull unchanged).
+    // runtime needs no wake-up of a second worker (`agentctl bench` measures
+    // the load).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

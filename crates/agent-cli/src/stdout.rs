@@ -1,7 +1,7 @@
 //! Standard output that a closed pipe does not turn into a panic.
 //!
 //! `println!` panics when stdout is gone (`agentctl ls | head -1`). Every
-//! stdout line goes through [`write`] instead: a reader that went away ends
+//! stdout line goes through [`write`](fn@write) instead: a reader that went away ends
 //! the process quietly with status 0, as `ripgrep` does (the output
 //! was not wanted any more; agents still running are ended by the host
 //! watchdog, as on any host exit); any other write error is reported as
@@ -9,14 +9,14 @@
 
 use std::io::{self, Write as _};
 
-/// Prints like `print!`, through [`write`].
+/// Prints like `print!`, through [`write`](fn@write).
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::stdout::write(format_args!($($arg)*), false)
     };
 }
 
-/// Prints like `println!`, through [`write`].
+/// Prints like `println!`, through [`write`](fn@write).
 macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::stdout::write(format_args!($($arg)*), true)

@@ -243,7 +243,7 @@ mod tests {
         owner.close().await;
     }
 
-    /// Not attach, but H7's other wiring in this crate: `LoadOptions::restart`.
+    /// Not attach, but wired beside it in this crate: `LoadOptions::restart`.
     /// The registry keeps a supervised agent across its restarts.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_load_with_restart_survives_a_crash_and_stays_listed() {

@@ -4,20 +4,22 @@ use std::io;
 use std::path::Path;
 
 /// Copies `src` to `dst`, creating or truncating `dst` with `src`'s
-/// permissions (Go: `CopyFile`). Returns the bytes copied.
+/// permissions. Returns the bytes copied.
 ///
 /// # Errors
 /// Any I/O error from reading `src` or writing `dst`.
+#[doc(alias = "CopyFile")]
 pub fn copy_file(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> io::Result<u64> {
     // std::fs::copy copies the permission bits too (and uses copy_file_range on Linux).
     std::fs::copy(src, dst)
 }
 
 /// Renames `src` to `dst`; across file systems (`EXDEV`), copies then removes
-/// `src` (Go: `MoveFile`).
+/// `src`.
 ///
 /// # Errors
 /// The rename's error when it is not a cross-device one, else the copy's or removal's.
+#[doc(alias = "MoveFile")]
 pub fn move_file(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> io::Result<()> {
     let (src, dst) = (src.as_ref(), dst.as_ref());
     match std::fs::rename(src, dst) {
@@ -35,7 +37,8 @@ fn is_cross_device(e: &io::Error) -> bool {
 }
 
 /// The current platform's `{os}_{arch}` suffix as Go names them, e.g.
-/// `linux_amd64` (Go: `PlatformSuffix`).
+/// `linux_amd64`.
+#[doc(alias = "PlatformSuffix")]
 #[must_use]
 pub fn platform_suffix() -> String {
     agent_ref::platform_suffix()

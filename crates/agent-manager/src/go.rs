@@ -1,7 +1,7 @@
 //! # From the Go package: every exported identifier and its Rust counterpart
 //!
-//! For people coming from codefly's Go `agents/manager`: v0.1.156, the seed
-//! this crate rewrites, and v0.3.x (the load options of the sandbox and
+//! For people coming from codefly's Go `agents/manager`: v0.1.156, the Go
+//! loader this crate rewrites, and v0.3.x (the load options of the sandbox and
 //! authority layer, the stale-socket sweep, the admission sentinel), with
 //! the agent kinds of its `resources` package. Each exported identifier is
 //! listed beside its counterpart here, or the reason there is none. Paths

@@ -32,8 +32,8 @@
 //! - **`close`**: [`AgentConn::close`] stops it gracefully: SIGTERM to its
 //!   process group, the grace period ([`LoadOptions::grace`], default 30 s),
 //!   then SIGKILL; idempotent, every caller gets the same exit.
-//! - **`cleanup`**: [`Manager::cleanup`]`(unique)` (Go: `Cleanup`) and
-//!   [`Manager::cleanup_all`] (Go: `CleanupAll`) close, as `close` does,
+//! - **`cleanup`**: [`Manager::cleanup`]`(unique)` and
+//!   [`Manager::cleanup_all`] close, as `close` does,
 //!   every listed agent that is still alive, whoever holds handles to it.
 //! - **The manager dropped**: the registry goes with the last clone of the
 //!   [`Manager`]; agents it *owned* (loaded with [`LoadOptions::managed`])
@@ -59,14 +59,19 @@
 //! authority and publisher scoping ([`stores`]). A lock file
 //! ([`ManagerBuilder::lockfile`], [`lock`]) pins versions and digests.
 //!
-//! # Features and re-exports
+//! # Features
 //!
-//! One Cargo feature per store: `oci`, `http`, `nix`, `github` (default: all).
-//! With `default-features = false, features = ["oci"]` no other store crate is
-//! built. The stores are re-exported under [`stores`] (`stores::oci`,
+//! One Cargo feature per store; with `default-features = false, features =
+//! ["oci"]` no other store crate is built.
+//!
+#![doc = document_features::document_features!()]
+//!
+//! # Re-exports
+//!
+//! The stores are re-exported under [`stores`] (`stores::oci`,
 //! `stores::http`, `stores::nix`, `stores::github`, each behind its feature),
 //! the lower crates under short names, so an app needs this one dependency:
-//! [`reference`] (refs, versions, the home), [`store`] (the trait, the
+//! [`reference`](mod@reference) (refs, versions, the home), [`store`] (the trait, the
 //! installer, the chain), [`spawn`] (processes and connections), [`protocol`]
 //! (the host↔agent contract). The Go package's file helpers are in [`compat`].
 //!
@@ -79,6 +84,8 @@
 //! an allowlist. Files the host's user can read (`~/.docker/config.json`) stay
 //! readable by an agent running as that user: the environment is what the
 //! host controls, not the file system.
+// The library has no unsafe code; its unit tests call libc to set up cases.
+#![cfg_attr(not(test), forbid(unsafe_code))]
 
 mod attach;
 pub mod compat;
@@ -114,6 +121,6 @@ pub use error::{ManagerError, NOT_FOUND_REMEDY, StoreAnswer};
 pub use manager::{ActiveAgent, LoadOptions, Manager, ManagerBuilder, StderrSink};
 
 /// The README's examples, compiled as doctests so they stay true.
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

@@ -136,7 +136,7 @@ impl ManagerBuilder {
     /// timeouts, grace, work dir, env, args, the stderr sink, lifeline, …);
     /// [`load_defaults`](Self::load_defaults) and each load's
     /// [`LoadOptions`] apply on top. A stderr sink here applies to every load
-    /// that does not set its own (it used to be dropped).
+    /// that does not set its own.
     pub fn spawn_options(mut self, opts: SpawnOptions) -> Self {
         self.base = opts;
         self
@@ -279,8 +279,9 @@ impl ManagerBuilder {
 /// an async worker, with each chunk read (not split into lines).
 pub use agent_spawn::StderrSink;
 
-/// Per-load settings on top of the manager's defaults (Go: the `LoadOption`s).
+/// Per-load settings on top of the manager's defaults.
 /// Unset fields keep the default; `Clone` (the sink is shared).
+#[doc(alias = "LoadOption")]
 #[derive(Default, Clone)]
 #[must_use]
 pub struct LoadOptions {
@@ -324,12 +325,14 @@ impl LoadOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    /// How long to wait for the handshake line (Go: `WithStartupTimeout`).
+    /// How long to wait for the handshake line.
+    #[doc(alias = "WithStartupTimeout")]
     pub fn startup_timeout(mut self, d: Duration) -> Self {
         self.startup_timeout = Some(d);
         self
     }
-    /// How long to wait for the gRPC connection and health (Go: `WithDialTimeout`).
+    /// How long to wait for the gRPC connection and health.
+    #[doc(alias = "WithDialTimeout")]
     pub fn dial_timeout(mut self, d: Duration) -> Self {
         self.dial_timeout = Some(d);
         self
@@ -339,7 +342,8 @@ impl LoadOptions {
         self.grace = Some(d);
         self
     }
-    /// The agent's working directory, exported as `CODEFLY_AGENT_WORKDIR` (Go: `WithWorkDir`).
+    /// The agent's working directory, exported as `CODEFLY_AGENT_WORKDIR`.
+    #[doc(alias = "WithWorkDir")]
     pub fn workdir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.workdir = Some(dir.into());
         self
@@ -355,8 +359,9 @@ impl LoadOptions {
         self.args.push(arg.into());
         self
     }
-    /// Tee the agent's stderr to `sink` as it arrives (Go: `WithLogWriter`).
+    /// Tee the agent's stderr to `sink` as it arrives.
     /// Called from a plain thread with each chunk read.
+    #[doc(alias = "WithLogWriter")]
     pub fn stderr_sink(mut self, sink: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
         self.stderr_sink = Some(Arc::new(sink));
         self
@@ -395,6 +400,7 @@ impl LoadOptions {
     /// even after every handle the app held is gone. Default `false`: the
     /// agent dies with the last handle the app holds (the registry only
     /// lists it and can still close it).
+    #[doc(alias = "Managed")]
     pub fn managed(mut self, on: bool) -> Self {
         self.managed = Some(on);
         self
@@ -661,7 +667,7 @@ impl Manager {
         }
     }
 
-    /// `latest` and requirements → a concrete version (Go: `ResolveLatest`):
+    /// `latest` and requirements → a concrete version:
     /// a ref the lock file lists → its locked version, no store asked; with
     /// `CODEFLY_AGENT_SOURCE=local` the local cache only; else the local
     /// cache, then the authoritative store (the first, in order, that lists
@@ -672,6 +678,7 @@ impl Manager {
     /// [`ManagerError::NotFound`] (`binary-not-found`, or `store-unavailable`
     /// when a store could not be asked) listing every answer;
     /// [`ManagerError::NotLocked`] under `locked` for a ref the lock does not list.
+    #[doc(alias = "ResolveLatest")]
     pub async fn resolve(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
         if let Some(pinned) = self.inner.lock.pin(agent, &self.inner.platform)? {
             debug!(agent = %agent, pinned = %pinned, "resolved from the lock file");
@@ -685,11 +692,12 @@ impl Manager {
     }
 
     /// The newest version the authoritative store offers, never lower than
-    /// one already installed (Go: `PinToLatestRelease`). A locked ref gives
-    /// its locked version. Exact versions are returned untouched.
+    /// one already installed. A locked ref gives its locked version. Exact
+    /// versions are returned untouched.
     ///
     /// # Errors
     /// As [`Manager::resolve`].
+    #[doc(alias = "PinToLatestRelease")]
     pub async fn pin_to_latest_release(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
         if let Some(pinned) = self.inner.lock.pin(agent, &self.inner.platform)? {
             return Ok(pinned);
@@ -815,7 +823,7 @@ impl Manager {
     ) -> Result<AgentConn, ManagerError> {
         let span = info_span!("load", agent = %agent);
         async {
-            // CODEFLY_AGENT_ATTACH (H7, src/attach.rs): attach instead of spawning.
+            // CODEFLY_AGENT_ATTACH (src/attach.rs): attach instead of spawning.
             let dial = opts.dial_timeout.or(self.inner.defaults.dial_timeout);
             let dial = dial.unwrap_or(crate::attach::DEFAULT_ATTACH_TIMEOUT);
             if let Some(conn) = self.attach_if_listed(agent, dial).await? {
@@ -992,14 +1000,16 @@ impl Manager {
     }
 
     /// Closes every agent registered under `unique` (gracefully, concurrently)
-    /// and unregisters it (Go: `Cleanup`). Returns how many were closed.
+    /// and unregisters it. Returns how many were closed.
+    #[doc(alias = "Cleanup")]
     pub async fn cleanup(&self, unique: &str) -> usize {
         let entries = self.lock_active().remove(unique).unwrap_or_default();
         close_all(entries).await
     }
 
     /// Closes every registered agent (gracefully, concurrently) and empties the
-    /// registry (Go: `CleanupAll`). Returns how many were closed.
+    /// registry. Returns how many were closed.
+    #[doc(alias = "CleanupAll")]
     pub async fn cleanup_all(&self) -> usize {
         let entries: Vec<Entry> = self.lock_active().drain().flat_map(|(_, v)| v).collect();
         close_all(entries).await

@@ -1,5 +1,5 @@
 //! Version resolution: `latest` and requirements → one concrete version, in
-//! the seed's order (`ResolveLatest` / `PinToLatestRelease`).
+//! the Go loader's order (`ResolveLatest` / `PinToLatestRelease`).
 
 use agent_ref::semver::Version;
 use agent_ref::{AgentHome, AgentRef, AgentSource, ErrorKind, Platform, VersionSpec};
@@ -98,7 +98,7 @@ fn local_answer(home: &AgentHome, agent: &AgentRef, spec: &VersionSpec) -> Store
     }
 }
 
-/// `latest`/requirement → concrete, in the seed's order:
+/// `latest`/requirement → concrete, in the Go loader's order:
 /// `CODEFLY_AGENT_SOURCE=local` → local scan only; otherwise the local scan
 /// first (a local build wins), then the stores (the highest matching version
 /// of the authoritative store: the first that lists any version), then the
@@ -152,8 +152,8 @@ pub(crate) async fn resolve(
 }
 
 /// The newest release the stores offer, but never lower than a version
-/// already installed (Go: `PinToLatestRelease`, which fell back to the local
-/// scan when GitHub had nothing). With `CODEFLY_AGENT_SOURCE=local` only the
+/// already installed (the Go loader's `PinToLatestRelease`, which fell back to
+/// the local scan when GitHub had nothing). With `CODEFLY_AGENT_SOURCE=local` only the
 /// local scan is used. Exact versions pass through untouched.
 pub(crate) async fn pin_to_latest_release(
     home: &AgentHome,

@@ -1,4 +1,4 @@
-//! The facade is pick-and-choose (issue 12 §4): with one store feature, no
+//! The facade is pick-and-choose: with one store feature, no
 //! other store crate is in the dependency graph, and an app outside the
 //! workspace builds against the facade with only `http`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]

@@ -20,9 +20,26 @@
 //!   the caller's runtime has shut down or the caller went away.
 //!
 //! [`watchdog`] adds the other half of the lifecycle: a tiny per-host process
-//! that kills the registered process groups when the host dies (see its docs
-//! for the mechanisms weighed). [`spawn`] starts agents: its own group, only
-//! the descriptors named, optionally the very file that was checked.
+//! that kills the registered process groups when the host dies
+//! (ARCHITECTURE.md weighs the alternatives). [`spawn`] starts agents: its own
+//! group, only the descriptors named, optionally the very file that was checked.
+//!
+//! ```
+//! use std::os::unix::process::CommandExt as _;
+//! use std::process::Command;
+//! use std::time::Duration;
+//!
+//! use agent_process::AgentProcess;
+//!
+//! // A child that leads its own process group, owned from here on.
+//! let child = Command::new("sleep").arg("30").process_group(0).spawn()?;
+//! let process = AgentProcess::adopt(child, true)?;
+//! // SIGTERM to the group; SIGKILL 5 s later to whatever is left of it.
+//! process.terminate(Duration::from_secs(5));
+//! let exit = process.wait_timeout(Duration::from_secs(30)).expect("reaped");
+//! assert_eq!(exit.signal, Some(libc::SIGTERM));
+//! # Ok::<(), std::io::Error>(())
+//! ```
 //!
 //! ## Platforms: two backends behind this one API
 //!

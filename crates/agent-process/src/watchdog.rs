@@ -2,29 +2,14 @@
 //!
 //! `PR_SET_PDEATHSIG` kills an agent when its host dies, but only the agent:
 //! its own children (a grpcio agent's helper, a shell's pipeline) are
-//! reparented and live on. Mechanisms weighed (cost per load measured with
-//! `load_latency`; see the crate's note):
-//!
-//! - **a per-host watchdog process** (this module): forked once, on first use,
-//!   it holds one end of a socket pair whose other end only the host holds.
-//!   The host sends `register(pgid)` after each spawn and `forget(pgid)` when it
-//!   reaps. When the host dies, for whatever reason (SIGKILL included), the
-//!   kernel closes the host's end, the watchdog reads EOF and SIGKILLs every
-//!   group still registered, then exits. Per load: two `send` calls (~µs); per
-//!   host: one fork and one sleeping process (~1 MiB RSS shared copy-on-write,
-//!   nothing touched). Works for any agent, foreign ones included, and needs no
-//!   privilege. Its group ids are pinned while any member lives, which is exactly
-//!   the case it is for (survivors); a group whose members are all gone has
-//!   nothing to kill.
-//! - **`PR_SET_CHILD_SUBREAPER`** on the host: orphaned grandchildren would be
-//!   reparented to the host, which helps it clean up while alive, but does
-//!   nothing once the host itself is dead — the case that matters here.
-//! - **a pid namespace per agent** (`CLONE_NEWPID`): the kernel kills the whole
-//!   namespace when its init dies, which is the strongest guarantee, but it
-//!   needs `CAP_SYS_ADMIN` (or a user namespace, which changes what the agent
-//!   sees of uids and files), and the agent as pid 1 ignores every signal it
-//!   has no handler for — a graceful SIGTERM close would silently wait out the
-//!   grace period for most agents. Not usable as the default.
+//! reparented and live on. The watchdog covers them: forked once, on first
+//! use, it holds one end of a socket pair whose other end only the host holds.
+//! The host sends `register(pgid)` after each spawn and `forget(pgid)` when it
+//! reaps. When the host dies, for whatever reason (SIGKILL included), the
+//! kernel closes the host's end, the watchdog reads EOF and SIGKILLs every
+//! group still registered, then exits. It works for any agent, foreign ones
+//! included, and needs no privilege. Why a watchdog rather than a subreaper
+//! or a pid namespace: ARCHITECTURE.md, "Nothing outlives the host".
 //!
 //! The watchdog runs without exec: it is a fork of the host that only makes
 //! async-signal-safe calls (`recv`, `killpg`, `close`, `_exit`) on memory
@@ -163,7 +148,7 @@ fn start() -> io::Result<OwnedFd> {
 /// The watchdog process. Async-signal-safe calls only; never returns.
 #[allow(unsafe_code)]
 unsafe fn watchdog_main(fd: RawFd, table: &mut [libc::pid_t]) -> ! {
-    // SAFETY (whole function): plain syscalls on our own fds and memory.
+    // SAFETY: plain syscalls on our own fds and memory (the whole function).
     unsafe {
         libc::setpgid(0, 0);
         for sig in [

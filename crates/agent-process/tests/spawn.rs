@@ -77,17 +77,22 @@ fn only_stdio_and_the_kept_descriptor_survive_exec() {
     let file = tempfile::tempfile().unwrap();
     // A descriptor the host holds without close-on-exec (as if inherited),
     // and one the child is meant to get; both at known numbers.
+    // SAFETY: dup2 of a descriptor we own onto free numbers; closed below.
     let leaked = unsafe { libc::dup2(file.as_raw_fd(), 40) };
+    // SAFETY: as above.
     let kept = unsafe { libc::dup2(file.as_raw_fd(), 41) };
     assert_eq!((leaked, kept), (40, 41));
     assert_eq!(
+        // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags.
         unsafe { libc::fcntl(40, libc::F_GETFD) } & libc::FD_CLOEXEC,
         0
     );
+    // SAFETY: sets a flag on descriptor 41, which this test owns.
     unsafe { libc::fcntl(41, libc::F_SETFD, libc::FD_CLOEXEC) };
     let mut e = exec(Path::new("/bin/sh"), &["-c", "ls /dev/fd"]);
     e.keep_fd = Some(41);
     let (code, out) = finish(spawn_in_group_blocking(e).unwrap());
+    // SAFETY: closes the two descriptors this test made; nothing else uses them.
     unsafe {
         libc::close(40);
         libc::close(41);
@@ -155,6 +160,7 @@ struct Umask(libc::mode_t);
 
 impl ChildSetup for Umask {
     unsafe fn apply(&self) -> Result<(), i32> {
+        // SAFETY: umask only sets the child's file mode mask.
         unsafe { libc::umask(self.0) };
         Ok(())
     }
@@ -226,6 +232,7 @@ fn terminate_reaches_the_whole_group() {
 
 /// No such process, or only its zombie (reparented, awaiting its new parent).
 fn gone(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the pid exists.
     if unsafe { libc::kill(pid, 0) } != 0 {
         return true;
     }
@@ -253,12 +260,14 @@ fn a_helper_that_left_the_group_is_stopped_with_it() {
         .unwrap();
     // Wait until the helper is in its own session.
     for _ in 0..100 {
+        // SAFETY: getsid only reads.
         if unsafe { libc::getsid(helper) } == helper {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(
+        // SAFETY: getsid only reads.
         unsafe { libc::getsid(helper) },
         helper,
         "setsid did not run"
@@ -279,6 +288,7 @@ fn a_helper_that_left_the_group_is_stopped_with_it() {
         assert!(is_gone, "the setsid helper {helper} outlived its agent");
     } else {
         // Documented gap of the portable backend: clean up ourselves.
+        // SAFETY: the helper is this test's own grandchild, seen alive above.
         unsafe { libc::kill(helper, libc::SIGKILL) };
     }
 }

@@ -64,7 +64,7 @@ impl fmt::Display for Endpoint {
 /// 1–65535 written without leading zeros.
 ///
 /// `Display` writes the canonical line, which [`Handshake::parse`] reads back
-/// to the same value: `1|PORT` for protocol 1 on `127.0.0.1` (the seed's form),
+/// to the same value: `1|PORT` for protocol 1 on `127.0.0.1` (the Go loader's form),
 /// `V|dns:///ADDR` for other TCP addresses, `V|unix:PATH` for sockets.
 ///
 /// ```
@@ -137,7 +137,7 @@ impl Handshake {
         Handshake { version, endpoint }
     }
 
-    /// Protocol 1 on `127.0.0.1:port`, printed `1|PORT` (what the seed's agents print).
+    /// Protocol 1 on `127.0.0.1:port`, printed `1|PORT` (what the Go loader's agents print).
     #[must_use]
     pub fn v1_port(port: u16) -> Handshake {
         Handshake::tcp(1, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))

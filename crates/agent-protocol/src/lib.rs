@@ -22,6 +22,7 @@
 //! assert_eq!(h.endpoint, Endpoint::Tcp("127.0.0.1:50051".parse().unwrap()));
 //! # Ok::<(), agent_protocol::HandshakeError>(())
 //! ```
+#![forbid(unsafe_code)]
 
 mod env;
 mod handshake;

@@ -161,10 +161,11 @@ impl AgentHome {
         Ok(out)
     }
 
-    /// The highest installed version of `agent` that satisfies `spec` (Go: `FindLocalLatest`).
+    /// The highest installed version of `agent` that satisfies `spec`.
     ///
     /// # Errors
     /// I/O errors from scanning the directory.
+    #[doc(alias = "FindLocalLatest")]
     pub fn find_local(&self, agent: &AgentRef, spec: &VersionSpec) -> io::Result<Option<Version>> {
         Ok(spec.pick(self.installed_versions(agent)?.iter()))
     }

@@ -55,6 +55,7 @@
 //!
 //! The parser has a `cargo fuzz` target in `crates/agent-ref/fuzz`
 //! (`cargo +nightly fuzz run parse_ref`).
+#![forbid(unsafe_code)]
 
 mod error;
 mod home;

@@ -48,7 +48,8 @@ impl Platform {
         }
     }
 
-    /// `{os}_{arch}`, e.g. `linux_amd64` (the seed's `PlatformSuffix`).
+    /// `{os}_{arch}`, e.g. `linux_amd64`.
+    #[doc(alias = "PlatformSuffix")]
     #[must_use]
     pub fn suffix(&self) -> String {
         format!("{}_{}", self.os, self.arch)
@@ -109,7 +110,8 @@ fn go_arch(arch: &str) -> &str {
     }
 }
 
-/// The current platform's suffix, e.g. `linux_amd64` (Go: `PlatformSuffix`).
+/// The current platform's suffix, e.g. `linux_amd64`.
+#[doc(alias = "PlatformSuffix")]
 #[must_use]
 pub fn platform_suffix() -> String {
     Platform::current().suffix()

@@ -85,11 +85,11 @@ impl AgentRef {
         Self::parse_as(AgentKind::Service, s)
     }
 
-    /// Parses `[publisher/]name[:version]` as a reference of `kind`
-    /// (Go: `ParseAgent(ctx, kind, input)`).
+    /// Parses `[publisher/]name[:version]` as a reference of `kind`.
     ///
     /// # Errors
     /// [`RefError`] naming the part that does not validate.
+    #[doc(alias = "ParseAgent")]
     pub fn parse_as(kind: AgentKind, s: &str) -> Result<Self, RefError> {
         let s = s.trim();
         let (path, version) = match s.split_once(':') {
@@ -166,13 +166,15 @@ impl AgentRef {
         self.version.exact()
     }
 
-    /// `publisher/name:version` (Go: `Identifier()`).
+    /// `publisher/name:version`.
+    #[doc(alias = "Identifier")]
     #[must_use]
     pub fn identifier(&self) -> String {
         format!("{}/{}:{}", self.publisher, self.name, self.version)
     }
 
-    /// `kind::publisher/name:version`, the key of the active-connection registry (Go: `Unique()`).
+    /// `kind::publisher/name:version`, the key of the active-connection registry.
+    #[doc(alias = "Unique")]
     #[must_use]
     pub fn unique(&self) -> String {
         format!("{}::{}", self.kind, self.identifier())

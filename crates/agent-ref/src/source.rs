@@ -5,7 +5,8 @@ use crate::RefError;
 /// The environment variable that selects where `latest` is resolved from.
 pub const AGENT_SOURCE_ENV: &str = "CODEFLY_AGENT_SOURCE";
 
-/// Where `latest` versions come from (the seed's `AgentSourceEnv`).
+/// Where `latest` versions come from.
+#[doc(alias = "AgentSourceEnv")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AgentSource {
     /// Local scan first, then the remote stores, then local again.
@@ -53,7 +54,8 @@ impl AgentSource {
         }
     }
 
-    /// The seed's `AgentSourceLocal()`.
+    /// Whether `latest` comes from the local cache only.
+    #[doc(alias = "AgentSourceLocal")]
     #[must_use]
     pub fn is_local(self) -> bool {
         self == AgentSource::Local

@@ -106,8 +106,8 @@ fn confinement_applies_in_a_clone_vm_vfork_child() {
         )
     };
     assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
-    // SAFETY: we own both ends; the write end must close here for read_to_string to end.
     let mut out = String::new();
+    // SAFETY: we own both ends; the write end must close here for read_to_string to end.
     unsafe {
         libc::close(fds[1]);
         std::fs::File::from_raw_fd(fds[0])

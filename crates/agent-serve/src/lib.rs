@@ -175,8 +175,8 @@ impl Agent {
         }
     }
 
-    /// Announce protocol 1: `1|PORT` over TCP (what the Go seed's agents
-    /// print), `1|unix:/abs/path` over a unix socket.
+    /// Announce protocol 1: `1|PORT` over TCP (what the Go loader's
+    /// agents print), `1|unix:/abs/path` over a unix socket.
     #[must_use]
     pub fn protocol_v1(mut self) -> Self {
         self.protocol = Protocol::V1;

@@ -23,6 +23,7 @@ use crate::{Endpoint, ExitInfo, TokenInterceptor};
 /// `agentctl load --hold --json` prints, and what `CODEFLY_AGENT_ATTACH` holds.
 ///
 /// `Debug` never shows the token.
+#[doc(alias = "ReattachConfig")]
 #[derive(Clone, PartialEq, Eq)]
 pub struct AttachInfo {
     /// The agent's pid, when known: the handle then notices when it exits

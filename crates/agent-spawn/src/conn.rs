@@ -457,7 +457,7 @@ impl AgentConn {
     }
 
     /// Stops the agent: ends this host's connection to it (calls still in
-    /// flight on the channel fail with `UNAVAILABLE`, as after the seed's
+    /// flight on the channel fail with `UNAVAILABLE`, as after the Go loader's
     /// `conn.Close()`), then SIGTERM to its group, up to the grace period for
     /// it to exit, then SIGKILL to the group; reaps it, kills whatever is left
     /// of the group, and removes the socket directory. With no connection of

@@ -439,7 +439,7 @@ async fn handshake(
 }
 
 /// The socket under a channel, so that closing an agent can end our side of
-/// the connection before the agent is asked to stop (as the seed's
+/// the connection before the agent is asked to stop (as the Go loader's
 /// `cc.Close()` before SIGTERM): a graceful server then has no open
 /// connection to drain and exits at once.
 ///

@@ -426,7 +426,7 @@ impl fmt::Debug for SupervisedConn {
 }
 
 /// Starts `program` under supervision: like [`spawn`](crate::spawn), then
-/// restarts it as `policy` says (see the [module docs](self)).
+/// restarts it as `policy` says (see [`RestartPolicy`]).
 ///
 /// The first start is not retried: its failure is returned as is. Later
 /// starts reuse `opts` (the stderr sink receives every agent's stderr).
@@ -844,7 +844,7 @@ type InnerResponse = <AgentChannel as Service<http::Request<Body>>>::Response;
 /// A channel to whichever agent of a [`SupervisedConn`] is current.
 ///
 /// A tower service like tonic's `Channel`: build generated clients on it.
-/// Transport failures are `UNAVAILABLE`; see the [module docs](self).
+/// Transport failures are `UNAVAILABLE`; see [`supervise`].
 #[derive(Clone)]
 pub struct SupervisedChannel {
     state: watch::Receiver<Snapshot>,

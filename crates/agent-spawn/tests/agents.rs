@@ -219,6 +219,7 @@ async fn a_setsid_helper_is_gone_after_close() {
     let helper = helper.expect("the helper's pid on stderr");
     // SAFETY: getsid only reads.
     assert_eq!(
+        // SAFETY: getsid only reads.
         unsafe { libc::getsid(helper) },
         helper,
         "not in its own session"

@@ -65,6 +65,7 @@ async fn secrets_and_descriptors_do_not_reach_the_agent() {
         // SAFETY: set before any agent is spawned by this test binary's only test.
         unsafe { std::env::set_var(name, format!("host-secret-{i}")) };
     }
+    // SAFETY: as above, before any agent is spawned.
     unsafe {
         std::env::set_var("H1_PLAIN_VAR", "plain");
         std::env::set_var("H1_REMOVED_VAR", "removed");
@@ -77,6 +78,7 @@ async fn secrets_and_descriptors_do_not_reach_the_agent() {
     let leaked_fd = unsafe { libc::dup(leaked_file.as_file().as_raw_fd()) };
     assert!(leaked_fd > 2);
     assert_eq!(
+        // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags.
         unsafe { libc::fcntl(leaked_fd, libc::F_GETFD) } & libc::FD_CLOEXEC,
         0
     );
@@ -147,6 +149,7 @@ async fn secrets_and_descriptors_do_not_reach_the_agent() {
     }
     assert!(r.env.contains_key("CODEFLY_AGENT_TOKEN"));
 
+    // SAFETY: `leaked_fd` is this test's own descriptor, used by nothing else now.
     unsafe { libc::close(leaked_fd) };
 }
 

@@ -43,6 +43,7 @@ fn recycled_host() {
         .unwrap();
 
     // 2. It dies and is reaped: its pid is free again.
+    // SAFETY: kill of our own agent, alive until this signal (its pid is ours).
     unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGKILL) };
     rt2.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -91,6 +92,7 @@ fn recycled_host() {
 
 #[test]
 fn an_unrelated_group_with_a_recycled_id_survives() {
+    // SAFETY: geteuid only reads.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root (a pid namespace and ns_last_pid)");
         return;

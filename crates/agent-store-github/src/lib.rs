@@ -76,6 +76,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 
 mod api;
 pub mod archive;

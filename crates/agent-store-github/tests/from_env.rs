@@ -36,6 +36,7 @@ async fn from_env_reads_api_url_tokens_and_codefly_home() {
 
     // GITHUB_TOKEN wins over GH_TOKEN.
     gh.release("codefly-dev", "service-other", "v0.3.0", false, vec![]);
+    // SAFETY: as above, the only test in this binary.
     unsafe { std::env::set_var("GITHUB_TOKEN", "actions-token") };
     let other: AgentRef = "codefly.dev/other".parse().unwrap();
     let store = GithubStore::from_env().unwrap().unwrap();
@@ -50,6 +51,7 @@ async fn from_env_reads_api_url_tokens_and_codefly_home() {
     );
 
     // A bad URL is a configuration error, reported as store-unavailable.
+    // SAFETY: as above.
     unsafe { std::env::set_var("GITHUB_API_URL", "not a url") };
     let e = GithubStore::from_env().unwrap_err();
     assert_eq!(e.kind(), agent_ref::ErrorKind::StoreUnavailable);

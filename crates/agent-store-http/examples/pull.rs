@@ -1,7 +1,7 @@
 //! Pulls one agent from an HTTP store into a home and reports wall time and
 //! peak RSS: `pull BASE_URL REF HOME` → `{"ms":…,"vmhwm_kib":…,"size":…}`.
 //!
-//! Measuring against curl (issue #5): serve a directory holding
+//! Measuring against curl: serve a directory holding
 //! `codefly.dev/big/1.0.0/service-big_linux_amd64` (+ `.sha256`) with the
 //! `serve_dir` example, then compare
 //! `curl -s -o OUT http://ADDR/codefly.dev/big/1.0.0/service-big_linux_amd64`

@@ -16,7 +16,7 @@
 //!   lines are skipped).
 //!
 //! Configured by `AGENT_HTTP_STORE` ([`HttpStore::from_env`]). The body is
-//! streamed into the [`Installer`](agent_store::Installer) (never buffered),
+//! streamed into the [`Installer`] (never buffered),
 //! with `Content-Length` as the expected size. Statuses map as every network
 //! store maps them ([`agent_store_transport::classify`]): 404/410 are
 //! `artifact-missing`; 401, 403 and the other 4xx are denied (kind
@@ -44,6 +44,7 @@
 //! println!("{}", installed.path.display());
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::time::Duration;

@@ -63,6 +63,7 @@
 //! assert!(installed.source.starts_with("nix:/nix/store/"));
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 
 mod error;
 mod run;

@@ -81,7 +81,8 @@ impl Credentials {
 ///
 /// `ghcr.io/codefly-dev` puts service agent `codefly.dev/echo` at
 /// `ghcr.io/codefly-dev/agents/codefly.dev/service-echo` (and reads the
-/// seed's `ghcr.io/codefly-dev/agents/codefly.dev/echo` when that does not exist).
+/// Go loader's `ghcr.io/codefly-dev/agents/codefly.dev/echo` when that does
+/// not exist).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryConfig {
     host: String,
@@ -265,7 +266,7 @@ impl RegistryConfig {
         ))
     }
 
-    /// The repository of `agent` in the seed's layout,
+    /// The repository of `agent` in the Go loader's layout,
     /// `{prefix}/agents/{publisher}/{name}`, read only when the current one
     /// does not exist.
     #[must_use]

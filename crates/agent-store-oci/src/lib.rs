@@ -4,10 +4,10 @@
 //! An agent `publisher/name:version` of a kind with artifact prefix P
 //! ([`agent_ref::AgentKind::prefix`]) lives at
 //! `{registry}/{prefix}/agents/{publisher}/P-{name}:{version}` (codefly
-//! v0.3.x, and what [`push`] writes), or, in the seed's layout, at
+//! v0.3.x, and what [`push`] writes), or, in the Go loader's layout, at
 //! `{registry}/{prefix}/agents/{publisher}/{name}:{version}`. Both are one
 //! store and one authority: the first repository that exists answers for
-//! versions and pulls, and their tags are never merged (a stale seed
+//! versions and pulls, and their tags are never merged (a stale Go loader
 //! repository cannot add versions to a current one). The artifact is
 //! shaped like `oras push` makes it: one layer titled `P-{name}`
 //! (`org.opencontainers.image.title`), an empty config, `artifactType`
@@ -48,6 +48,7 @@
 //! println!("{}", installed.path.display());
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 
 mod config;
 mod errors;

@@ -34,7 +34,7 @@ pub(crate) const MANIFEST_ACCEPT: [&str; 4] = [
 const TAG_PAGE: usize = 1000;
 
 /// An agent store on an OCI registry: `{registry}/{prefix}/agents/{publisher}/{P}-{name}:{version}`,
-/// or the seed's `…/agents/{publisher}/{name}:{version}` when the first does not exist.
+/// or the Go loader's `…/agents/{publisher}/{name}:{version}` when the first does not exist.
 #[derive(Clone)]
 pub struct OciStore {
     config: RegistryConfig,
@@ -211,7 +211,7 @@ impl OciStore {
 
     /// The layer of `agent` for `platform`. The current repository is asked
     /// first; only when its manifest is missing *and* the repository does not
-    /// exist is the seed's repository asked (one authority, never both).
+    /// exist is the Go loader's repository asked (one authority, never both).
     async fn resolve(&self, agent: &AgentRef, platform: &Platform) -> Result<Resolved, StoreError> {
         Self::refuse_kind(agent)?;
         let [current, legacy] = self.config.repositories(agent);
@@ -340,7 +340,7 @@ impl AgentStore for OciStore {
     }
 
     /// The semver tags (a leading `v` is accepted) of the first repository
-    /// that exists, current layout first, then the seed's; other tags are
+    /// that exists, current layout first, then the Go loader's; other tags are
     /// left out. The two lists are never merged. An agent the registry does
     /// not know has no versions.
     async fn versions(

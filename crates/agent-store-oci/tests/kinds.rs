@@ -1,8 +1,8 @@
 //! Every kind through `OciStore` on the REAL registry (Debian's
 //! `docker-registry`, started by `agent_testkit`): codefly v0.3.x's
-//! `agents/{publisher}/{prefix}-{name}`, the seed's `agents/{publisher}/{name}`,
+//! `agents/{publisher}/{prefix}-{name}`, the Go loader's `agents/{publisher}/{name}`,
 //! and one authority between them. `oras` is not packaged by Debian, so the
-//! seed-layout artifacts are PUT by hand in the exact shape `oras push` 1.0
+//! Go-loader-layout artifacts are PUT by hand in the exact shape `oras push` 1.0
 //! writes (unknown config type, title annotations, a README beside the binary).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -136,7 +136,7 @@ async fn each_kind_is_pushed_and_pulled_at_its_prefixed_repository() {
             got.path.display()
         );
     }
-    // Nothing was written to the seed's layout.
+    // Nothing was written to the Go loader's layout.
     let legacy = Reference::with_tag(
         reg.addr().to_string(),
         "agents/codefly.dev/echo".into(),
@@ -155,7 +155,7 @@ async fn each_kind_is_pushed_and_pulled_at_its_prefixed_repository() {
 }
 
 #[tokio::test]
-async fn the_seed_repository_answers_when_the_current_one_does_not_exist() {
+async fn the_go_loader_repository_answers_when_the_current_one_does_not_exist() {
     let reg = registry();
     let tmp = tempfile::tempdir().unwrap();
     oras_push(
@@ -211,7 +211,7 @@ async fn when_both_exist_only_the_current_repository_answers() {
     )
     .await
     .unwrap();
-    // A stale seed repository has a higher version and other bytes for 1.0.0.
+    // A stale Go loader repository has a higher version and other bytes for 1.0.0.
     oras_push(
         &reg,
         "agents/codefly.dev/echo",

@@ -127,8 +127,8 @@ async fn push_then_pull_is_byte_exact_and_oras_shaped() {
 }
 
 /// A manifest built by hand the way `oras push` 1.0 writes one (config
-/// `application/vnd.unknown.config.v1+json`, no artifactType) at the seed's
-/// repository `agents/{publisher}/{name}` (no current repository exists),
+/// `application/vnd.unknown.config.v1+json`, no artifactType) at the Go
+/// loader's repository `agents/{publisher}/{name}` (no current repository exists),
 /// titled file next to the agent, PUT with oci-client's low-level calls.
 #[tokio::test]
 async fn pulls_a_hand_built_oras_manifest() {

@@ -17,9 +17,28 @@
 //!   bytes, not frames (an empty DATA frame is no progress);
 //! - [`error_chain`]: an error and its causes on one line.
 //!
+//! ```
+//! use agent_store_transport::{Class, RedirectPolicy, classify};
+//! use http::{StatusCode, Uri};
+//!
+//! // A store's redirects: its own host, and its CDN.
+//! let policy = RedirectPolicy::new().allow_host("*.cdn.example.com");
+//! let from: Uri = "https://agents.example.com/acme/echo/1.0.0".parse()?;
+//! let to = policy.next(&from, "https://eu.cdn.example.com/blob/42")?;
+//! assert_eq!(to.host(), Some("eu.cdn.example.com"));
+//! // Never https → http, never a host the store did not allow.
+//! assert!(policy.next(&from, "http://agents.example.com/x").is_err());
+//! assert!(policy.next(&from, "https://evil.example.net/x").is_err());
+//!
+//! assert_eq!(classify(StatusCode::NOT_FOUND), Class::Missing);
+//! assert_eq!(classify(StatusCode::TOO_MANY_REQUESTS), Class::Retry);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! It is a crate of its own, not a module of `agent-store`, so that the trait
 //! crate (and the Nix store, and an app using only the Nix store) does not
 //! pull hyper and rustls.
+#![forbid(unsafe_code)]
 
 mod body;
 mod client;

@@ -28,7 +28,7 @@
 //!
 //! The manifest digest is codefly's: the sha256 of the manifest's canonical
 //! form (decoded, list sets sorted, written as Go's `encoding/json` writes
-//! it; see [`manifest`]), so reformatting the YAML keeps the digest. The
+//! it; see `descriptor::manifest`), so reformatting the YAML keeps the digest. The
 //! manifest must decode (its `agent.kind` is `codefly:provider`, the one
 //! kind codefly's manifest schema admits, for a solution too), and say the
 //! same schema, protocol and identity as the descriptor.
@@ -462,7 +462,7 @@ fn sha256_file(path: &Path) -> Result<String, DescriptorError> {
 }
 
 /// The digest codefly gives the manifest `bytes`: the sha256 of its
-/// canonical form (see [`manifest`]). `path` is for messages.
+/// canonical form. `path` is for messages.
 ///
 /// # Errors
 /// [`DescriptorError::Invalid`] when the manifest does not decode or

@@ -361,7 +361,7 @@ async fn cached_with_mismatching_record_is_not_installed() {
         .install_reader(&agent, "t:x", &Expected::default(), &b"0123456789"[..])
         .await
         .unwrap();
-    // Truncated behind our back (the seed's failure mode).
+    // Truncated behind our back (the Go loader's failure mode).
     std::fs::write(&got.path, b"01234").unwrap();
     assert_eq!(installer.cached(&agent).unwrap(), None);
     // ensure() then fetches again and repairs it.

@@ -196,6 +196,7 @@ impl DirWatch {
             "inotify_init1: {}",
             std::io::Error::last_os_error()
         );
+        // SAFETY: inotify_init1 returned this descriptor above and nothing else owns it.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
         let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
         // SAFETY: `path` is a valid C string for the duration of the call.

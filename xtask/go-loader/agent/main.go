@@ -1,4 +1,4 @@
-// Command agent is a minimal grpc-go agent shaped like the seed's
+// Command agent is a minimal grpc-go agent shaped like the Go loader's
 // agents.Serve: listen on a free loopback port, print "1|PORT" on stdout,
 // serve grpc.health.v1 (overall status SERVING), stop gracefully on SIGTERM.
 // It is the common agent on which `cargo xtask bench` compares loaders.

@@ -1,4 +1,4 @@
-// Command loader loads an agent the way the seed's Go loader (codefly's
+// Command loader loads an agent the way the Go loader (codefly's
 // agents/manager.Load) does, step by step, and times it: exec the binary,
 // scan the first stdout line for the handshake, grpc.Dial the address, wait
 // for the connection to be Ready, one grpc.health.v1 Check; then Close:

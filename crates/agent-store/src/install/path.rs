@@ -78,7 +78,7 @@ pub(super) fn check_trusted(path: &Path, meta: &Metadata, what: &str) -> Result<
 
 /// Refuses a file that defines what runs (a configuration file, a lock
 /// file) when a user other than us (root excepted) could change it, by the
-/// rule of [`check_trusted`], applied to the file and to its directory (and,
+/// rule of `check_trusted`, applied to the file and to its directory (and,
 /// for a symlink, to the directory of the link too): a sticky directory
 /// (`/tmp`) is fine for what its owner put there, and nothing above the
 /// directory is looked at. A file that does not exist passes (its reader
