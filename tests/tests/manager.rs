@@ -199,6 +199,81 @@ async fn a_binary_that_disagrees_with_its_record_is_not_run() {
     assert!(err.stderr_tail().unwrap_or_default().contains("tampered"));
 }
 
+/// A cached binary rewritten in place between two loads, keeping its size
+/// and putting its mtime back, is caught (its ctime moved, so it is hashed)
+/// and never run.
+#[tokio::test]
+async fn a_binary_rewritten_in_place_between_loads_is_not_run() {
+    let home = Home::new();
+    let cached = home.install_echo("0.9.0");
+    let m = manager(&home);
+    let agent = r("codefly.dev/echo:0.9.0");
+    m.load(&agent, LoadOptions::new())
+        .await
+        .unwrap()
+        .close()
+        .await;
+
+    let marker = home.path().join("rewritten-ran");
+    let head = format!("#!/bin/sh\ntouch '{}'\nexit 3\n", marker.display());
+    let size = std::fs::metadata(&cached).unwrap().len();
+    let mtime = std::fs::metadata(&cached).unwrap().modified().unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cached)
+        .unwrap();
+    std::io::Write::write_all(&mut f, head.as_bytes()).unwrap();
+    f.set_times(std::fs::FileTimes::new().set_modified(mtime))
+        .unwrap();
+    drop(f);
+    assert_eq!(std::fs::metadata(&cached).unwrap().len(), size);
+
+    let err = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BinaryNotFound, "{err}");
+    assert!(!marker.exists(), "the rewritten binary ran");
+    assert!(m.active().is_empty());
+}
+
+/// A restart after the cached binary was touched but not changed (a chmod
+/// moves its ctime) hashes it, finds the recorded bytes, and restarts.
+#[tokio::test]
+async fn a_restart_after_a_harmless_touch_hashes_and_runs() {
+    let home = Home::new();
+    let cached = home.install_echo("1.1.0");
+    let m = manager(&home);
+    let policy = agent_manager::spawn::RestartPolicy {
+        mode: agent_manager::spawn::RestartMode::Always,
+        max_restarts: 5,
+        initial_backoff: Duration::from_millis(10),
+        ..agent_manager::spawn::RestartPolicy::default()
+    };
+    let conn = m
+        .load(&r("echo:1.1.0"), LoadOptions::new().restart(policy))
+        .await
+        .unwrap();
+    std::fs::set_permissions(&cached, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let first = conn.pid();
+    // SAFETY: the test's own agent.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(i32::try_from(first).unwrap(), libc::SIGKILL);
+    }
+    assert!(
+        wait_for(|| conn.pid() != first || conn.failure().is_some()).await,
+        "no restart"
+    );
+    assert!(conn.failure().is_none(), "{:?}", conn.failure());
+    let reply = EchoClient::new(conn.channel())
+        .echo(EchoRequest {
+            message: "again".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.message, "again");
+    conn.close().await;
+}
+
 /// Drop semantics: by default the registry lists an agent but
 /// does not keep it alive; dropping the app's last handle stops it.
 #[tokio::test]

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use agent_ref::{AgentHome, AgentRef, AgentSource, ErrorKind, Platform};
 use agent_spawn::{AgentConn, Endpoint, SpawnOptions, WeakAgentConn};
-use agent_store::{AgentStore, Fallback, Installed, Installer, StoreChain, VerifyMode};
+use agent_store::{
+    AgentStore, Fallback, Fingerprint, Installed, Installer, StoreChain, VerifyMode,
+};
 use tracing::{Instrument, debug, info_span};
 
 use crate::config::{Config, ConfigError, EffectiveConfig, FallbackSetting, Origin, VerifySetting};
@@ -835,34 +837,58 @@ impl Manager {
                 .lock
                 .expected_sha256(&resolved, &self.inner.platform)
                 .is_some();
-            let path = if locked {
+            let (path, checked) = if locked {
                 // Locked: the sha256 of what runs must be the lock's.
                 let installed = self
                     .pull_resolved(&resolved)
                     .instrument(info_span!("pull", agent = %resolved))
                     .await?;
-                self.check_locked(&resolved, installed).await?.path
+                (self.check_locked(&resolved, installed).await?.path, None)
             } else {
-                // The hot path: a stat and the small install record, no
-                // hashing. A binary that disagrees with its record
-                // (truncated or replaced behind our back) is fetched again,
-                // never run.
+                // The hot path: the fingerprint check in place (a stat of the
+                // opened binary and one read of its small install record, no
+                // hashing, no hand-off to another thread), and the descriptor
+                // it checked is what runs. A binary that disagrees with its
+                // record is hashed; one that fails the hash (truncated or
+                // replaced behind our back) is fetched again, never run.
                 let mut installer = self.inner.installer.clone();
                 if let Some(mode) = opts.verify.or(self.inner.defaults.verify) {
                     installer = installer.with_verify(mode);
                 }
-                let r = resolved.clone();
-                let cached = tokio::task::spawn_blocking(move || installer.cached_path(&r))
-                    .await
-                    .map_err(|e| ManagerError::io("cache lookup", std::io::Error::other(e)))?
-                    .map_err(|e| ManagerError::from_store(&resolved.identifier(), Vec::new(), e))?;
-                if let Some(path) = cached {
-                    path
-                } else {
-                    self.pull_resolved(&resolved)
-                        .instrument(info_span!("pull", agent = %resolved))
-                        .await?
-                        .path
+                let store_error =
+                    |e| ManagerError::from_store(&resolved.identifier(), Vec::new(), e);
+                let cached = match installer
+                    .cached_path_fingerprint(&resolved)
+                    .map_err(store_error)?
+                {
+                    Fingerprint::Match(hit) => Some((
+                        hit.path.clone(),
+                        Some(agent_spawn::Executable::from_parts(
+                            hit.path,
+                            hit.file.into(),
+                        )),
+                    )),
+                    Fingerprint::Missing => None,
+                    Fingerprint::NeedsHash => {
+                        let r = resolved.clone();
+                        tokio::task::spawn_blocking(move || installer.cached_path(&r))
+                            .await
+                            .map_err(|e| {
+                                ManagerError::io("cache lookup", std::io::Error::other(e))
+                            })?
+                            .map_err(store_error)?
+                            .map(|path| (path, None))
+                    }
+                };
+                match cached {
+                    Some(hit) => hit,
+                    None => (
+                        self.pull_resolved(&resolved)
+                            .instrument(info_span!("pull", agent = %resolved))
+                            .await?
+                            .path,
+                        None,
+                    ),
                 }
             };
             let managed = opts
@@ -878,7 +904,7 @@ impl Manager {
                 // a restart hashes the binary against it.
                 installer = installer.with_verify(VerifyMode::Always);
             }
-            let admit = restart_admission(installer, resolved.clone(), path.clone());
+            let admit = restart_admission(installer, resolved.clone(), path.clone(), checked);
             let conn = self
                 .spawn_checked(&path, opts, Some(admit))
                 .instrument(info_span!("spawn", agent = %resolved))
@@ -1041,24 +1067,69 @@ async fn close_all(entries: Vec<Entry>) -> usize {
 }
 
 /// The admission every start of a cached agent goes through: the first start
-/// runs the file the load just checked; every restart checks the cache again
-/// (fingerprint against the install record, or a hash when `installer`
-/// verifies always) and runs only a binary that still matches, opened once
-/// and executed by its descriptor. A binary that changed or went away ends
-/// supervision with `integrity`.
-fn restart_admission(installer: Installer, agent: AgentRef, path: PathBuf) -> agent_spawn::Admit {
+/// runs the file the load just checked (`checked`, the descriptor the
+/// fingerprint check opened, or the path opened now after a hash); every
+/// restart checks the cache again (the fingerprint check in place, a hash
+/// when it cannot vouch or when `installer` verifies always) and runs only a
+/// binary that still matches, by its descriptor. A binary that changed or
+/// went away ends supervision with `integrity`.
+fn restart_admission(
+    installer: Installer,
+    agent: AgentRef,
+    path: PathBuf,
+    checked: Option<agent_spawn::Executable>,
+) -> agent_spawn::Admit {
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let checked = Arc::new(Mutex::new(checked));
     Arc::new(move || {
         let installer = installer.clone();
         let agent = agent.clone();
         let path = path.clone();
         let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let checked = if first {
+            checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        } else {
+            None
+        };
         Box::pin(async move {
             if first {
-                return agent_spawn::Executable::open(&path);
+                return match checked {
+                    Some(exe) => Ok(exe),
+                    None => agent_spawn::Executable::open(&path),
+                };
+            }
+            let changed = || {
+                agent_spawn::SpawnError::refused(
+                    ErrorKind::Integrity,
+                    format!(
+                        "{agent}: the cached binary {} changed or is gone since it was checked; not restarting it",
+                        path.display()
+                    ),
+                    None,
+                )
+            };
+            let failed = |e: agent_store::StoreError| {
+                agent_spawn::SpawnError::refused(
+                    e.kind(),
+                    format!("{agent}: the cache check before a restart failed"),
+                    Some(Box::new(e)),
+                )
+            };
+            match installer.cached_path_fingerprint(&agent).map_err(failed)? {
+                Fingerprint::Match(hit) if hit.path == path => {
+                    return Ok(agent_spawn::Executable::from_parts(
+                        hit.path,
+                        hit.file.into(),
+                    ));
+                }
+                Fingerprint::Match(_) | Fingerprint::Missing => return Err(changed()),
+                Fingerprint::NeedsHash => {}
             }
             let r = agent.clone();
-            let checked = tokio::task::spawn_blocking(move || installer.cached_path(&r))
+            let hashed = tokio::task::spawn_blocking(move || installer.cached_path(&r))
                 .await
                 .map_err(|e| {
                     agent_spawn::SpawnError::refused(
@@ -1067,21 +1138,9 @@ fn restart_admission(installer: Installer, agent: AgentRef, path: PathBuf) -> ag
                         Some(Box::new(std::io::Error::other(e))),
                     )
                 })?;
-            match checked {
-                Ok(Some(p)) if p == path => agent_spawn::Executable::open(&p),
-                Ok(_) => Err(agent_spawn::SpawnError::refused(
-                    ErrorKind::Integrity,
-                    format!(
-                        "{agent}: the cached binary {} changed or is gone since it was checked; not restarting it",
-                        path.display()
-                    ),
-                    None,
-                )),
-                Err(e) => Err(agent_spawn::SpawnError::refused(
-                    e.kind(),
-                    format!("{agent}: the cache check before a restart failed"),
-                    Some(Box::new(e)),
-                )),
+            match hashed.map_err(failed)? {
+                Some(p) if p == path => agent_spawn::Executable::open(&p),
+                _ => Err(changed()),
             }
         })
     })

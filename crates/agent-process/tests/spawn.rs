@@ -156,6 +156,62 @@ fn the_checked_binary_runs_even_if_the_path_is_replaced() {
     assert_eq!((code, out.as_str()), (Some(3), "swapped\n"));
 }
 
+/// The checked file itself runs, not a copy of its bytes: the script prints
+/// the inode of the file it runs from (`$0`: the descriptor's `/dev/fd/N` on
+/// the pidfd backend, the private link on the portable one), and once it has
+/// exited nothing is left beside the program.
+fn the_checked_inode_runs_from(dir: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = dir.join("agent");
+    write_exe(&path, b"#!/bin/sh\nstat -L -c %i \"$0\"\n");
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    let fd = OwnedFd::from(std::fs::File::open(&path).unwrap());
+    let mut e = exec(&path, &[]);
+    e.program_fd = Some(fd);
+    let (code, out) = finish(spawn_in_group_blocking(e).unwrap());
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), ino.to_string().as_str()),
+        "the agent ran from a copy, not from the checked file"
+    );
+    let names = || -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    // The private directory goes when the process is reaped, on the reaper's thread.
+    for _ in 0..600 {
+        if names() == ["agent"] {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(names(), ["agent"], "left beside the program");
+}
+
+#[test]
+fn the_checked_file_runs_itself_not_a_copy() {
+    the_checked_inode_runs_from(tempfile::tempdir().unwrap().path());
+}
+
+/// As above with the program on another file system than the temporary
+/// directory (as with a tmpfs `/tmp`), where no link into it can be made.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_checked_file_runs_itself_across_file_systems() {
+    use std::os::unix::fs::MetadataExt as _;
+    let shm = Path::new("/dev/shm");
+    let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+    assert_ne!(
+        dev(shm),
+        dev(&std::env::temp_dir()),
+        "this test needs /dev/shm on another file system than the temporary directory"
+    );
+    let dir = tempfile::tempdir_in(shm).unwrap();
+    the_checked_inode_runs_from(dir.path());
+}
+
 struct Umask(libc::mode_t);
 
 impl ChildSetup for Umask {

@@ -17,7 +17,10 @@
 //! excepted); the record is a small regular file (never a FIFO or symlink);
 //! the binary's identity (device, inode, size, mtime, ctime) equals the
 //! record's — else it is hashed, and a mismatch is never returned; the
-//! current [`TrustPolicy`] admits the recorded signer.
+//! current [`TrustPolicy`] admits the recorded signer. A load makes these
+//! checks in place with [`Installer::cached_path_fingerprint`] (no hashing,
+//! no thread hand-off) and gets the opened binary to execute; only a
+//! [`Fingerprint::NeedsHash`] answer sends it to the hashing path.
 //!
 //! Protocol-specific stores live in their own crates
 //! (`agent-store-oci`, `-http`, `-nix`, `-github`) and depend only on this one.
@@ -49,8 +52,9 @@ pub use chain::{Authority, Fallback, RetryPolicy, StoreChain};
 pub use digest::Sha256Digest;
 pub use error::StoreError;
 pub use install::{
-    DEFAULT_DOWNLOAD_TIMEOUT, DEFAULT_MAX_SIZE, Expected, FileIdentity, InstallRecord, Installed,
-    Installer, LockTimeouts, Pin, Progress, ProgressFn, Signer, VerifyMode, check_trust_file,
+    CachedBinary, DEFAULT_DOWNLOAD_TIMEOUT, DEFAULT_MAX_SIZE, Expected, FileIdentity, Fingerprint,
+    InstallRecord, Installed, Installer, LockTimeouts, Pin, Progress, ProgressFn, Signer,
+    VerifyMode, check_trust_file,
 };
 pub use store::AgentStore;
 pub use trust::{

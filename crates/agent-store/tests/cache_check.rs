@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use agent_store::{
-    AgentHome, AgentRef, ErrorKind, Expected, Installed, Installer, LockTimeouts, Progress,
-    StoreError, VerifyMode,
+    AgentHome, AgentRef, ErrorKind, Expected, Fingerprint, Installed, Installer, LockTimeouts,
+    Progress, StoreError, VerifyMode,
 };
 use sha2::{Digest, Sha256};
 
@@ -86,6 +86,98 @@ async fn same_size_replacement_is_not_returned_and_is_fetched_again() {
     assert_eq!(again.source, "test:again");
     assert_eq!(std::fs::read(&again.path).unwrap(), good);
     assert_eq!(installer.cached_path(&agent).unwrap(), Some(again.path));
+}
+
+/// The bytes behind the descriptor a fingerprint match hands out.
+fn read_matched(f: Fingerprint) -> (PathBuf, Vec<u8>) {
+    let Fingerprint::Match(mut hit) = f else {
+        panic!("expected a fingerprint match, got {f:?}");
+    };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut hit.file, &mut bytes).unwrap();
+    (hit.path, bytes)
+}
+
+/// The load's check in place: an untouched binary matches and its opened
+/// descriptor holds the installed bytes; a binary changed in place (same
+/// size, mtime put back) or replaced by rename is never a match, and the
+/// hashing lookup it is sent to refuses it.
+#[tokio::test]
+async fn the_fingerprint_check_hands_out_only_the_recorded_file() {
+    let (_d, installer, agent) = setup();
+    assert!(matches!(
+        installer.cached_path_fingerprint(&agent).unwrap(),
+        Fingerprint::Missing
+    ));
+    let good = b"#!/bin/sh\necho good\n".to_vec();
+    let got = install(&installer, &agent, &good).await;
+    let (path, bytes) = read_matched(installer.cached_path_fingerprint(&agent).unwrap());
+    assert_eq!((path, bytes), (got.path.clone(), good.clone()));
+
+    // Rewritten in place, same size, mtime put back.
+    let mtime = std::fs::metadata(&got.path).unwrap().modified().unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&got.path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"#!/bin/sh\necho evil\n").unwrap();
+    f.set_times(std::fs::FileTimes::new().set_modified(mtime))
+        .unwrap();
+    drop(f);
+    assert!(matches!(
+        installer.cached_path_fingerprint(&agent).unwrap(),
+        Fingerprint::NeedsHash
+    ));
+    assert_eq!(installer.cached_path(&agent).unwrap(), None);
+
+    // Installed again, then replaced by a rename (another inode).
+    let again = installer
+        .ensure(&agent, || async {
+            installer
+                .install_reader(&agent, "test:again", &Expected::default(), &good[..])
+                .await
+        })
+        .await
+        .unwrap();
+    read_matched(installer.cached_path_fingerprint(&agent).unwrap());
+    let other = again.path.with_file_name("other");
+    std::fs::write(&other, b"#!/bin/sh\necho swap\n").unwrap();
+    std::fs::rename(&other, &again.path).unwrap();
+    assert!(matches!(
+        installer.cached_path_fingerprint(&agent).unwrap(),
+        Fingerprint::NeedsHash
+    ));
+    assert_eq!(installer.cached_path(&agent).unwrap(), None);
+}
+
+/// What the fingerprint cannot vouch for goes to the hash: a binary without
+/// a record, an installer that verifies always, a kind that loads only
+/// behind its descriptor. A symlink at the cache path is refused as before.
+#[tokio::test]
+async fn the_fingerprint_check_defers_to_the_hash_or_refuses() {
+    let (_d, installer, agent) = setup();
+    let got = install(&installer, &agent, b"bytes").await;
+    let always = installer.clone().with_verify(VerifyMode::Always);
+    assert!(matches!(
+        always.cached_path_fingerprint(&agent).unwrap(),
+        Fingerprint::NeedsHash
+    ));
+    let provider: AgentRef = "codefly.dev/echo:1.2.3".parse().unwrap();
+    let provider = provider.with_kind(agent_ref::AgentKind::Provider);
+    assert!(matches!(
+        installer.cached_path_fingerprint(&provider).unwrap(),
+        Fingerprint::NeedsHash
+    ));
+    std::fs::remove_file(installer.record_path(&agent).unwrap()).unwrap();
+    assert!(matches!(
+        installer.cached_path_fingerprint(&agent).unwrap(),
+        Fingerprint::NeedsHash
+    ));
+    std::fs::remove_file(&got.path).unwrap();
+    std::os::unix::fs::symlink("/bin/sh", &got.path).unwrap();
+    let err = installer.cached_path_fingerprint(&agent).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(err.to_string().contains("symlink"), "{err}");
 }
 
 #[tokio::test]

@@ -348,6 +348,13 @@ async fn removing_a_key_from_the_policy_stops_its_binaries_loading() {
 
     // The old key is dropped from the config.
     let i = installer(&s, &[&new.public]);
+    assert!(
+        matches!(
+            i.cached_path_fingerprint(&s.agent).unwrap(),
+            agent_store::Fingerprint::Missing
+        ),
+        "the load's fingerprint check must send it to be fetched again"
+    );
     assert_eq!(
         i.cached_path(&s.agent).unwrap(),
         None,

@@ -20,11 +20,14 @@
 //!   therefore left open across exec for scripts (only for them), and the
 //!   script's process holds a read-only descriptor of its own file.
 //! - portable backend (no `fexecve` that works for scripts): the descriptor's
-//!   file is hard-linked (Linux, through `/proc/self/fd`) or copied into a
-//!   fresh private 0700 directory of the host and that path is spawned. For a
-//!   binary the copy is removed as soon as `posix_spawn` returns (the child has
-//!   exec'd); a script's interpreter opens the path after exec, so its copy is
-//!   removed when the process is reaped.
+//!   file is hard-linked into a fresh private 0700 directory of the host and
+//!   that path is spawned: through `/proc/self/fd` on Linux, else from the
+//!   path, kept only when the link is the descriptor's device and inode. The
+//!   directory is made in the temporary directory, or beside the program when
+//!   that is another file system (a tmpfs `/tmp`); where no link can be made
+//!   the bytes are copied. It is removed when the process is reaped (a
+//!   script's interpreter opens the path after exec, and an agent may start
+//!   itself again from its own path).
 //!
 //! [`Exec::program`] still gives `argv[0]` and the name in errors.
 
@@ -65,7 +68,9 @@ pub trait ChildSetup: Send + Sync {
 
 /// Everything the child needs, prepared in the parent.
 pub struct Exec {
-    /// The program's path (`argv[0]`); executed unless `program_fd` is set.
+    /// The program's path (`argv[0]`); executed unless `program_fd` is set,
+    /// and then the path that descriptor was opened at (the portable backend
+    /// may link its private name from there, after checking the inode).
     pub program: PathBuf,
     /// The arguments after `argv[0]`.
     pub args: Vec<OsString>,

@@ -85,6 +85,54 @@ pub struct Installed {
 /// What sits at a cache path: a binary and its (checked) record, or nothing usable.
 type Lookup = Option<(PathBuf, InstallRecord)>;
 
+/// What the fingerprint check of a load found at a cache path
+/// ([`Installer::cached_path_fingerprint`]).
+#[derive(Debug)]
+// Returned once per load and matched at once: a box would be one more
+// allocation on the hot path.
+#[allow(clippy::large_enum_variant)]
+pub enum Fingerprint {
+    /// The binary's identity equals its record's and the trust policy
+    /// admits it: run the descriptor it holds.
+    Match(CachedBinary),
+    /// Nothing usable: no binary (or a cache directory on the way is
+    /// missing), or one whose recorded signer the trust policy no longer
+    /// admits. Fetch it.
+    Missing,
+    /// A binary is there, but only a hash can vouch for it: hash it with
+    /// [`Installer::cached_path`].
+    NeedsHash,
+}
+
+/// A cached binary that passed the fingerprint check, held open.
+#[derive(Debug)]
+pub struct CachedBinary {
+    /// The binary's absolute path in the cache.
+    pub path: PathBuf,
+    /// The binary, opened read-only and close-on-exec before its identity
+    /// was compared: the file that was checked.
+    pub file: fs::File,
+    /// Its install record.
+    pub record: InstallRecord,
+}
+
+/// The binary at a cache path, opened, with what needs no hash checked.
+#[allow(clippy::large_enum_variant)] // as `Fingerprint`
+enum Probe {
+    /// No binary, or a cache directory on the way is missing.
+    Missing,
+    /// A binary without a readable record.
+    Unrecorded { path: PathBuf },
+    /// A binary and its record.
+    Recorded {
+        path: PathBuf,
+        file: fs::File,
+        identity: FileIdentity,
+        rec: InstallRecord,
+        rec_file: fs::File,
+    },
+}
+
 /// How a cached binary is checked before it runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -353,24 +401,82 @@ impl Installer {
         Ok(found)
     }
 
-    fn lookup_file(
-        &self,
-        agent: &AgentRef,
-        touch: bool,
-        lock_held: bool,
-    ) -> Result<Lookup, StoreError> {
+    /// The fingerprint check of a load, done in place (a few system calls,
+    /// no hashing, no thread hand-off): the cache directories and the
+    /// binary pass the ownership and mode checks of [`Installer::cached`],
+    /// the binary is opened and its identity (device, inode, size, mtime,
+    /// ctime; one `fstat` of the opened descriptor) compared with its
+    /// record's (one small read). On [`Fingerprint::Match`] the descriptor
+    /// returned is the file whose identity matched: execute it, not the
+    /// path. Marks the artifact as used (one `futimens` of its record), as
+    /// [`Installer::cached_path`] does.
+    ///
+    /// Nothing is hashed here: a binary whose identity differs from its
+    /// record, a binary without a record, an installer that verifies always
+    /// ([`VerifyMode::Always`]) and a kind that loads only behind its
+    /// descriptor (provider, solution) give [`Fingerprint::NeedsHash`], and
+    /// the caller then runs [`Installer::cached_path`] (blocking; it hashes).
+    ///
+    /// # Errors
+    /// As [`Installer::cached`].
+    pub fn cached_path_fingerprint(&self, agent: &AgentRef) -> Result<Fingerprint, StoreError> {
+        self.fingerprint(agent, true)
+    }
+
+    fn fingerprint(&self, agent: &AgentRef, touch: bool) -> Result<Fingerprint, StoreError> {
+        if self.verify == VerifyMode::Always || agent.kind().needs_descriptor() {
+            self.home.binary_path(agent)?;
+            return Ok(Fingerprint::NeedsHash);
+        }
+        let (path, file, identity, rec, rec_file) = match self.probe(agent)? {
+            Probe::Missing => return Ok(Fingerprint::Missing),
+            Probe::Unrecorded { .. } => return Ok(Fingerprint::NeedsHash),
+            Probe::Recorded {
+                path,
+                file,
+                identity,
+                rec,
+                rec_file,
+            } => (path, file, identity, rec, rec_file),
+        };
+        if rec.identity != Some(identity) {
+            return Ok(Fingerprint::NeedsHash);
+        }
+        if !self.admitted(agent, &path, &rec) {
+            return Ok(Fingerprint::Missing);
+        }
+        if touch && let Err(e) = touch_now(&rec_file) {
+            tracing::debug!(path = %path.display(), error = %e, "could not mark the install record used");
+        }
+        Ok(Fingerprint::Match(CachedBinary {
+            path,
+            file,
+            record: rec,
+        }))
+    }
+
+    /// What sits at the cache path of `agent`, opened and checked for what
+    /// needs no hash: the directories on the way, the binary (opened without
+    /// following a symlink, a regular file, ours) and its record.
+    fn probe(&self, agent: &AgentRef) -> Result<Probe, StoreError> {
         let path = self.home.binary_path(agent)?;
         if !check_parents(self.home.root(), &path, false)? {
-            return Ok(None);
+            return Ok(Probe::Missing);
         }
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io(format!("stat {}", path.display()), e)),
+        // Non-blocking: a FIFO planted at the path must not hang the load.
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Probe::Missing),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(symlink_refused(&path)),
+            Err(e) => return Err(StoreError::io(format!("open {}", path.display()), e)),
         };
-        if meta.file_type().is_symlink() {
-            return Err(symlink_refused(&path));
-        }
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?;
         if !meta.is_file() {
             return Err(StoreError::io(
                 format!("cache path {}", path.display()),
@@ -378,12 +484,39 @@ impl Installer {
             ));
         }
         check_trusted(&path, &meta, "cached binary")?;
-        let Some((mut rec, file)) = open_record(&sibling(&path, "", ".json"))? else {
-            return Ok(self
-                .adopt(&path, lock_held)?
-                .filter(|(p, rec)| self.admitted(agent, p, rec)));
+        Ok(match open_record(&sibling(&path, "", ".json"))? {
+            None => Probe::Unrecorded { path },
+            Some((rec, rec_file)) => Probe::Recorded {
+                path,
+                file,
+                identity: FileIdentity::of(&meta),
+                rec,
+                rec_file,
+            },
+        })
+    }
+
+    fn lookup_file(
+        &self,
+        agent: &AgentRef,
+        touch: bool,
+        lock_held: bool,
+    ) -> Result<Lookup, StoreError> {
+        let (path, seen, mut rec, file) = match self.probe(agent)? {
+            Probe::Missing => return Ok(None),
+            Probe::Unrecorded { path } => {
+                return Ok(self
+                    .adopt(&path, lock_held)?
+                    .filter(|(p, rec)| self.admitted(agent, p, rec)));
+            }
+            Probe::Recorded {
+                path,
+                identity,
+                rec,
+                rec_file,
+                ..
+            } => (path, identity, rec, rec_file),
         };
-        let seen = FileIdentity::of(&meta);
         if self.verify == VerifyMode::Always || rec.identity != Some(seen) {
             let (digest, size, hashed) = hash_file_identity(&path)?;
             if digest.to_hex() != rec.sha256 || size != rec.size {
@@ -512,8 +645,23 @@ impl Installer {
         Fut: Future<Output = Result<Installed, StoreError>> + Send,
     {
         let path = self.home.binary_path(agent)?;
-        if let Some(hit) = self.cached_blocking(agent).await? {
-            return Ok(hit);
+        // The fingerprint check in place; the hashing lookup only when it
+        // cannot vouch for the binary.
+        match self.fingerprint(agent, false)? {
+            Fingerprint::Match(hit) => {
+                return Ok(Installed {
+                    path: hit.path,
+                    sha256: hit.record.sha256,
+                    size: hit.record.size,
+                    source: hit.record.source,
+                });
+            }
+            Fingerprint::Missing => {}
+            Fingerprint::NeedsHash => {
+                if let Some(hit) = self.cached_blocking(agent).await? {
+                    return Ok(hit);
+                }
+            }
         }
 
         let flight = flight_for(&path);

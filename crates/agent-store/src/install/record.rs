@@ -123,11 +123,14 @@ pub(crate) fn open_record(path: &Path) -> Result<Option<(InstallRecord, File)>, 
             ),
         ));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    (&mut file)
-        .take(MAX_RECORD_SIZE + 1)
-        .read_to_end(&mut bytes)
+    let bytes = read_small(&mut file, meta.len())
         .map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
+    if bytes.len() as u64 > MAX_RECORD_SIZE {
+        return Err(not_a_record(
+            path,
+            &format!("it grew past {MAX_RECORD_SIZE} bytes while it was read"),
+        ));
+    }
     match serde_json::from_slice::<InstallRecord>(&bytes) {
         Ok(r) => Ok(Some((r, file))),
         Err(e) => {
@@ -135,6 +138,39 @@ pub(crate) fn open_record(path: &Path) -> Result<Option<(InstallRecord, File)>, 
             Ok(None)
         }
     }
+}
+
+/// Reads a small regular file of `len` bytes (as `fstat` said) in one
+/// `read` in the usual case: the buffer has room for one byte more, and a
+/// regular file's read is short only at its end, so a read that stops at
+/// `len` has seen the end without a second read. Reads on (bounded by
+/// [`MAX_RECORD_SIZE`] + 1) if the file grew.
+fn read_small(file: &mut File, len: u64) -> io::Result<Vec<u8>> {
+    let cap = usize::try_from(MAX_RECORD_SIZE + 1).unwrap_or(usize::MAX);
+    let want = usize::try_from(len).unwrap_or(cap).min(cap - 1);
+    let mut bytes = vec![0u8; want + 1];
+    let mut filled = 0;
+    loop {
+        if filled == bytes.len() {
+            if bytes.len() >= cap {
+                break;
+            }
+            bytes.resize(bytes.len().saturating_mul(2).min(cap), 0);
+        }
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if filled == want {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
 }
 
 fn not_a_record(path: &Path, reason: &str) -> StoreError {
