@@ -59,6 +59,7 @@
 //! ```
 
 mod attach;
+mod confine;
 mod conn;
 mod error;
 mod exec;
@@ -77,6 +78,8 @@ pub use agent_protocol::{
     ATTACH_ENV, Endpoint, Handshake, HandshakeError, LIFELINE_ENV, MAX_HANDSHAKE_LEN,
     PROTOCOL_VERSIONS, TOKEN_ENV, TOKEN_METADATA_KEY, UDS_PATH_ENV, WORKDIR_ENV,
 };
+/// The sandbox types of [`SpawnOptions::sandbox`] (crate `agent-sandbox`).
+pub use agent_sandbox::{Network, Sandbox, SandboxError, SandboxPolicy};
 pub use attach::{AttachInfo, AttachParseError, EndpointParseError, attach};
 pub use conn::{AgentChannel, AgentConn, ExitInfo, WeakAgentConn};
 pub use error::{SpawnError, SpawnFailure};
