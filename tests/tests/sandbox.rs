@@ -253,3 +253,129 @@ async fn load_options_unconfined_overrides_the_configured_policy() {
     assert!(w.tcp_seen() && w.udp_seen());
     conn.close().await;
 }
+
+/// `agentctl load` and `agentctl info` of the probe agent, with `config` as the
+/// configuration file.
+struct Ctl {
+    w: World,
+}
+
+impl Ctl {
+    fn new(config: &str) -> Ctl {
+        let w = World::new();
+        std::fs::write(w.home.path().join("config.toml"), config).unwrap();
+        Ctl { w }
+    }
+
+    fn run(&self, args: &[&str]) -> common::Run {
+        common::ctl_env(&self.w.home, self.w.root.path(), &[], args)
+    }
+
+    /// `agentctl load probe:1.0.0` with the probe's environment, then `extra` flags.
+    fn load(&self, extra: &[&str]) -> common::Run {
+        let w = &self.w;
+        let env = [
+            format!("HOME={}", w.p("home").display()),
+            format!("PROBE_OUTSIDE={}", w.p("outside/file").display()),
+            format!("PROBE_GRANTED={}", w.p("granted/file").display()),
+            format!("PROBE_REPORT={}", w.p("work/report.json").display()),
+            format!("PROBE_TCP_PORT={}", w.tcp.local_addr().unwrap().port()),
+            format!("PROBE_UDP_PORT={}", w.udp.local_addr().unwrap().port()),
+        ];
+        let workdir = w.p("work").display().to_string();
+        let mut args = vec!["load", "probe:1.0.0", "--workdir", &workdir];
+        for e in &env {
+            args.extend(["--env", e.as_str()]);
+        }
+        args.extend(extra);
+        let _ = std::fs::remove_file(w.p("work/report.json"));
+        self.run(&args)
+    }
+}
+
+fn star_none_and_acme_write(w: &World) -> String {
+    format!(
+        "[publishers.\"*\".sandbox]\nnetwork = \"none\"\n\n[publishers.\"codefly.dev\".sandbox]\nwrite = [\"{}\"]\n",
+        w.p("granted").display()
+    )
+}
+
+#[test]
+fn agentctl_info_shows_the_policy_and_load_flags_go_over_it() {
+    let c = Ctl::new("");
+    std::fs::write(
+        c.w.home.path().join("config.toml"),
+        star_none_and_acme_write(&c.w),
+    )
+    .unwrap();
+
+    let info = c.run(&["--json", "info", "probe:1.0.0"]);
+    assert_eq!(info.code, 0, "{}", info.stderr);
+    let j = info.json();
+    let s = &j["sandbox"];
+    assert_eq!(s["policy"]["network"], "none", "{s}");
+    assert_eq!(
+        s["policy"]["write"][0],
+        c.w.p("granted").display().to_string()
+    );
+    assert!(
+        s["network_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("[publishers.\"*\".sandbox]"),
+        "{s}"
+    );
+    assert!(
+        s["write_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("[publishers.\"codefly.dev\".sandbox]"),
+        "{s}"
+    );
+    assert_eq!(s["read_from"], "default");
+    assert_eq!(s["require"], false);
+    let text = c.run(&["info", "probe:1.0.0"]);
+    assert!(
+        text.stdout
+            .contains("sandbox      network none  from [publishers.\"*\".sandbox]"),
+        "{}",
+        text.stdout
+    );
+
+    if !can_enforce() {
+        return;
+    }
+    // The configuration's policy.
+    let r = c.load(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    c.w.assert_confined(&c.w.report());
+    // --sandbox-network any over it: the network is open, the files still closed.
+    let r = c.load(&["--sandbox-network", "any"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rep = c.w.report();
+    assert_eq!(rep["tcp_connect"], true, "{rep}");
+    assert_eq!(rep["secret_read"], false, "{rep}");
+    assert_eq!(rep["granted_write"], true, "{rep}");
+    assert!(c.w.tcp_seen());
+    // --no-sandbox: the explicit opt-out.
+    let r = c.load(&["--no-sandbox"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(c.w.report()["secret_read"], true);
+}
+
+#[test]
+fn agentctl_load_with_require_and_no_policy_is_admission() {
+    let c = Ctl::new("[sandbox]\nrequire = true\n");
+    let r = c.load(&["--json"]);
+    r.assert_json_kind("admission");
+    assert!(!c.w.p("work/report.json").exists(), "the agent ran");
+    let info = c.run(&["info", "probe:1.0.0"]);
+    assert!(
+        info.stdout.contains("sandbox      refused: no policy"),
+        "{}",
+        info.stdout
+    );
+    // --no-sandbox is the way through.
+    let r = c.load(&["--no-sandbox"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

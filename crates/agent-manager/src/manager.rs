@@ -944,6 +944,14 @@ impl Manager {
         crate::EffectiveSandbox::from_settings(&self.inner.settings, Some(agent.publisher()))
     }
 
+    /// The sandbox an agent loaded by path ([`Manager::load_path`]) gets when the
+    /// load does not say: only `[publishers."*".sandbox]` applies (a path names no
+    /// publisher).
+    #[must_use]
+    pub fn effective_path_sandbox(&self) -> crate::EffectiveSandbox {
+        crate::EffectiveSandbox::from_settings(&self.inner.settings, None)
+    }
+
     /// The load's sandbox: its options', else the configuration's, else
     /// unconfined unless `[sandbox] require = true`.
     fn sandbox_for(
