@@ -2,6 +2,7 @@
 //! cache) confined by the configuration's policy, confined again after a restart,
 //! refused when a policy is required and none is set, and unconfined when the load
 //! says so explicitly.
+#![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -18,6 +19,13 @@ use common::Home;
 use serde_json::Value;
 
 fn can_enforce() -> bool {
+    if agent_manager::spawn::process_backend() != "pidfd" {
+        eprintln!(
+            "SKIPPED: the {} process backend cannot confine",
+            agent_manager::spawn::process_backend()
+        );
+        return false;
+    }
     match agent_manager::sandbox::probe().admit(&agent_manager::sandbox::SandboxPolicy::default()) {
         Ok(()) => true,
         Err(e) => {

@@ -2,6 +2,7 @@
 //! serves. Unconfined it gets through (the control); confined every probe fails, the
 //! listeners see nothing, its granted path is writable, its child is as confined as it
 //! is, and it still serves and closes, taking its private `TMPDIR` with it.
+#![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::ErrorKind as IoKind;
@@ -49,6 +50,13 @@ fn with_marker(test: &str) -> Option<String> {
 /// Whether this machine can confine; when it cannot, says why (the test then checks
 /// nothing, and says so: it is not a pass of the sandbox).
 fn can_enforce() -> bool {
+    if agent_spawn::process_backend() != "pidfd" {
+        eprintln!(
+            "SKIPPED: the {} process backend cannot confine (a_confined_spawn_on_the_portable_backend_is_admission covers it)",
+            agent_spawn::process_backend()
+        );
+        return false;
+    }
     let support = agent_sandbox::probe();
     match support.admit(&SandboxPolicy::default()) {
         Ok(()) => true,
@@ -258,4 +266,24 @@ async fn a_policy_path_that_does_not_expand_starts_nothing() {
     assert!(err.to_string().contains("${NOPE}"), "{err}");
     assert!(err.pid().is_none(), "a process was started");
     assert!(!Path::new(&w.p("work/report.json")).exists());
+}
+
+#[tokio::test]
+async fn a_confined_spawn_on_the_portable_backend_is_admission() {
+    if agent_spawn::process_backend() == "pidfd" {
+        eprintln!("SKIPPED: the pidfd backend confines (the other tests cover it)");
+        return;
+    }
+    let w = World::new();
+    let sandbox = Sandbox::policy(SandboxPolicy {
+        network: Network::Any,
+        ..SandboxPolicy::default()
+    });
+    let err = spawn(&bin_path("probe-agent"), w.options("unused", sandbox))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Admission, "{err}");
+    assert!(err.to_string().contains("portable"), "{err}");
+    assert!(err.pid().is_none(), "a process was started");
+    assert!(!w.p("work/report.json").exists());
 }
