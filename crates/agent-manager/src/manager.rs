@@ -824,7 +824,9 @@ impl Manager {
     /// # Errors
     /// Those of [`Manager::pull`], then the spawn kinds (`spawn`,
     /// `agent-exited`, `handshake-timeout`, `handshake-malformed`,
-    /// `version-mismatch`, `dial-timeout`, `not-serving`) with the agent's stderr tail.
+    /// `version-mismatch`, `dial-timeout`, `not-serving`) with the agent's stderr tail;
+    /// `admission` when `[sandbox] require = true` and nothing confines the agent, or
+    /// its policy cannot be enforced on this machine (checked before anything starts).
     pub async fn load(
         &self,
         agent: &AgentRef,

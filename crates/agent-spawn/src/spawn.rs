@@ -320,9 +320,9 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
     if let Some(c) = &confined {
         match c.prepared.exec_wrapper() {
             // macOS: sandbox-exec runs the agent by path.
-            Some((wrapper, mut args)) => {
-                args.push(program.to_string_lossy().into_owned());
-                let mut args: Vec<OsString> = args.into_iter().map(OsString::from).collect();
+            Some((wrapper, leading)) => {
+                let mut args: Vec<OsString> = leading.into_iter().map(OsString::from).collect();
+                args.push(program.as_os_str().to_owned());
                 args.append(&mut exec.args);
                 exec.program = PathBuf::from(wrapper);
                 exec.args = args;
