@@ -13,6 +13,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod bench_sandbox;
 mod darwin;
 mod demo;
 mod fuzz;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         "demo" => demo::demo(rest),
         "bench" => bench::bench(rest),
         "bench-run" => bench::bench_run(rest),
+        "bench-sandbox" => bench_sandbox::bench_sandbox(rest),
         "release" => release::release(rest),
         "fuzz" => fuzz::fuzz(rest),
         "help" | "-h" | "--help" => {

@@ -293,6 +293,29 @@ pub(crate) struct SpawnArgs {
     /// levels, shown with -v), raw (info events as written), off.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = AgentLogsMode::Parsed)]
     pub(crate) agent_logs: AgentLogsMode,
+    /// Sandbox network, over the configuration's policy: none (no TCP or UDP at
+    /// all; the agent is reached over its unix socket) or any.
+    #[arg(long, value_name = "NET", value_enum)]
+    pub(crate) sandbox_network: Option<SandboxNetwork>,
+    /// Sandbox: a read-only path (repeatable; replaces the configuration's list;
+    /// ${HOME}, ${WORKDIR}, ${TMPDIR} expand).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) sandbox_read: Vec<String>,
+    /// Sandbox: a writable path (repeatable; replaces the configuration's list).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) sandbox_write: Vec<String>,
+    /// Run the agent unconfined, whatever the configuration says.
+    #[arg(long, conflicts_with_all = ["sandbox_network", "sandbox_read", "sandbox_write"])]
+    pub(crate) no_sandbox: bool,
+}
+
+/// `--sandbox-network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SandboxNetwork {
+    /// No TCP or UDP to anything, the host's loopback included.
+    None,
+    /// The host's network.
+    Any,
 }
 
 fn kind_help() -> String {

@@ -9,7 +9,9 @@ use agent_manager::{AgentConn, ErrorKind, LoadOptions, Manager, ManagerBuilder};
 use serde_json::json;
 
 use crate::cache;
-use crate::cli::{AgentLogsMode, Cli, Command, LoadArgs, PruneArgs, RestartWhen, SpawnArgs};
+use crate::cli::{
+    AgentLogsMode, Cli, Command, LoadArgs, PruneArgs, RestartWhen, SandboxNetwork, SpawnArgs,
+};
 use crate::report::{Failure, Percentiles, human_size, ms};
 
 /// Global settings every command sees.
@@ -381,8 +383,40 @@ fn restart_policy(args: &LoadArgs) -> Option<agent_manager::spawn::RestartPolicy
     Some(p)
 }
 
-fn load_options(spawn: &SpawnArgs) -> LoadOptions {
+/// The sandbox the `--sandbox-*` flags ask for over the configuration's
+/// policy for `t`, or `None` when no flag is given (the configuration decides).
+fn sandbox_from_flags(
+    m: &Manager,
+    t: &Target,
+    spawn: &SpawnArgs,
+) -> Option<agent_manager::sandbox::Sandbox> {
+    use agent_manager::sandbox::{Network, Sandbox, SandboxPolicyPatch};
+    if spawn.no_sandbox {
+        return Some(Sandbox::unconfined());
+    }
+    let patch = SandboxPolicyPatch {
+        network: spawn.sandbox_network.map(|n| match n {
+            SandboxNetwork::None => Network::None,
+            SandboxNetwork::Any => Network::Any,
+        }),
+        read: (!spawn.sandbox_read.is_empty()).then(|| spawn.sandbox_read.clone()),
+        write: (!spawn.sandbox_write.is_empty()).then(|| spawn.sandbox_write.clone()),
+    };
+    if patch == SandboxPolicyPatch::default() {
+        return None;
+    }
+    let effective = match t {
+        Target::Agent(a) => m.effective_sandbox(a),
+        Target::Path(_) => m.effective_path_sandbox(),
+    };
+    effective.over(&patch).sandbox()
+}
+
+fn load_options(m: &Manager, t: &Target, spawn: &SpawnArgs) -> LoadOptions {
     let mut o = LoadOptions::new().unix_socket(spawn.uds);
+    if let Some(sandbox) = sandbox_from_flags(m, t, spawn) {
+        o = o.sandbox(sandbox);
+    }
 
     if let Some(d) = spawn.startup_timeout {
         o = o.startup_timeout(d);
@@ -422,7 +456,7 @@ async fn load_target(
 async fn load(ctx: &Ctx, args: LoadArgs) -> Result<(), Failure> {
     let t = target(ctx, &args.reference)?;
     let m = ctx.manager_for_load(&args.spawn)?;
-    let mut opts = load_options(&args.spawn);
+    let mut opts = load_options(&m, &t, &args.spawn);
     if let Some(w) = &args.workdir {
         opts = opts.workdir(absolute(w)?);
     }
@@ -566,7 +600,7 @@ async fn bench(ctx: &Ctx, reference: &str, n: u32, spawn: &SpawnArgs) -> Result<
     let (mut loads, mut closes) = (Vec::new(), Vec::new());
     for i in 0..n {
         let started = Instant::now();
-        let (conn, _, _) = load_target(&m, &t, load_options(spawn)).await?;
+        let (conn, _, _) = load_target(&m, &t, load_options(&m, &t, spawn)).await?;
         loads.push(ms(started.elapsed()));
         let started = Instant::now();
         conn.close().await;

@@ -95,6 +95,8 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
         Err(e) => (format!("error[{}]", e.kind()), e.to_string()),
     };
 
+    let sandbox = m.effective_sandbox(&agent);
+
     if ctx.json {
         let stores_json: Vec<serde_json::Value> = per_store
             .iter()
@@ -121,6 +123,7 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
                 "trust": trust,
                 "why": why,
                 "installed": installed,
+                "sandbox": sandbox,
                 "lock": match (&locked, &lock_path) {
                     (Some(l), Some(p)) => json!({
                         "file": p,
@@ -173,6 +176,9 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
         (None, Some(p)) if p.exists() => outln!("lock         {} does not list it", p.display()),
         _ => outln!("lock         none"),
     }
+    for line in sandbox_text(&sandbox) {
+        outln!("{line}");
+    }
     if installed.is_empty() {
         outln!("installed    none");
     }
@@ -186,6 +192,36 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// The effective sandbox, one line per part with where it came from.
+fn sandbox_text(s: &agent_manager::EffectiveSandbox) -> Vec<String> {
+    let require = format!("require = {} ({})", s.require, s.require_origin);
+    let Some(p) = &s.policy else {
+        let outcome = if s.require {
+            "refused: no policy (error[admission])"
+        } else {
+            "none: runs unconfined"
+        };
+        return vec![format!("sandbox      {outcome}; {require}")];
+    };
+    let list = |l: &[String]| {
+        if l.is_empty() {
+            "none".to_owned()
+        } else {
+            l.join(", ")
+        }
+    };
+    let network = match p.network {
+        agent_manager::sandbox::Network::None => "none",
+        agent_manager::sandbox::Network::Any => "any",
+    };
+    vec![
+        format!("sandbox      network {network}  from {}", s.network_from),
+        format!("  read       {}  from {}", list(&p.read), s.read_from),
+        format!("  write      {}  from {}", list(&p.write), s.write_from),
+        format!("  {require}"),
+    ]
 }
 
 /// What the trust policy asks of the publisher's binaries, and whether a

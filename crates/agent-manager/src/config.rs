@@ -23,6 +23,14 @@
 //!
 //! [publishers."*"]                           # every publisher, under its own table
 //! require-signature = false                  # the default
+//!
+//! [sandbox]
+//! require = false                            # true: an agent with no policy is refused (admission)
+//!
+//! [publishers."acme.corp".sandbox]           # or [publishers."*".sandbox]
+//! network = "none"                           # or "any"
+//! read = ["/opt/models"]                     # ${HOME}, ${WORKDIR}, ${TMPDIR} expand
+//! write = ["${WORKDIR}"]
 //! ```
 //!
 //! A publisher's table overrides only the fields it sets; the others come
@@ -73,6 +81,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[publishers."P"]` (and `"*"`): per-publisher store scoping and signing keys.
     pub publishers: BTreeMap<String, PublisherConfig>,
+    /// `[sandbox]`: whether every agent must have a sandbox policy.
+    pub sandbox: SandboxConfig,
     /// The file this was read from (`None` when built in code).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -138,6 +148,16 @@ pub struct CacheConfig {
     pub verify: Option<VerifySetting>,
 }
 
+/// `[sandbox]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SandboxConfig {
+    /// Refuse (`admission`) to load an agent that no `[publishers."…".sandbox]`
+    /// table and no `LoadOptions::sandbox` confines (default `false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require: Option<bool>,
+}
+
 /// `[publishers."P"]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -151,6 +171,9 @@ pub struct PublisherConfig {
     /// Refuse unsigned agents (default: `true` when `keys` are listed, else `false`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub require_signature: Option<bool>,
+    /// `[publishers."P".sandbox]`: the fields of the sandbox policy this table sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<agent_sandbox::SandboxPolicyPatch>,
 }
 
 impl PublisherConfig {
@@ -177,6 +200,10 @@ impl PublisherConfig {
                 .require_signature
                 .or((!self.keys.is_empty()).then_some(true))
                 .or(base.require_signature),
+            sandbox: match (&base.sandbox, &self.sandbox) {
+                (Some(b), Some(o)) => Some(b.merge(o)),
+                (b, o) => o.clone().or_else(|| b.clone()),
+            },
         }
     }
 
@@ -678,6 +705,25 @@ require-signature = false
         assert!(!c.publisher("other").unwrap().nix_may_serve());
         assert!(c.publisher("nixed").unwrap().nix_may_serve());
         assert!(c.publisher("free").unwrap().nix_may_serve());
+    }
+
+    #[test]
+    fn sandbox_tables_merge_by_field_and_refuse_unknown_keys() {
+        let c = parse(
+            "[sandbox]\nrequire = true\n\n[publishers.\"*\".sandbox]\nnetwork = \"any\"\nread = [\"/opt/models\"]\n\n[publishers.\"acme\".sandbox]\nnetwork = \"none\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.sandbox.require, Some(true));
+        let acme = c.publisher("acme").unwrap().sandbox.unwrap().into_policy();
+        assert_eq!(acme.network, agent_sandbox::Network::None);
+        assert_eq!(acme.read, ["/opt/models"]);
+        let other = c.publisher("other").unwrap().sandbox.unwrap().into_policy();
+        assert_eq!(other.network, agent_sandbox::Network::Any);
+        let e = cfg_err("[publishers.\"acme\".sandbox]\nnetwork = \"some\"\n");
+        assert_eq!(e.line, Some(2));
+        assert!(e.accepted.unwrap().contains("none"));
+        let e = cfg_err("[sandbox]\nrequired = true\n");
+        assert_eq!(e.key.as_deref(), Some("sandbox.required"));
     }
 
     #[test]

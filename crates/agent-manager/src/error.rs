@@ -122,6 +122,17 @@ pub enum ManagerError {
         /// The binary.
         path: std::path::PathBuf,
     },
+    /// `[sandbox] require = true` and nothing confines this agent (kind
+    /// `admission`); nothing was started.
+    #[error("{agent} has no sandbox policy, and the configuration{} requires one ([sandbox] require = true); fix: add a [publishers.\"{publisher}\".sandbox] or [publishers.\"*\".sandbox] table, or load it with LoadOptions::sandbox(Sandbox::unconfined()) (agentctl --no-sandbox) to run it unconfined deliberately", config.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    SandboxRequired {
+        /// The agent (ref or path).
+        agent: String,
+        /// Its publisher (`*` for an agent loaded by path).
+        publisher: String,
+        /// The configuration file that requires it, when it came from one.
+        config: Option<std::path::PathBuf>,
+    },
     /// The lock file cannot be read (`io`) or does not validate (`config`).
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
@@ -171,6 +182,7 @@ impl ManagerError {
                 ErrorKind::NotLocked
             }
             ManagerError::LockMismatch { .. } => ErrorKind::Integrity,
+            ManagerError::SandboxRequired { .. } => ErrorKind::Admission,
             ManagerError::Lock(e) => e.kind(),
         }
     }

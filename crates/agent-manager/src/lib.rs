@@ -97,6 +97,7 @@ pub mod lock;
 mod locking;
 mod manager;
 mod resolve;
+mod sandbox_policy;
 mod settings;
 pub mod stores;
 
@@ -119,6 +120,7 @@ pub use config::{Config, ConfigError, EffectiveConfig, Origin, Setting};
 pub use env::{AGENT_STORES_ENV, EnvConfig, StoreId, StoreSelection};
 pub use error::{ManagerError, NOT_FOUND_REMEDY, StoreAnswer};
 pub use manager::{ActiveAgent, LoadOptions, Manager, ManagerBuilder, StderrSink};
+pub use sandbox_policy::{EffectiveSandbox, PolicySource};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[doc = include_str!("../README.md")]

@@ -300,6 +300,7 @@ pub struct LoadOptions {
     managed: Option<bool>,
     verify: Option<VerifyMode>,
     restart: Option<agent_spawn::RestartPolicy>,
+    sandbox: Option<agent_sandbox::Sandbox>,
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -318,6 +319,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("managed", &self.managed)
             .field("verify", &self.verify)
             .field("restart", &self.restart)
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -422,6 +424,17 @@ impl LoadOptions {
         self
     }
 
+    /// How the agent is confined, over the configuration's policy: a
+    /// [`Sandbox::policy`](agent_sandbox::Sandbox::policy), or
+    /// [`Sandbox::unconfined`](agent_sandbox::Sandbox::unconfined) as the explicit
+    /// opt-out. A policy this machine cannot enforce is `admission`, nothing started.
+    #[doc(alias = "WithSandbox")]
+    #[doc(alias = "WithoutSandbox")]
+    pub fn sandbox(mut self, sandbox: agent_sandbox::Sandbox) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
     /// `self` on top of `d` (the manager's defaults): set fields win, env and args are appended.
     fn over(self, d: &LoadOptions) -> LoadOptions {
         let mut env = d.env.clone();
@@ -444,6 +457,7 @@ impl LoadOptions {
             managed: self.managed.or(d.managed),
             verify: self.verify.or(d.verify),
             restart: self.restart.or(d.restart),
+            sandbox: self.sandbox.or_else(|| d.sandbox.clone()),
         }
     }
 
@@ -472,6 +486,9 @@ impl LoadOptions {
         o.unix_socket = self.unix_socket.unwrap_or(o.unix_socket);
         if self.env_allowlist.is_some() {
             o.env_allowlist = self.env_allowlist;
+        }
+        if let Some(sandbox) = self.sandbox {
+            o.sandbox = sandbox;
         }
         for v in credential_env().into_iter().chain(self.env_remove) {
             if !o.env_remove.contains(&v) {
@@ -817,7 +834,9 @@ impl Manager {
     /// # Errors
     /// Those of [`Manager::pull`], then the spawn kinds (`spawn`,
     /// `agent-exited`, `handshake-timeout`, `handshake-malformed`,
-    /// `version-mismatch`, `dial-timeout`, `not-serving`) with the agent's stderr tail.
+    /// `version-mismatch`, `dial-timeout`, `not-serving`) with the agent's stderr tail;
+    /// `admission` when `[sandbox] require = true` and nothing confines the agent, or
+    /// its policy cannot be enforced on this machine (checked before anything starts).
     pub async fn load(
         &self,
         agent: &AgentRef,
@@ -831,6 +850,9 @@ impl Manager {
             if let Some(conn) = self.attach_if_listed(agent, dial).await? {
                 return Ok(conn);
             }
+            let mut opts = opts;
+            opts.sandbox =
+                Some(self.sandbox_for(Some(agent.publisher()), &agent.to_string(), &opts)?);
             let resolved = self.resolve(agent).await?;
             let locked = self
                 .inner
@@ -933,6 +955,8 @@ impl Manager {
                     path: path.to_path_buf(),
                 });
             }
+            let mut opts = opts;
+            opts.sandbox = Some(self.sandbox_for(None, &path.display().to_string(), &opts)?);
             let managed = opts
                 .managed
                 .or(self.inner.defaults.managed)
@@ -946,6 +970,49 @@ impl Manager {
         }
         .instrument(span)
         .await
+    }
+
+    /// The sandbox `agent` is loaded with when the load does not say
+    /// ([`LoadOptions::sandbox`]): the configuration's policy for its publisher
+    /// (`None` when nothing confines it), with where each part came from.
+    #[must_use]
+    pub fn effective_sandbox(&self, agent: &AgentRef) -> crate::EffectiveSandbox {
+        crate::EffectiveSandbox::from_settings(&self.inner.settings, Some(agent.publisher()))
+    }
+
+    /// The sandbox an agent loaded by path ([`Manager::load_path`]) gets when the
+    /// load does not say: only `[publishers."*".sandbox]` applies (a path names no
+    /// publisher).
+    #[must_use]
+    pub fn effective_path_sandbox(&self) -> crate::EffectiveSandbox {
+        crate::EffectiveSandbox::from_settings(&self.inner.settings, None)
+    }
+
+    /// The load's sandbox: its options', else the configuration's, else
+    /// unconfined unless `[sandbox] require = true`.
+    fn sandbox_for(
+        &self,
+        publisher: Option<&str>,
+        agent: &str,
+        opts: &LoadOptions,
+    ) -> Result<agent_sandbox::Sandbox, ManagerError> {
+        if let Some(s) = opts
+            .sandbox
+            .clone()
+            .or_else(|| self.inner.defaults.sandbox.clone())
+        {
+            return Ok(s);
+        }
+        let effective = crate::EffectiveSandbox::from_settings(&self.inner.settings, publisher);
+        match effective.sandbox() {
+            Some(s) => Ok(s),
+            None if effective.require => Err(ManagerError::SandboxRequired {
+                agent: agent.to_owned(),
+                publisher: publisher.unwrap_or(crate::config::ANY_PUBLISHER).to_owned(),
+                config: self.inner.settings.file.clone(),
+            }),
+            None => Ok(agent_sandbox::Sandbox::unconfined()),
+        }
     }
 
     async fn spawn_at(&self, path: &Path, opts: LoadOptions) -> Result<AgentConn, ManagerError> {

@@ -51,6 +51,8 @@ pub(crate) struct Settings {
     pub(crate) publishers: BTreeMap<String, PublisherConfig>,
     pub(crate) publishers_origin: Origin,
     pub(crate) lockfile: Option<Val<PathBuf>>,
+    /// `[sandbox] require`.
+    pub(crate) sandbox_require: Val<bool>,
 }
 
 impl Settings {
@@ -154,6 +156,7 @@ impl Settings {
             publishers: c.publishers.clone(),
             publishers_origin: file_origin.clone(),
             lockfile,
+            sandbox_require: or_default(c.sandbox.require, &file_origin),
         }
     }
 
@@ -346,8 +349,16 @@ impl Settings {
             Some(v) => e.push("lockfile", v.value.display().to_string(), v.origin.clone()),
             None => e.push("lockfile", "agents.lock (if present)", Origin::Default),
         }
+        e.push(
+            "sandbox.require",
+            self.sandbox_require.value.to_string(),
+            self.sandbox_require.origin.clone(),
+        );
         for (name, p) in &self.publishers {
             let o = self.publishers_origin.clone();
+            if let Some(sb) = &p.sandbox {
+                crate::sandbox_policy::push_table(&mut e, name, sb, &o);
+            }
             if let Some(s) = &p.stores {
                 let v = s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
                 e.push(

@@ -134,7 +134,11 @@ impl Sandbox {
             })
         };
         let binary = abs("resolving the agent binary", &ctx.binary)?;
-        let workdir = abs("resolving the work directory", &ctx.workdir)?;
+        let workdir = ctx
+            .workdir
+            .as_deref()
+            .map(|w| abs("resolving the work directory", w))
+            .transpose()?;
         let socket_dir = ctx
             .socket_dir
             .as_deref()
@@ -156,6 +160,8 @@ impl Sandbox {
             .home
             .clone()
             .or_else(|| std::env::var_os("HOME").map(PathBuf::from));
+        // Without a work directory of its own the agent works in its private TMPDIR.
+        let workdir = workdir.unwrap_or_else(|| tmpdir.path().to_owned());
         let expanded = policy.expand(&PathVars {
             home: home.as_deref(),
             workdir: &workdir,
@@ -215,7 +221,7 @@ fn private_dir() -> std::fs::Permissions {
 #[derive(Debug, Clone)]
 pub struct SandboxContext {
     binary: PathBuf,
-    workdir: PathBuf,
+    workdir: Option<PathBuf>,
     socket_dir: Option<PathBuf>,
     home: Option<PathBuf>,
     temp_base: Option<PathBuf>,
@@ -227,7 +233,20 @@ impl SandboxContext {
     pub fn new(binary: impl Into<PathBuf>, workdir: impl Into<PathBuf>) -> Self {
         SandboxContext {
             binary: binary.into(),
-            workdir: workdir.into(),
+            workdir: Some(workdir.into()),
+            socket_dir: None,
+            home: None,
+            temp_base: None,
+        }
+    }
+
+    /// The agent's binary, for an agent without a work directory: `${WORKDIR}` then
+    /// names its private `TMPDIR`, where it should also be started.
+    #[must_use]
+    pub fn without_workdir(binary: impl Into<PathBuf>) -> Self {
+        SandboxContext {
+            binary: binary.into(),
+            workdir: None,
             socket_dir: None,
             home: None,
             temp_base: None,

@@ -85,6 +85,16 @@ pub enum SpawnFailure {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
+    /// The sandbox could not be set up (`admission` when this machine cannot
+    /// enforce the policy, `config` for a bad policy path, `io`); nothing ran.
+    #[error("cannot confine {}: {source}", program.display())]
+    Sandbox {
+        /// The program.
+        program: PathBuf,
+        /// What is missing or wrong, and the fix.
+        #[source]
+        source: agent_sandbox::SandboxError,
+    },
     /// A local OS error (`io`).
     #[error("{context}: {source}")]
     Io {
@@ -109,6 +119,7 @@ impl SpawnFailure {
             SpawnFailure::DialTimeout { .. } => ErrorKind::DialTimeout,
             SpawnFailure::NotServing { .. } => ErrorKind::NotServing,
             SpawnFailure::Refused { kind, .. } => *kind,
+            SpawnFailure::Sandbox { source, .. } => source.kind(),
             SpawnFailure::Io { .. } => ErrorKind::Io,
         }
     }

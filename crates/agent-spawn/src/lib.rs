@@ -23,6 +23,18 @@
 //! with `execveat(fd, "", AT_EMPTY_PATH)`. In unix-socket mode only the
 //! assigned socket is accepted in the handshake.
 //!
+//! ## Confinement
+//! [`SpawnOptions::sandbox`] (default [`Sandbox::Unconfined`]) is prepared for
+//! every start, restarts included ([`Sandbox::prepare`](agent_sandbox::Sandbox::prepare)):
+//! a policy this machine cannot enforce, or that the portable process backend
+//! cannot apply, is `admission` and nothing starts. On the pidfd backend the
+//! child enters its user and network namespace (`network = "none"`) and
+//! restricts itself with Landlock between clone and exec (an
+//! [`agent_process::ChildSetup`] hook); it gets a private `TMPDIR`, removed
+//! once it is reaped. `network = "none"` puts the agent in an empty network
+//! namespace, so it is reached over its unix socket. On macOS the agent runs
+//! under `sandbox-exec`, started by path.
+//!
 //! ## Lifecycle: who signals, who reaps, what dies with the host
 //! - One owner per agent process: [`agent_process::AgentProcess`] holds a pidfd
 //!   from spawn. The leader is signalled through the pidfd; the group only
@@ -59,6 +71,7 @@
 //! ```
 
 mod attach;
+mod confine;
 mod conn;
 mod error;
 mod exec;
@@ -77,6 +90,8 @@ pub use agent_protocol::{
     ATTACH_ENV, Endpoint, Handshake, HandshakeError, LIFELINE_ENV, MAX_HANDSHAKE_LEN,
     PROTOCOL_VERSIONS, TOKEN_ENV, TOKEN_METADATA_KEY, UDS_PATH_ENV, WORKDIR_ENV,
 };
+/// The sandbox types of [`SpawnOptions::sandbox`] (crate `agent-sandbox`).
+pub use agent_sandbox::{Network, Sandbox, SandboxError, SandboxPolicy};
 pub use attach::{AttachInfo, AttachParseError, EndpointParseError, attach};
 pub use conn::{AgentChannel, AgentConn, ExitInfo, WeakAgentConn};
 pub use error::{SpawnError, SpawnFailure};

@@ -6,13 +6,13 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 pub(crate) use agent_process::Spawned;
 use tokio::sync::oneshot;
 
-/// Everything the child needs. Converts into [`agent_process::Exec`], which
-/// adds the child-setup hook; either can be passed to [`spawn_in_group`].
+/// Everything the child needs. Converts into [`agent_process::Exec`]; either
+/// can be passed to [`spawn_in_group`].
 pub(crate) struct Exec {
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<OsString>,
@@ -22,6 +22,8 @@ pub(crate) struct Exec {
     pub(crate) keep_fd: Option<RawFd>,
     /// The checked file: executed instead of `program` when set.
     pub(crate) program_fd: Option<OwnedFd>,
+    /// Run in the child before exec (the sandbox).
+    pub(crate) child_setup: Option<Arc<dyn agent_process::ChildSetup>>,
 }
 
 impl From<Exec> for agent_process::Exec {
@@ -33,7 +35,7 @@ impl From<Exec> for agent_process::Exec {
             cwd: e.cwd,
             keep_fd: e.keep_fd,
             program_fd: e.program_fd,
-            child_setup: None,
+            child_setup: e.child_setup,
         }
     }
 }

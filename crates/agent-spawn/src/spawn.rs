@@ -19,6 +19,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
 
+use crate::confine::{ConfineChild, Paths};
 use crate::conn::{Parts, wait_exit};
 use crate::error::{SpawnError, SpawnFailure};
 use crate::exec::{Admit, Executable};
@@ -26,8 +27,8 @@ use crate::logs::{AgentLogger, AgentLogs};
 use crate::process::{Exec, Spawned, lifeline_read_end, spawn_in_group};
 use crate::token::fresh_token;
 use crate::{
-    AgentConn, Endpoint, ExitInfo, Handshake, HandshakeError, MAX_HANDSHAKE_LEN, StderrRing,
-    TokenInterceptor,
+    AgentConn, Endpoint, ExitInfo, Handshake, HandshakeError, MAX_HANDSHAKE_LEN, Network, Sandbox,
+    StderrRing, TokenInterceptor,
 };
 use agent_protocol::{
     HOST_SECRET_ENV, INSECURE_ENV, LIFELINE_ENV, LOG_ENV, LOG_JSON, TOKEN_ENV, UDS_PATH_ENV,
@@ -92,6 +93,15 @@ pub struct SpawnOptions {
     /// included: it returns the checked file to execute, or refuses (see
     /// [`Admit`]). `None` (default): each start opens the program path itself.
     pub admit: Option<Admit>,
+    /// How the agent is confined (default [`Sandbox::Unconfined`]). A policy
+    /// is prepared again for every start, restarts included; one this machine
+    /// cannot enforce is `admission` and nothing starts. The agent gets a
+    /// private `TMPDIR`, removed once it is reaped; with `network = "none"` it
+    /// lives in an empty network namespace, so the host talks to it over a
+    /// unix socket whatever [`unix_socket`](Self::unix_socket) says. On macOS
+    /// the agent runs under `sandbox-exec`, which is started by path: there the
+    /// descriptor that was checked is not the one executed.
+    pub sandbox: Sandbox,
 }
 
 impl Default for SpawnOptions {
@@ -112,6 +122,7 @@ impl Default for SpawnOptions {
             unix_socket: false,
             accepted_versions: vec![1, 2],
             admit: None,
+            sandbox: Sandbox::Unconfined,
         }
     }
 }
@@ -134,6 +145,7 @@ impl std::fmt::Debug for SpawnOptions {
             .field("unix_socket", &self.unix_socket)
             .field("accepted_versions", &self.accepted_versions)
             .field("admit", &self.admit.is_some())
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -244,7 +256,12 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
     let interceptor = TokenInterceptor::new(&token)
         .map_err(|e| io_err("invalid token")(io::Error::other(e.to_string())))?;
 
-    let socket_dir = if opts.unix_socket {
+    // An agent without a network is reachable over its unix socket only.
+    let no_network = opts
+        .sandbox
+        .policy_ref()
+        .is_some_and(|p| p.network == Network::None);
+    let socket_dir = if opts.unix_socket || no_network {
         Some(crate::sockdir::create().map_err(io_err("cannot create the socket directory"))?)
     } else {
         None
@@ -264,6 +281,25 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
     if let Some(path) = &socket_path {
         set_env(&mut env, UDS_PATH_ENV.into(), path.clone().into_os_string());
     }
+    let home = env
+        .iter()
+        .find(|(name, _)| name == "HOME")
+        .map(|(_, v)| PathBuf::from(v));
+    let confined = crate::confine::prepare(
+        &opts.sandbox,
+        &Paths {
+            program,
+            workdir: opts.workdir.as_deref(),
+            socket_dir: socket_dir.as_ref().map(tempfile::TempDir::path),
+            home: home.as_deref(),
+        },
+    )?;
+    let tmpdir = confined
+        .as_ref()
+        .and_then(|c| c.prepared.tmpdir().map(Path::to_owned));
+    if let Some(dir) = &tmpdir {
+        set_env(&mut env, "TMPDIR".into(), dir.clone().into_os_string());
+    }
     let lifeline = if opts.lifeline {
         let fd = lifeline_read_end().map_err(io_err("cannot create the lifeline pipe"))?;
         set_env(&mut env, LIFELINE_ENV.into(), fd.to_string().into());
@@ -271,14 +307,30 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
     } else {
         None
     };
-    let exec = Exec {
+    let mut exec = Exec {
         program: program.to_owned(),
         args: opts.args.clone(),
         env,
-        cwd: opts.workdir.clone(),
+        // A confined agent without a work directory works in its private TMPDIR.
+        cwd: opts.workdir.clone().or(tmpdir),
         keep_fd: lifeline,
         program_fd: Some(program_fd),
+        child_setup: None,
     };
+    if let Some(c) = &confined {
+        match c.prepared.exec_wrapper() {
+            // macOS: sandbox-exec runs the agent by path.
+            Some((wrapper, leading)) => {
+                let mut args: Vec<OsString> = leading.into_iter().map(OsString::from).collect();
+                args.push(program.as_os_str().to_owned());
+                args.append(&mut exec.args);
+                exec.program = PathBuf::from(wrapper);
+                exec.args = args;
+                exec.program_fd = None;
+            }
+            None => exec.child_setup = Some(Arc::new(ConfineChild(Arc::clone(&c.prepared)))),
+        }
+    }
 
     let Spawned {
         process,
@@ -298,6 +350,12 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
     tracing::Span::current().record("pid", pid);
     phase("spawned");
 
+    // Registered first, so the private TMPDIR is gone by the time anyone
+    // learns of the exit.
+    if let Some(c) = confined {
+        let prepared = c.prepared;
+        process.on_exit(move |_| drop(prepared));
+    }
     // The reaper thread (agent-process) owns reaping; everyone else watches `exit_rx`.
     let (exit_tx, exit_rx) = watch::channel(None::<ExitInfo>);
     process.on_exit(move |exit| {

@@ -40,7 +40,7 @@ pub const NO_BUILD_ENV: &str = "AGENT_TESTKIT_NO_BUILD";
 /// The package that owns a workspace binary.
 fn package_of(bin: &str) -> &str {
     match bin {
-        "test-agent" => "agent-testkit",
+        "test-agent" | "probe-agent" => "agent-testkit",
         "agentctl" => "agent-cli",
         other => other,
     }
