@@ -45,7 +45,8 @@ impl Args {
 
 /// The sections `--only` accepts.
 const SECTIONS: &[&str] = &[
-    "load", "portable", "phases", "fanout", "restart", "scale", "resolve", "dedup", "pull",
+    "load", "portable", "sandbox", "phases", "fanout", "restart", "scale", "resolve", "dedup",
+    "pull",
 ];
 
 fn parse_args(args: &[String]) -> Result<Args> {
@@ -168,6 +169,10 @@ async fn run_all(args: &Args) -> Result<()> {
 
     if args.wants("portable") {
         portable_section(args, &agentctl, &echo, &mut rows, &mut report).await?;
+    }
+
+    if args.wants("sandbox") {
+        sandbox_section(args, &echo, &mut rows, &mut report).await?;
     }
 
     if args.wants("phases") {
@@ -729,6 +734,44 @@ async fn portable_section(
         );
     }
     report.insert("backends".into(), Value::Object(out));
+    Ok(())
+}
+
+/// agent-echo confined by the default policy beside the same agent
+/// unconfined, alternating in one run; a machine that cannot confine gets a
+/// `skipped` row naming why.
+async fn sandbox_section(
+    args: &Args,
+    echo: &Path,
+    rows: &mut Rows,
+    report: &mut serde_json::Map<String, Value>,
+) -> Result<()> {
+    let support = agent_manager::sandbox::probe();
+    if let Err(why) = support.admit(&agent_manager::sandbox::SandboxPolicy::default()) {
+        rows.push((
+            "load, confined".into(),
+            format!("skipped: {why}"),
+            String::new(),
+        ));
+        return Ok(());
+    }
+    eprintln!("bench: confined beside unconfined load × {}", args.n);
+    let s = crate::bench_sandbox::sandbox_load(echo, args.n).await?;
+    rows.push((
+        "load, confined (network none)".into(),
+        format!(
+            "p50 {:.3} ms ({:.2}× unconfined)",
+            s.confined.p50,
+            s.ratio()
+        ),
+        format!(
+            "unconfined p50 {:.3} ms, over a unix socket {:.3} ms ({:.2}×); ≤ 1.3×",
+            s.unconfined.p50,
+            s.unconfined_uds.p50,
+            s.ratio_same_transport()
+        ),
+    ));
+    report.insert("sandbox".into(), s.json());
     Ok(())
 }
 
