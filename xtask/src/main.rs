@@ -4,6 +4,7 @@
 //!   dry run, every test, `cargo deny`.
 //! - `demo`: build the example agent, install it, load it, call it, close it.
 //! - `bench`: the measured figures, side by side (`target/bench/bench.json`).
+//! - `bench-pull`: a verified, durable pull against its floor (`target/bench/pull.json`).
 //! - `release`: release archives and `SHA256SUMS`, optionally pushed to a registry.
 //! - `fuzz`: every cargo-fuzz target for a few minutes (nightly; not in CI).
 
@@ -14,6 +15,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod bench_sandbox;
+mod bench_pull;
 mod darwin;
 mod demo;
 mod fuzz;
@@ -35,6 +37,9 @@ fn main() -> ExitCode {
         "bench" => bench::bench(rest),
         "bench-run" => bench::bench_run(rest),
         "bench-sandbox" => bench_sandbox::bench_sandbox(rest),
+        "bench-pull" => bench_pull::bench_pull(rest),
+        "bench-pull-run" => bench_pull::bench_pull_run(rest),
+        "bench-pull-anchor" => bench_pull::anchor(rest),
         "release" => release::release(rest),
         "fuzz" => fuzz::fuzz(rest),
         "help" | "-h" | "--help" => {
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
                  test [--no-lint]   fmt, clippy and rustdoc -D warnings, publish dry run, every test, cargo deny\n  \
                  demo               build, install, load, call and close the example agent\n  \
                  bench [--quick] [-n N] [--agent PATH] [--pull-mib M]\n  \
+                 bench-pull [--mib M] [--runs N] [--old-agentctl PATH]\n  \
                  release [--registry R] [--publisher P] [--out DIR]\n  \
                  fuzz [--minutes N] [--target NAME]"
             );
