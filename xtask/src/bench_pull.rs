@@ -333,7 +333,7 @@ pub(crate) async fn pull_rows(agentctl: &Path, opts: &PullOptions) -> Result<Pul
         ));
         let mut v = f.json();
         v["over_floor"] = json!(round3(f.ms / floor));
-        js.insert(label.replace(' ', "_"), v);
+        js.insert(label.replace(' ', "_").replace(['(', ')'], ""), v);
     }
     rows.push((
         format!("  curl -o oci {mib} MiB"),
