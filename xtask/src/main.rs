@@ -14,8 +14,8 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
-mod bench_sandbox;
 mod bench_pull;
+mod bench_sandbox;
 mod darwin;
 mod demo;
 mod fuzz;
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
                  demo               build, install, load, call and close the example agent\n  \
                  bench [--quick] [-n N] [--agent PATH] [--pull-mib M]\n  \
                  bench-pull [--mib M] [--runs N] [--old-agentctl PATH]\n  \
+                 bench-sandbox [-n N] [--agent PATH]\n  \
                  release [--registry R] [--publisher P] [--out DIR]\n  \
                  fuzz [--minutes N] [--target NAME]"
             );
