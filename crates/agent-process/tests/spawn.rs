@@ -157,14 +157,16 @@ fn the_checked_binary_runs_even_if_the_path_is_replaced() {
 }
 
 /// The checked file itself runs, not a copy of its bytes: the script prints
-/// the inode of the file it runs from (`$0`: the descriptor's `/dev/fd/N` on
-/// the pidfd backend, the private link on the portable one), and once it has
-/// exited nothing is left beside the program.
+/// the inode of the file it runs from (`$0`: the descriptor's `/dev/fd/N` or
+/// `/proc/self/fd/N` on Linux). Running it leaves the file's identity alone
+/// (a hard link would move its ctime, and the next load would hash it), and
+/// nothing beside the program.
 fn the_checked_inode_runs_from(dir: &Path) {
     use std::os::unix::fs::MetadataExt as _;
     let path = dir.join("agent");
     write_exe(&path, b"#!/bin/sh\nstat -L -c %i \"$0\"\n");
-    let ino = std::fs::metadata(&path).unwrap().ino();
+    let before = std::fs::metadata(&path).unwrap();
+    let ino = before.ino();
     let fd = OwnedFd::from(std::fs::File::open(&path).unwrap());
     let mut e = exec(&path, &[]);
     e.program_fd = Some(fd);
@@ -173,6 +175,12 @@ fn the_checked_inode_runs_from(dir: &Path) {
         (code, out.trim()),
         (Some(0), ino.to_string().as_str()),
         "the agent ran from a copy, not from the checked file"
+    );
+    let after = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (after.ctime(), after.ctime_nsec(), after.nlink()),
+        (before.ctime(), before.ctime_nsec(), before.nlink()),
+        "running it changed the checked file's ctime or link count"
     );
     let names = || -> Vec<String> {
         std::fs::read_dir(dir)

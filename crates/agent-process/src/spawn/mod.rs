@@ -19,15 +19,14 @@
 //!   its interpreter, which the kernel hands `/dev/fd/N`; the descriptor is
 //!   therefore left open across exec for scripts (only for them), and the
 //!   script's process holds a read-only descriptor of its own file.
-//! - portable backend (no `fexecve` that works for scripts): the descriptor's
-//!   file is hard-linked into a fresh private 0700 directory of the host and
-//!   that path is spawned: through `/proc/self/fd` on Linux, else from the
-//!   path, kept only when the link is the descriptor's device and inode. The
-//!   directory is made in the temporary directory, or beside the program when
-//!   that is another file system (a tmpfs `/tmp`); where no link can be made
-//!   the bytes are copied. It is removed when the process is reaped (a
-//!   script's interpreter opens the path after exec, and an agent may start
-//!   itself again from its own path).
+//! - portable backend: on Linux, `posix_spawn` of `/proc/self/fd/N`, the
+//!   descriptor itself (left open across exec only for a script, as above).
+//!   Where there is no `/proc` (macOS), its bytes are copied into a fresh
+//!   private 0700 directory of the host and that path is spawned; the copy is
+//!   removed when the process is reaped (a script's interpreter opens the path
+//!   after exec, and an agent may start itself again from its own path). A
+//!   hard link would be cheaper, but it moves the cached file's ctime, so the
+//!   next load would hash it.
 //!
 //! [`Exec::program`] still gives `argv[0]` and the name in errors.
 
@@ -68,9 +67,7 @@ pub trait ChildSetup: Send + Sync {
 
 /// Everything the child needs, prepared in the parent.
 pub struct Exec {
-    /// The program's path (`argv[0]`); executed unless `program_fd` is set,
-    /// and then the path that descriptor was opened at (the portable backend
-    /// may link its private name from there, after checking the inode).
+    /// The program's path (`argv[0]`); executed unless `program_fd` is set.
     pub program: PathBuf,
     /// The arguments after `argv[0]`.
     pub args: Vec<OsString>,
@@ -249,7 +246,7 @@ impl Prepared {
 
 /// Whether the file behind `fd` starts with `#!` (read at offset 0, so the
 /// descriptor's own offset is untouched).
-#[cfg(all(target_os = "linux", not(agent_portable)))]
+#[cfg(target_os = "linux")]
 fn is_script(fd: &OwnedFd) -> bool {
     let mut head = [0u8; 2];
     // SAFETY: reading at most 2 bytes into a valid buffer.

@@ -8,7 +8,9 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+#[cfg(not(target_os = "linux"))]
 use std::os::unix::ffi::OsStrExt as _;
+#[cfg(not(target_os = "linux"))]
 use std::path::Path;
 use std::sync::Arc;
 
@@ -82,14 +84,31 @@ pub(super) fn start(
              between fork and exec (on macOS, confine the agent with sandbox-exec instead)",
         ));
     }
-    let copy = exec
+    // Linux: the child executes `/proc/self/fd/N`, the checked descriptor
+    // itself (no link, which would move the cached file's ctime, and no
+    // copy). A script keeps it open across exec for its interpreter.
+    #[cfg(target_os = "linux")]
+    let by_fd = exec
         .program_fd
         .as_ref()
-        .map(|fd| PrivateCopy::new(fd, &exec.program))
+        .map(|fd| {
+            let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_err(|_| io::Error::other("descriptor path"))?;
+            Ok::<_, io::Error>((path, fd.as_raw_fd(), super::is_script(fd)))
+        })
         .transpose()?;
-    let path = copy
+    #[cfg(not(target_os = "linux"))]
+    let by_fd = None::<(CString, RawFd, bool)>;
+    #[cfg(not(target_os = "linux"))]
+    let copy = exec.program_fd.as_ref().map(PrivateCopy::new).transpose()?;
+    #[cfg(not(target_os = "linux"))]
+    let program = copy
         .as_ref()
         .map_or(c.program.as_ptr(), |p| p.path.as_ptr());
+    #[cfg(target_os = "linux")]
+    let program = c.program.as_ptr();
+    let path = by_fd.as_ref().map_or(program, |(p, _, _)| p.as_ptr());
+    let program_fd = by_fd.as_ref().map(|&(_, fd, script)| (fd, script));
 
     let (out_r, out_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
@@ -121,7 +140,7 @@ pub(super) fn start(
         let mut flags = libc::POSIX_SPAWN_SETPGROUP
             | libc::POSIX_SPAWN_SETSIGDEF
             | libc::POSIX_SPAWN_SETSIGMASK;
-        flags |= close_descriptors(actions, keep)?;
+        flags |= close_descriptors(actions, keep, program_fd)?;
         let attr = &raw mut a.attr;
         check(libc::posix_spawnattr_setflags(
             attr,
@@ -152,6 +171,7 @@ pub(super) fn start(
     };
     drop((out_w, err_w, null, a));
     let process = AgentProcess::watched(pid, crate::sys::Handle::open(pid)?, true)?;
+    #[cfg(not(target_os = "linux"))]
     if let Some(copy) = copy {
         // Kept while the agent runs: a script's interpreter opens the path
         // after exec, and an agent may start itself again from its own path
@@ -162,16 +182,20 @@ pub(super) fn start(
 }
 
 /// Adds the file actions (and returns the flags) that leave the child no
-/// descriptor above 2 but `keep`.
+/// descriptor above 2 but `keep`, and `program` (the descriptor executed,
+/// `(fd, keep_open)`): left to its close-on-exec flag, or kept open across
+/// exec for a script's interpreter.
 #[allow(unsafe_code)]
 unsafe fn close_descriptors(
     actions: *mut libc::posix_spawn_file_actions_t,
     keep: RawFd,
+    program: Option<(RawFd, bool)>,
 ) -> io::Result<libc::c_int> {
     // SAFETY (whole function): file actions on an initialised object.
     unsafe {
         #[cfg(target_vendor = "apple")]
         {
+            let _ = program;
             if keep >= 0 {
                 check(posix_spawn_file_actions_addinherit_np(actions, keep))?;
             }
@@ -179,18 +203,28 @@ unsafe fn close_descriptors(
         }
         #[cfg(not(target_vendor = "apple"))]
         {
+            // (fd, clear its close-on-exec flag), in order.
+            let mut spared: Vec<(RawFd, bool)> = Vec::with_capacity(2);
+            if keep >= 0 {
+                spared.push((keep, true));
+            }
+            if let Some((fd, open)) = program.filter(|&(fd, _)| fd >= 0 && fd != keep) {
+                spared.push((fd, open));
+            }
+            spared.sort_unstable();
             // A close of a number that is not open is not an error for posix_spawn.
-            let first_closed_from = if keep >= 0 {
-                for fd in 3..keep {
-                    check(libc::posix_spawn_file_actions_addclose(actions, fd))?;
+            let mut next = 3;
+            for (fd, clear) in spared {
+                for f in next..fd {
+                    check(libc::posix_spawn_file_actions_addclose(actions, f))?;
                 }
-                // dup2 onto itself clears close-on-exec.
-                check(libc::posix_spawn_file_actions_adddup2(actions, keep, keep))?;
-                keep + 1
-            } else {
-                3
-            };
-            close_from(actions, first_closed_from)?;
+                if clear {
+                    // dup2 onto itself clears close-on-exec.
+                    check(libc::posix_spawn_file_actions_adddup2(actions, fd, fd))?;
+                }
+                next = fd + 1;
+            }
+            close_from(actions, next)?;
             Ok(0)
         }
     }
@@ -252,194 +286,33 @@ unsafe fn add_chdir(
     ))
 }
 
-/// The checked descriptor's file under a path only the host can reach: a
-/// fresh 0700 directory holding a hard link to it (the checked inode itself,
-/// as `execveat` of the descriptor would run) or, where no link can be made,
-/// a copy of its bytes. Dropping it removes both.
-///
-/// The directory is made in the temporary directory; when that is another
-/// file system than the program's (a tmpfs `/tmp`, so no link can reach it),
-/// beside the program, as `.{name}.run.{pid}.{random}`, before falling back
-/// to a copy.
+/// The checked descriptor's bytes under a path only the host can reach (where
+/// there is no `/proc/self/fd` to execute): a copy in a fresh 0700
+/// directory. A hard link would be cheaper but moves the cached file's
+/// ctime, so the next load would hash it. Dropping it removes both.
+#[cfg(not(target_os = "linux"))]
 struct PrivateCopy {
     _dir: tempfile::TempDir,
     path: CString,
 }
 
+#[cfg(not(target_os = "linux"))]
 impl PrivateCopy {
-    /// `program` is the path `fd` was opened at.
-    fn new(fd: &OwnedFd, program: &Path) -> io::Result<PrivateCopy> {
-        let checked = file_id(fd)?;
-        let dir = private_dir(tempfile::Builder::new().prefix("am"), None)?;
+    fn new(fd: &OwnedFd) -> io::Result<PrivateCopy> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::Builder::new()
+            .prefix("am")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
         let file = dir.path().join("a");
-        if link_checked(fd, checked, program, &file) {
-            return PrivateCopy::at(dir, &file);
-        }
-        if !same_device(dir.path(), checked.0)
-            && let Some(beside) = dir_beside(program, checked)
-        {
-            let linked = beside.path().join("a");
-            if link_checked(fd, checked, program, &linked) {
-                return PrivateCopy::at(beside, &linked);
-            }
-        }
         copy(fd, &file)?;
-        PrivateCopy::at(dir, &file)
-    }
-
-    fn at(dir: tempfile::TempDir, file: &Path) -> io::Result<PrivateCopy> {
         let path = CString::new(file.as_os_str().as_bytes())
-            .map_err(|_| io::Error::other("NUL byte in the private directory's path"))?;
+            .map_err(|_| io::Error::other("NUL byte in the temporary directory's path"))?;
         Ok(PrivateCopy { _dir: dir, path })
     }
 }
 
-/// A fresh 0700 directory made by `builder` (in `parent`, or the temporary directory).
-fn private_dir(
-    builder: &mut tempfile::Builder<'_, '_>,
-    parent: Option<&Path>,
-) -> io::Result<tempfile::TempDir> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let builder = builder.permissions(std::fs::Permissions::from_mode(0o700));
-    match parent {
-        Some(p) => builder.tempdir_in(p),
-        None => builder.tempdir(),
-    }
-}
-
-/// The device and inode of the file behind `fd`.
-fn file_id(fd: &OwnedFd) -> io::Result<(u64, u64)> {
-    // SAFETY: fstat fills the struct it is given; all-zero is a valid stat.
-    #[allow(unsafe_code)]
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a descriptor we hold and a valid, writable stat.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
-    Ok((st.st_dev as u64, u64::from(st.st_ino)))
-}
-
-/// Whether `path` is on device `dev` (`false` when it cannot be told).
-fn same_device(path: &Path, dev: u64) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.dev() == dev)
-}
-
-/// A private directory beside `program` for a link to it, when its
-/// directory is on the program's file system and writable by us; stale ones
-/// of hosts that are gone are removed on the way.
-fn dir_beside(program: &Path, checked: (u64, u64)) -> Option<tempfile::TempDir> {
-    let parent = program.parent()?;
-    let name = program.file_name()?.to_str()?;
-    if !same_device(parent, checked.0) {
-        return None;
-    }
-    let stem = format!(".{name}.run.");
-    remove_stale(parent, &stem);
-    let prefix = format!("{stem}{}.", std::process::id());
-    private_dir(tempfile::Builder::new().prefix(&prefix), Some(parent)).ok()
-}
-
-/// Removes `{stem}{pid}.*` directories in `dir` whose host process is gone
-/// (a host killed before it could remove its own).
-fn remove_stale(dir: &Path, stem: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(stem))
-            .and_then(|rest| rest.split_once('.'))
-            .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
-            .filter(|&pid| pid > 0)
-        else {
-            continue;
-        };
-        // SAFETY: signal 0 only checks that the process exists.
-        #[allow(unsafe_code)]
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if gone && let Err(e) = std::fs::remove_dir_all(entry.path()) {
-            tracing::debug!(path = %entry.path().display(), error = %e, "could not remove a stale private directory");
-        }
-    }
-}
-
-/// Hard-links the checked file at `to`, and reports whether `to` is now that
-/// very inode: through `/proc/self/fd` on Linux (no privilege needed), else
-/// from `program`'s path, kept only if the link has the descriptor's device
-/// and inode (the path may name another file by now).
-fn link_checked(fd: &OwnedFd, checked: (u64, u64), program: &Path, to: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    if link_descriptor(fd, to) {
-        return true;
-    }
-    let (Ok(from), Ok(to_c)) = (
-        CString::new(program.as_os_str().as_bytes()),
-        CString::new(to.as_os_str().as_bytes()),
-    ) else {
-        return false;
-    };
-    // SAFETY: two valid C strings. Flags 0: a symlink at `program` is linked
-    // as itself, and then fails the identity check below.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to_c.as_ptr(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return false;
-    }
-    match std::fs::symlink_metadata(to) {
-        Ok(m) if (m.dev(), m.ino()) == checked => true,
-        _ => {
-            let _ = std::fs::remove_file(to);
-            false
-        }
-    }
-}
-
-/// Links the descriptor's inode at `to` (Linux: through `/proc/self/fd`,
-/// which needs no privilege). `false` when that is not possible (another
-/// file system, no `/proc`, another OS).
-fn link_descriptor(fd: &OwnedFd, to: &Path) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        let from = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        let (Ok(from), Ok(to)) = (CString::new(from), CString::new(to.as_os_str().as_bytes()))
-        else {
-            return false;
-        };
-        // SAFETY: two valid C strings.
-        #[allow(unsafe_code)]
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        rc == 0
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (fd, to);
-        false
-    }
-}
-
+#[cfg(not(target_os = "linux"))]
 /// Copies the descriptor's bytes (from offset 0, with positioned reads: the
 /// descriptor's own offset is left alone) into a new 0700 file at `to`.
 fn copy(fd: &OwnedFd, to: &Path) -> io::Result<()> {
