@@ -422,7 +422,7 @@ impl AgentConn {
 
     /// Resolves when the agent process has exited and been reaped, and what it
     /// wrote to stderr before it exited is in [`stderr_tail`](Self::stderr_tail)
-    /// (waiting at most [`STDERR_SETTLE`] for a descendant that holds stderr open).
+    /// (waiting at most 2 s for a descendant that holds stderr open).
     ///
     /// When the agent (the group leader) exits, whatever it left in its
     /// process group is killed. The future does not keep the connection alive.
