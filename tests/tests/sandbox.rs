@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::ErrorKind as IoKind;
-use std::net::{TcpListener, UdpSocket};
+use agent_testkit::sandbox::Listeners;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -38,8 +37,7 @@ fn can_enforce() -> bool {
 struct World {
     home: Home,
     root: tempfile::TempDir,
-    tcp: TcpListener,
-    udp: UdpSocket,
+    net: Listeners,
 }
 
 impl World {
@@ -56,17 +54,8 @@ impl World {
             std::fs::create_dir_all(root.path().join(d)).unwrap();
         }
         std::fs::write(root.path().join("home/.ssh/id_test"), "SECRET KEY").unwrap();
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        tcp.set_nonblocking(true).unwrap();
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        udp.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        World {
-            home,
-            root,
-            tcp,
-            udp,
-        }
+        let net = Listeners::new();
+        World { home, root, net }
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -101,14 +90,8 @@ impl World {
             .env("PROBE_OUTSIDE", self.p("outside/file"))
             .env("PROBE_GRANTED", self.p("granted/file"))
             .env("PROBE_REPORT", self.p("work/report.json"))
-            .env(
-                "PROBE_TCP_PORT",
-                self.tcp.local_addr().unwrap().port().to_string(),
-            )
-            .env(
-                "PROBE_UDP_PORT",
-                self.udp.local_addr().unwrap().port().to_string(),
-            )
+            .env("PROBE_TCP_PORT", self.net.tcp_port().to_string())
+            .env("PROBE_UDP_PORT", self.net.udp_port().to_string())
             .startup_timeout(Duration::from_secs(20))
             .dial_timeout(Duration::from_secs(20))
             .grace(Duration::from_secs(5))
@@ -117,19 +100,6 @@ impl World {
     fn report(&self) -> Value {
         let text = std::fs::read_to_string(self.p("work/report.json")).unwrap();
         serde_json::from_str(&text).unwrap()
-    }
-
-    fn tcp_seen(&self) -> bool {
-        match self.tcp.accept() {
-            Ok(_) => true,
-            Err(e) if e.kind() == IoKind::WouldBlock => false,
-            Err(e) => panic!("accept: {e}"),
-        }
-    }
-
-    fn udp_seen(&self) -> bool {
-        let mut buf = [0u8; 64];
-        self.udp.recv_from(&mut buf).is_ok()
     }
 
     /// Every probe but the granted write failed, and the listeners saw nothing.
@@ -144,8 +114,8 @@ impl World {
             assert_eq!(r[name], false, "the confined agent could {name}: {r}");
         }
         assert_eq!(r["granted_write"], true, "{r}");
-        assert!(!self.tcp_seen(), "the TCP listener was reached");
-        assert!(!self.udp_seen(), "the UDP listener received a datagram");
+        assert!(!self.net.tcp_seen(), "the TCP listener was reached");
+        assert!(!self.net.udp_seen(), "the UDP listener received a datagram");
         assert!(!self.p("outside/file").exists());
     }
 }
@@ -258,7 +228,7 @@ async fn load_options_unconfined_overrides_the_configured_policy() {
     for name in ["secret_read", "outside_write", "tcp_connect", "udp_send"] {
         assert_eq!(r[name], true, "unconfined, the agent could not {name}: {r}");
     }
-    assert!(w.tcp_seen() && w.udp_seen());
+    assert!(w.net.tcp_seen() && w.net.udp_seen());
     conn.close().await;
 }
 
@@ -287,8 +257,8 @@ impl Ctl {
             format!("PROBE_OUTSIDE={}", w.p("outside/file").display()),
             format!("PROBE_GRANTED={}", w.p("granted/file").display()),
             format!("PROBE_REPORT={}", w.p("work/report.json").display()),
-            format!("PROBE_TCP_PORT={}", w.tcp.local_addr().unwrap().port()),
-            format!("PROBE_UDP_PORT={}", w.udp.local_addr().unwrap().port()),
+            format!("PROBE_TCP_PORT={}", w.net.tcp_port()),
+            format!("PROBE_UDP_PORT={}", w.net.udp_port()),
         ];
         let workdir = w.p("work").display().to_string();
         let mut args = vec!["load", "probe:1.0.0", "--workdir", &workdir];
@@ -364,7 +334,7 @@ fn agentctl_info_shows_the_policy_and_load_flags_go_over_it() {
     assert_eq!(rep["tcp_connect"], true, "{rep}");
     assert_eq!(rep["secret_read"], false, "{rep}");
     assert_eq!(rep["granted_write"], true, "{rep}");
-    assert!(c.w.tcp_seen());
+    assert!(c.w.net.tcp_seen());
     // --no-sandbox: the explicit opt-out.
     let r = c.load(&["--no-sandbox"]);
     assert_eq!(r.code, 0, "{}", r.stderr);

@@ -23,25 +23,10 @@ const PROBE: &str = env!("CARGO_BIN_EXE_sandbox-probe");
 /// host's `GITHUB_TOKEN`; the probe looks for it in `/proc/<our pid>/environ`.
 const MARKER_VAR: &str = "AGENT_SANDBOX_TEST_MARKER";
 
-/// `/proc/<pid>/environ` shows the environment a process was started with, not later
-/// `setenv`s: so a test that needs the marker runs itself again with it.
+/// The marker in the test's own initial environment (see
+/// [`agent_testkit::sandbox::with_marker`]).
 fn with_marker(test: &str) -> Option<String> {
-    if let Ok(m) = std::env::var(MARKER_VAR) {
-        return Some(m);
-    }
-    let marker = format!("sandbox-marker-{}", std::process::id());
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(MARKER_VAR, &marker)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} with the marker:\n{stdout}\n{stderr}"
-    );
-    None
+    agent_testkit::sandbox::with_marker(MARKER_VAR, test)
 }
 
 struct World {

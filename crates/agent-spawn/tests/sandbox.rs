@@ -5,10 +5,8 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::io::ErrorKind as IoKind;
-use std::net::{TcpListener, UdpSocket};
+use agent_testkit::sandbox::Listeners;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use agent_ref::ErrorKind;
@@ -23,28 +21,10 @@ use tonic_health::pb::health_client::HealthClient;
 /// agent looks for its value in every other process's `/proc/<pid>/environ`.
 const MARKER_VAR: &str = "AGENT_SPAWN_SANDBOX_MARKER";
 
-/// `/proc/<pid>/environ` shows the environment a process started with, not later
-/// `setenv`s: a test that needs the marker runs itself again with it. Returns the
-/// marker in the inner run, `None` in the outer one (which checked the inner passed).
+/// The marker in the test's own initial environment (see
+/// [`agent_testkit::sandbox::with_marker`]).
 fn with_marker(test: &str) -> Option<String> {
-    if let Ok(m) = std::env::var(MARKER_VAR) {
-        return Some(m);
-    }
-    let marker = format!("sandbox-marker-{}-{test}", std::process::id());
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(MARKER_VAR, &marker)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} with the marker:\n{stdout}\n{stderr}"
-    );
-    print!("{stdout}");
-    eprint!("{stderr}");
-    None
+    agent_testkit::sandbox::with_marker(MARKER_VAR, test)
 }
 
 /// Whether this machine can confine; when it cannot, says why (the test then checks
@@ -69,8 +49,7 @@ fn can_enforce() -> bool {
 
 struct World {
     root: tempfile::TempDir,
-    tcp: TcpListener,
-    udp: UdpSocket,
+    net: Listeners,
 }
 
 impl World {
@@ -80,12 +59,8 @@ impl World {
             std::fs::create_dir_all(root.path().join(d)).unwrap();
         }
         std::fs::write(root.path().join("home/.ssh/id_test"), "SECRET KEY").unwrap();
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        tcp.set_nonblocking(true).unwrap();
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        udp.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        World { root, tcp, udp }
+        let net = Listeners::new();
+        World { root, net }
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -99,14 +74,8 @@ impl World {
             ("PROBE_OUTSIDE", self.p("outside/file").into_os_string()),
             ("PROBE_GRANTED", self.p("granted/file").into_os_string()),
             ("PROBE_REPORT", self.p("work/report.json").into_os_string()),
-            (
-                "PROBE_TCP_PORT",
-                self.tcp.local_addr().unwrap().port().to_string().into(),
-            ),
-            (
-                "PROBE_UDP_PORT",
-                self.udp.local_addr().unwrap().port().to_string().into(),
-            ),
+            ("PROBE_TCP_PORT", self.net.tcp_port().to_string().into()),
+            ("PROBE_UDP_PORT", self.net.udp_port().to_string().into()),
         ];
         SpawnOptions {
             workdir: Some(self.p("work")),
@@ -132,21 +101,6 @@ impl World {
     fn report(&self) -> Value {
         let text = std::fs::read_to_string(self.p("work/report.json")).unwrap();
         serde_json::from_str(&text).unwrap()
-    }
-
-    /// Whether the TCP listener was connected to.
-    fn tcp_seen(&self) -> bool {
-        match self.tcp.accept() {
-            Ok(_) => true,
-            Err(e) if e.kind() == IoKind::WouldBlock => false,
-            Err(e) => panic!("accept: {e}"),
-        }
-    }
-
-    /// Whether the UDP listener received a datagram.
-    fn udp_seen(&self) -> bool {
-        let mut buf = [0u8; 64];
-        self.udp.recv_from(&mut buf).is_ok()
     }
 }
 
@@ -192,7 +146,7 @@ async fn unconfined_control_gets_through_every_probe() {
         assert!(probe(&r, name), "the control could not {name}: {r}");
     }
     assert!(
-        w.tcp_seen() && w.udp_seen(),
+        w.net.tcp_seen() && w.net.udp_seen(),
         "the listeners saw the control"
     );
     assert!(w.p("outside/file").exists());
@@ -225,8 +179,8 @@ async fn confined_agent_gets_through_nothing_but_its_grants_and_still_serves() {
     ] {
         assert!(!probe(&r, name), "the confined agent could {name}: {r}");
     }
-    assert!(!w.tcp_seen(), "the TCP listener was reached");
-    assert!(!w.udp_seen(), "the UDP listener received a datagram");
+    assert!(!w.net.tcp_seen(), "the TCP listener was reached");
+    assert!(!w.net.udp_seen(), "the UDP listener received a datagram");
     assert!(!w.p("outside/file").exists(), "a file outside the grants");
     // The grants work.
     assert!(

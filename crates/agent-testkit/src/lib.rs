@@ -33,6 +33,7 @@ pub mod github;
 pub mod http;
 pub mod proxy;
 pub mod registry;
+pub mod sandbox;
 
 /// Set to `1` to never run `cargo build` from [`bin_path`] (use what is on disk).
 pub const NO_BUILD_ENV: &str = "AGENT_TESTKIT_NO_BUILD";
