@@ -20,7 +20,7 @@ use agent_manager::{AgentHome, AgentRef, AgentSource, AgentStore, LoadOptions, M
 use agent_store_oci::{OciStore, RegistryConfig};
 
 use crate::measure::{ChildRun, Summary, median, round3, run_child};
-use crate::measure::{fd_count, rss_kib};
+use crate::measure::{fd_count, rss_kib, write_noise};
 use crate::{cargo, root};
 
 struct Args {
@@ -1367,23 +1367,4 @@ async fn pull_vs_curl(
         curl_rss_mib: rss(&curl),
         curl_sync_ms,
     })
-}
-
-/// `mib` MiB of cheap pseudo-random bytes (incompressible enough for a registry).
-fn write_noise(path: &Path, mib: u64) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut buf = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        for chunk in buf.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&buf)?;
-    }
-    f.flush()?;
-    Ok(())
 }

@@ -26,7 +26,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::measure::{ChildRun, median, round3, run_child};
+use crate::measure::{ChildRun, median, round3, run_child, write_noise};
 use crate::root;
 
 /// What to pull and how often.
@@ -392,24 +392,6 @@ fn hash_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h)?;
     Ok(hex::encode(h.finalize()))
-}
-
-/// `mib` MiB of cheap pseudo-random bytes (incompressible enough for a registry).
-fn write_noise(path: &Path, mib: u64) -> Result<()> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut buf = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        for chunk in buf.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&buf)?;
-    }
-    f.flush()?;
-    Ok(())
 }
 
 /// `xtask bench-pull-anchor URL SHA256 DEST`: a pull the way the Go loader
