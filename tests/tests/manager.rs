@@ -24,6 +24,16 @@ fn r(s: &str) -> AgentRef {
     s.parse().unwrap()
 }
 
+/// Restart on every exit, quickly, up to five times.
+fn always_restart() -> agent_manager::spawn::RestartPolicy {
+    agent_manager::spawn::RestartPolicy {
+        mode: agent_manager::spawn::RestartMode::Always,
+        max_restarts: 5,
+        initial_backoff: Duration::from_millis(10),
+        ..agent_manager::spawn::RestartPolicy::default()
+    }
+}
+
 async fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + GONE;
     while Instant::now() < deadline {
@@ -241,14 +251,11 @@ async fn a_restart_after_a_harmless_touch_hashes_and_runs() {
     let home = Home::new();
     let cached = home.install_echo("1.1.0");
     let m = manager(&home);
-    let policy = agent_manager::spawn::RestartPolicy {
-        mode: agent_manager::spawn::RestartMode::Always,
-        max_restarts: 5,
-        initial_backoff: Duration::from_millis(10),
-        ..agent_manager::spawn::RestartPolicy::default()
-    };
     let conn = m
-        .load(&r("echo:1.1.0"), LoadOptions::new().restart(policy))
+        .load(
+            &r("echo:1.1.0"),
+            LoadOptions::new().restart(always_restart()),
+        )
         .await
         .unwrap();
     std::fs::set_permissions(&cached, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -465,14 +472,11 @@ async fn a_restart_never_runs_a_cached_binary_that_changed() {
     let home = Home::new();
     let cached = home.install_echo("1.0.0");
     let m = manager(&home);
-    let policy = agent_manager::spawn::RestartPolicy {
-        mode: agent_manager::spawn::RestartMode::Always,
-        max_restarts: 5,
-        initial_backoff: Duration::from_millis(10),
-        ..agent_manager::spawn::RestartPolicy::default()
-    };
     let conn = m
-        .load(&r("echo:1.0.0"), LoadOptions::new().restart(policy))
+        .load(
+            &r("echo:1.0.0"),
+            LoadOptions::new().restart(always_restart()),
+        )
         .await
         .unwrap();
     let marker = home.path().join("replacement-ran");
