@@ -1,1 +1,1 @@
-//! Workspace-level tests live in `tests/tests/`.
+//! Workspace-level tests: one test binary, `tests/tests/it/main.rs`, with a module per file.

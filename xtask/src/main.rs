@@ -150,7 +150,7 @@ fn test(args: &[String]) -> Result<()> {
     // The facade's lifecycle (load, close, restart, the registry) on the same backend.
     let mut facade = cargo();
     facade
-        .args(["test", "-p", "agent-tests", "--test", "manager"])
+        .args(["test", "-p", "agent-tests", "--test", "it", "manager::"])
         .env("RUSTFLAGS", "--cfg agent_portable")
         .env("CARGO_TARGET_DIR", root().join("target").join("portable"));
     run("test (facade, portable process backend)", facade)?;

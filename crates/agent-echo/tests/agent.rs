@@ -1,9 +1,8 @@
 //! The `agent-echo` binary as a host sees it: flags, the Echo service over a
 //! real connection, the token, the work dir, shutdown with a call in flight.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used)]
 
-#[path = "../../agent-serve/tests/support/mod.rs"]
-mod support;
+use agent_testkit::agent as support;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Starting real processes through `agent_process::spawn`, on whichever
 //! backend is compiled in (CI runs this file with both).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code, missing_docs)]
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 use std::io::Read as _;
 use std::os::fd::{AsRawFd as _, OwnedFd};

@@ -1,8 +1,8 @@
 //! agent-serve's contract, checked on a real agent process: the `agent-echo`
 //! binary (built on demand with the cargo running these tests).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used)]
 
-mod support;
+use agent_testkit::agent as support;
 
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -17,30 +17,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 /// found up to date) once per test run by the cargo that runs the tests.
 fn agent_echo() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // …/target/<profile>/deps/serve-HASH
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "agent-echo",
-            "--bin",
-            "agent-echo",
-        ])
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build -p agent-echo");
-        assert!(status.success(), "cargo build -p agent-echo failed");
-        let bin = profile_dir.join("agent-echo");
-        assert!(bin.is_file(), "{} missing after the build", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| agent_testkit::bin_path("agent-echo"))
 }
 
 /// A call to a service the router does not have: `Unauthenticated` when the

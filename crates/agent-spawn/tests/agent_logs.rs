@@ -1,7 +1,7 @@
 //! An agent's stderr as the host's log events, end to end: real agents
 //! spawned by `agent_spawn::spawn`, the host's events caught by a tracing
 //! subscriber installed in this test process.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

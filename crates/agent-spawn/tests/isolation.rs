@@ -1,7 +1,7 @@
 //! What an agent is given, as the agent itself reports it: no host secret, no
 //! descriptor but 0, 1, 2 and the lifeline, only the socket the host assigned,
 //! only an absolute program.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unsafe_code)]
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;

@@ -5,16 +5,15 @@
 //! The test re-runs this test binary as the host (the ignored `host` test),
 //! which loads an agent in unix-socket mode, prints its socket directory and
 //! waits to be killed.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agent_spawn::{Endpoint, SpawnOptions, spawn};
-use agent_testkit::{bin_path, wait_group_gone};
+use agent_testkit::{bin_path, printed_after, wait_group_gone};
 
 const AGENT_ENV: &str = "STALE_SOCKETS_TEST_AGENT";
 
@@ -68,14 +67,7 @@ fn fake_dir(tmp: &Path, name: &str, host: &str) -> PathBuf {
 async fn a_killed_hosts_socket_directory_is_swept() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = bin_path("test-agent");
-    let mut host = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "host",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut host = agent_testkit::rerun(&agent_testkit::test_name!("host"))
         .env(AGENT_ENV, &agent)
         .env("TMPDIR", tmp.path())
         .env("AGENT_TESTKIT_NO_BUILD", "1")
@@ -83,22 +75,11 @@ async fn a_killed_hosts_socket_directory_is_swept() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = host.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some((_, rest)) = line.split_once("SOCKET_DIR=") {
-                let (dir, pid) = rest.split_once(" AGENT_PID=").unwrap();
-                let _ = tx.send((PathBuf::from(dir), pid.trim().parse::<u32>().unwrap()));
-                return;
-            }
-        }
-    });
-    let Ok((killed_dir, agent_pid)) = rx.recv_timeout(Duration::from_secs(60)) else {
-        host.kill().unwrap();
-        host.wait().unwrap();
+    let Some(rest) = printed_after(&mut host, "SOCKET_DIR=", Duration::from_secs(60)) else {
         panic!("the host did not print its socket directory");
     };
+    let (dir, pid) = rest.split_once(" AGENT_PID=").unwrap();
+    let (killed_dir, agent_pid) = (PathBuf::from(dir), pid.trim().parse::<u32>().unwrap());
     let host_pid = host.id();
     host.kill().unwrap(); // SIGKILL: no destructor runs in the host
     host.wait().unwrap();

@@ -1,6 +1,6 @@
 //! A 300 MiB stderr flood keeps host memory flat (own test binary: the
 //! measurement is this process's peak RSS, so nothing else may run beside it).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unsafe_code)]
+#![allow(clippy::unwrap_used, unsafe_code)]
 //! `GithubStore::from_env()`: the only test in this binary, because it sets
 //! process environment variables.
 

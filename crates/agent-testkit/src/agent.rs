@@ -1,13 +1,7 @@
-//! Test support shared by agent-serve's and agent-echo's integration tests
-//! (agent-echo includes this file with `#[path]`): start a real agent process,
-//! read its handshake, connect to it, signal it, watch it exit.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    unreachable_pub,
-    dead_code
-)]
+//! An agent process as agent-serve's and agent-echo's tests drive it, without
+//! agent-spawn: start a real agent binary, read its handshake, connect to it,
+//! signal it, watch it exit.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -92,7 +86,14 @@ pub struct Lifeline {
     pub write: Option<std::os::fd::OwnedFd>,
 }
 
+impl Default for Lifeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Lifeline {
+    /// A fresh pipe; the agent's end is passed with [`Lifeline::pass_to`].
     pub fn new() -> Self {
         // Both ends close-on-exec, so no other child of this test process
         // inherits them.

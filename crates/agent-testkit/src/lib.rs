@@ -7,6 +7,12 @@
 //!   check that processes are really gone (zombies count as gone: they run
 //!   nothing, and on machines whose pid 1 does not reap, orphans stay zombies).
 //! - [`vm_rss_kib`], [`vm_hwm_kib`]: this process's memory, for flood tests.
+//! - `agent`: an agent process started directly (no agent-spawn), its
+//!   handshake, channel, signals and exit.
+//! - [`test_name!`]: the harness's name of a test, for a test that runs its
+//!   own binary again for one test.
+//! - `logs`: what a `tracing` subscriber writes, for a test to read.
+//! - `nix`: the configuration the real `nix` needs for test flakes.
 //! - `registry`: a real OCI registry.
 //! - `http`: a real HTTP server with scripted faults; `github`: the stand-in
 //!   for api.github.com.
@@ -24,13 +30,17 @@
 //! ```
 
 use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+pub mod agent;
 pub mod github;
 pub mod http;
+pub mod logs;
+pub mod nix;
 pub mod proxy;
 pub mod registry;
 pub mod sandbox;
@@ -161,6 +171,125 @@ fn stat(pid: u32) -> Option<(char, u32)> {
 fn running(state: char) -> bool {
     !matches!(state, 'Z' | 'X' | 'x')
 }
+
+/// The name the test harness gives test `test` of the calling module, for a test
+/// binary that runs one of its own tests again (`--exact NAME`): the module path
+/// without the crate's name, so `test_name!("host")` in `tests/it/host_death.rs`
+/// is `host_death::host`, and in a binary of its own just `host`.
+#[macro_export]
+macro_rules! test_name {
+    ($test:expr) => {
+        $crate::test_name_in(::core::module_path!(), $test)
+    };
+}
+
+/// [`test_name!`] for an explicit module path (`module_path!()` of the caller).
+#[must_use]
+pub fn test_name_in(module_path: &str, test: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{test}"),
+        None => test.to_owned(),
+    }
+}
+
+/// The arguments that make a test binary run only its test `name` (a
+/// [`test_name!`]), ignored or not, with its output shown, on one thread.
+#[must_use]
+pub fn rerun_args(name: &str) -> [&str; 5] {
+    [
+        name,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]
+}
+
+/// This test binary, to be run again as a child process for its test `name`
+/// alone (a [`test_name!`]): as a host to kill, or with variables in its
+/// initial environment that the running tests must not see.
+///
+/// # Panics
+/// When the path of the running test binary is unknown.
+#[must_use]
+pub fn rerun(name: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("the test binary's path"));
+    c.args(rerun_args(name));
+    c
+}
+
+/// Asserts that the file at `path` holds exactly `want` (a mismatch names both
+/// sizes rather than printing megabytes).
+///
+/// # Panics
+/// When the file cannot be read or its bytes differ.
+#[track_caller]
+pub fn assert_file_bytes(path: &Path, want: &[u8]) {
+    let got = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert!(
+        got == want,
+        "installed bytes differ ({} vs {} bytes)",
+        got.len(),
+        want.len()
+    );
+}
+
+/// What follows `marker` on the first line of `child`'s piped stdout that
+/// contains it (a rerun host announcing what it started). `None` when no such
+/// line comes within `timeout` or stdout ends first; the child is then killed
+/// and reaped. Lines are read on a thread of their own, which ends with stdout.
+///
+/// # Panics
+/// When `child`'s stdout was not piped (or was taken already).
+pub fn printed_after(child: &mut Child, marker: &str, timeout: Duration) -> Option<String> {
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, rest)) = line.split_once(&marker) {
+                let _ = tx.send(rest.to_owned());
+                return;
+            }
+        }
+    });
+    let got = rx.recv_timeout(timeout).ok();
+    if got.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    got
+}
+
+/// A provider manifest (`provider.codefly.yaml`) for `codefly.dev/echo:1.0.0`, as
+/// a provider's verified-artifact descriptor vouches for it beside the binary.
+pub const PROVIDER_MANIFEST: &str = "\
+schema_version: codefly.provider-manifest/v0
+protocol_version: codefly.provider/v0
+state_schema_versions: [1]
+agent:
+  kind: codefly:provider
+  publisher: codefly.dev
+  name: echo
+  version: 1.0.0
+default_deletion_policy: retain
+permissions:
+  required:
+    - id: read-record
+      action: read
+      resource: records/*
+      resource_type: record
+      reason: Reads records
+      risk: low
+resource_types:
+  - id: record
+    actions: [observe]
+sandbox:
+  network: loopback
+state:
+  schema_versions: [1]
+diagnostic_namespace: codefly.echo.
+";
 
 /// Whether process `pid` exists and is not a zombie.
 #[must_use]

@@ -2,7 +2,6 @@
 
 use std::io::ErrorKind;
 use std::net::{TcpListener, UdpSocket};
-use std::process::Command;
 use std::time::Duration;
 
 /// A TCP listener and a UDP socket on 127.0.0.1 that an agent is told to reach;
@@ -87,8 +86,7 @@ pub fn with_marker(var: &str, test: &str) -> Option<String> {
         return Some(m);
     }
     let marker = format!("sandbox-marker-{}-{test}", std::process::id());
-    let out = Command::new(std::env::current_exe().expect("the test binary's path"))
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+    let out = crate::rerun(test)
         .env(var, &marker)
         .output()
         .expect("run the test again with the marker");

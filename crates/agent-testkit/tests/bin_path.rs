@@ -1,5 +1,5 @@
 //! `bin_path` builds and finds workspace binaries from inside `cargo test`.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 

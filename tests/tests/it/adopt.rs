@@ -1,8 +1,7 @@
 //! Concurrent first loads of a binary placed in the cache without an install
 //! record (as the Go loader leaves them): every `agentctl load` succeeds.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use common::Home;
 

@@ -1,7 +1,6 @@
 //! `agentctl` end to end: real binaries, temp homes, no store (CODEFLY_AGENT_STORES=none).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;

@@ -1,8 +1,7 @@
 //! `agentctl doctor` and `agentctl info` end to end: a real registry, a plain
 //! static HTTP server, temp homes.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 

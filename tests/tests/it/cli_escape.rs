@@ -1,8 +1,7 @@
 //! What an agent or a store wrote never drives the user's terminal: control
 //! characters in everything `agentctl` prints are escaped.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use common::{Home, ctl};
 

@@ -1,24 +1,13 @@
 //! `agentctl lock`, `--locked`, `config`, `completions`, `man`: end to end
 //! through the real binary, in temp homes and temp project directories.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{Home, Run, run};
+use common::{Home, ctl_in, run};
 use sha2::Digest as _;
-
-/// `agentctl --home HOME ARGS…` run from `cwd`, no store, no lock or config from the environment.
-fn ctl_in(home: &Home, cwd: &Path, args: &[&str]) -> Run {
-    let mut c = common::agentctl(home);
-    c.env_remove("CODEFLY_AGENT_LOCKFILE")
-        .env_remove("CODEFLY_CONFIG")
-        .current_dir(cwd)
-        .args(args);
-    run(c)
-}
 
 fn sha256_of(p: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))

@@ -2,9 +2,8 @@
 //! `minisign` CLI), `agentctl push --sign` to a real registry, and `cargo
 //! xtask release --sign` served by a plain static server, each loaded back
 //! with the publisher's key in the config.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Network faults between a store and its server, through
 //! `agent_testkit::proxy::FaultProxy`: truncate, reset, stall, delay, 5xx
 //! bursts, wrong `Content-Length`. For the HTTP store (a small real HTTP/1.1
@@ -82,13 +81,7 @@ fn assert_nothing_installed(home: &Home, agent: &AgentRef) {
 }
 
 fn assert_exact(installed: &Installed, want: &[u8]) {
-    let got = std::fs::read(&installed.path).unwrap();
-    assert!(
-        got == want,
-        "installed bytes differ ({} vs {} bytes)",
-        got.len(),
-        want.len()
-    );
+    agent_testkit::assert_file_bytes(&installed.path, want);
     assert_eq!(installed.sha256, hex::encode(sha2::Sha256::digest(want)));
     assert_eq!(installed.size, want.len() as u64);
 }

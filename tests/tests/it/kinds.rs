@@ -2,9 +2,8 @@
 //! a real `agent-echo` placed where the Go loader puts each kind, loaded and
 //! called; `job` refused; provider and solution binaries placed in the cache
 //! by hand run only when their verified-artifact descriptor vouches for them.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -12,45 +11,11 @@ use agent_echo::pb::EchoRequest;
 use agent_echo::pb::echo_client::EchoClient;
 use agent_manager::reference::AgentKind;
 use agent_manager::store::descriptor::{self, Descriptor};
-use agent_manager::{AgentHome, AgentRef, ErrorKind, LoadOptions, Manager};
-use common::Home;
-
-fn manager(home: &Home) -> Manager {
-    Manager::builder()
-        .home(AgentHome::new(home.path()))
-        .stores(Vec::new())
-        .build()
-        .unwrap()
-}
+use agent_manager::{AgentRef, ErrorKind, LoadOptions};
+use common::{Home, manager};
 
 /// A provider manifest (`provider.codefly.yaml`) for `codefly.dev/echo:1.0.0`.
-const MANIFEST: &str = "\
-schema_version: codefly.provider-manifest/v0
-protocol_version: codefly.provider/v0
-state_schema_versions: [1]
-agent:
-  kind: codefly:provider
-  publisher: codefly.dev
-  name: echo
-  version: 1.0.0
-default_deletion_policy: retain
-permissions:
-  required:
-    - id: read-record
-      action: read
-      resource: records/*
-      resource_type: record
-      reason: Reads records
-      risk: low
-resource_types:
-  - id: record
-    actions: [observe]
-sandbox:
-  network: loopback
-state:
-  schema_versions: [1]
-diagnostic_namespace: codefly.echo.
-";
+const MANIFEST: &str = agent_testkit::PROVIDER_MANIFEST;
 
 /// Puts `src` at the cache path of `codefly.dev/echo:1.0.0` as `kind`.
 fn place(home: &Home, kind: AgentKind, src: &Path) -> PathBuf {

@@ -1,24 +1,15 @@
 //! The `Manager` across crates: real agents, real cache, the registry of active agents.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
 use agent_echo::pb::EchoRequest;
 use agent_echo::pb::echo_client::EchoClient;
 use agent_manager::{AgentHome, AgentRef, ErrorKind, LoadOptions, Manager};
-use common::Home;
+use common::{Home, manager};
 
 const GONE: Duration = Duration::from_secs(20);
-
-fn manager(home: &Home) -> Manager {
-    Manager::builder()
-        .home(AgentHome::new(home.path()))
-        .stores(Vec::new())
-        .build()
-        .unwrap()
-}
 
 fn r(s: &str) -> AgentRef {
     s.parse().unwrap()
@@ -390,14 +381,7 @@ const SECRETS: [&str; 4] = [
 /// races no other test.
 #[test]
 fn store_credentials_in_the_hosts_environment_never_reach_an_agent() {
-    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        "credentials_child",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
+    let mut c = agent_testkit::rerun(&agent_testkit::test_name!("credentials_child"));
     for v in SECRETS {
         c.env(v, format!("secret-{v}"));
     }

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Property tests: the fuzz targets' properties, run in the normal suite with
 //! modest case counts (`crates/*/fuzz` runs them for longer, `cargo xtask fuzz`).
 //!

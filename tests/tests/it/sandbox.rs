@@ -3,9 +3,8 @@
 //! refused when a policy is required and none is set, and unconfined when the load
 //! says so explicitly.
 #![cfg(target_os = "linux")]
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use agent_testkit::sandbox::Listeners;
 use std::path::PathBuf;

@@ -3,9 +3,8 @@
 //! then load, tampered bytes → `integrity` and nothing cached, a missing
 //! artifact → `binary-not-found` naming the store; store authority (no
 //! dependency confusion), publisher scoping, and the configuration file.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::TcpListener;

@@ -1,22 +1,12 @@
 //! The files that define trust (`config.toml`, `agents.lock`) are refused
 //! when another user could change them, as the cache refuses such binaries.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
-use common::{Home, Run, run};
-
-fn ctl_in(home: &Home, cwd: &Path, args: &[&str]) -> Run {
-    let mut c = common::agentctl(home);
-    c.env_remove("CODEFLY_AGENT_LOCKFILE")
-        .env_remove("CODEFLY_CONFIG")
-        .current_dir(cwd)
-        .args(args);
-    run(c)
-}
+use common::{Home, ctl_in, run};
 
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();

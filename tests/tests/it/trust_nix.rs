@@ -1,39 +1,11 @@
 //! The Nix store and publisher trust, through `agentctl` with the real
 //! `nix`: a flake attribute names no publisher, so a publisher that requires
 //! signatures is served by Nix only when its own `stores` lists `nix`.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
-use std::process::Command;
-
+use agent_testkit::nix::{NIX_CONFIG, system};
 use common::{Home, run};
-
-/// Single-user builds without build users, sandbox or binary caches.
-const NIX_CONFIG: &str =
-    "build-users-group =\nsandbox = false\nsubstituters =\nflake-registry =\nwarn-dirty = false\n";
-
-fn system() -> String {
-    let out = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command flakes",
-            "eval",
-            "--impure",
-            "--raw",
-            "--expr",
-            "builtins.currentSystem",
-        ])
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .output()
-        .expect("nix must be installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A flake whose `agents-service-echo-1.0.0` is a script that leaves
 /// `marker` behind when it runs, then becomes the real echo agent.

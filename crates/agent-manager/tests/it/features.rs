@@ -1,7 +1,6 @@
 //! The facade is pick-and-choose: with one store feature, no
 //! other store crate is in the dependency graph, and an app outside the
 //! workspace builds against the facade with only `http`.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -85,7 +84,7 @@ fn one_store_feature_pulls_in_that_store_only() {
 /// An app outside the workspace, depending on the facade by path with only
 /// the `http` feature, builds offline. Slow (it builds the stack in its own
 /// target directory), so it is opt-in:
-/// `cargo test -p agent-manager --test features -- --ignored`.
+/// `cargo test -p agent-manager --test it features:: -- --ignored`.
 #[test]
 #[ignore = "builds a project outside the workspace (minutes); run with --ignored"]
 fn an_app_outside_the_workspace_builds_with_only_http() {

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Property tests of the lock file (`agent_manager::lock`), the deterministic
 //! counterpart of `crates/agent-manager/fuzz` target `lockfile`:
 //!

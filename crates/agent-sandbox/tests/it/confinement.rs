@@ -1,7 +1,7 @@
 //! The sandbox from outside, on the real kernel: a probe program tries each way out,
 //! unconfined (the control: everything gets through) and confined (nothing does).
 #![cfg(target_os = "linux")]
-#![allow(unsafe_code, clippy::unwrap_used, missing_docs)]
+#![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, ErrorKind as IoKind, Read as _};
@@ -26,7 +26,7 @@ const MARKER_VAR: &str = "AGENT_SANDBOX_TEST_MARKER";
 /// The marker in the test's own initial environment (see
 /// [`agent_testkit::sandbox::with_marker`]).
 fn with_marker(test: &str) -> Option<String> {
-    agent_testkit::sandbox::with_marker(MARKER_VAR, test)
+    agent_testkit::sandbox::with_marker(MARKER_VAR, &agent_testkit::test_name!(test))
 }
 
 struct World {

@@ -1,7 +1,7 @@
 //! The production path: `apply_in_child` in a `CLONE_VM|CLONE_VFORK` child, which shares
 //! the parent's memory until it execs (so it may not allocate or take a lock).
 #![cfg(target_os = "linux")]
-#![allow(unsafe_code, clippy::unwrap_used, missing_docs)]
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io::Read as _;

@@ -2,7 +2,6 @@
 //! restart goes through the admission hook again (a refusal ends supervision
 //! with the hook's kind, and the replaced bytes never run), and a path
 //! replaced between the check and the exec still runs the checked bytes.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::{Read as _, Seek as _};
 use std::os::fd::OwnedFd;
@@ -18,9 +17,8 @@ use agent_spawn::{
     Admit, AgentEvent, Executable, RestartPolicy, SpawnError, SpawnOptions, spawn, supervise,
 };
 use agent_testkit::bin_path;
-use tokio::sync::broadcast;
 
-const GUARD: Duration = Duration::from_secs(60);
+use crate::support::next_event;
 
 fn opts(admit: Admit) -> SpawnOptions {
     SpawnOptions {
@@ -96,23 +94,6 @@ fn kill9(pid: u32) {
     assert_eq!(rc, 0);
 }
 
-async fn next_event(
-    rx: &mut broadcast::Receiver<AgentEvent>,
-    mut want: impl FnMut(&AgentEvent) -> bool,
-) -> AgentEvent {
-    tokio::time::timeout(GUARD, async {
-        loop {
-            match rx.recv().await {
-                Ok(e) if want(&e) => return e,
-                Ok(_) => {}
-                Err(e) => panic!("events ended: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("no event")
-}
-
 fn replace(from: &Path, to: &Path) {
     std::fs::rename(from, to).unwrap();
 }
@@ -134,7 +115,10 @@ async fn a_restart_refused_by_the_admission_runs_nothing() {
     replace(&s.replacement, &s.agent);
     kill9(conn.pid());
 
-    let gave_up = next_event(&mut events, |e| matches!(e, AgentEvent::GaveUp { .. })).await;
+    let gave_up = next_event(&mut events, "gave up", |e| {
+        matches!(e, AgentEvent::GaveUp { .. })
+    })
+    .await;
     let AgentEvent::GaveUp { error } = gave_up else {
         unreachable!()
     };
@@ -179,7 +163,7 @@ async fn a_restart_runs_what_the_admission_admits_not_the_path() {
     replace(&s.replacement, &s.agent);
     kill9(first);
 
-    next_event(&mut events, |e| {
+    next_event(&mut events, "started", |e| {
         matches!(e, AgentEvent::Started { restarts: 1, .. })
     })
     .await;

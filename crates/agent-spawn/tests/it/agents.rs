@@ -1,7 +1,6 @@
 //! Real agent processes, one per misbehaviour: each test asserts the error
 //! kind a user sees, the stderr tail where it matters, and that no process of
 //! the agent's group is left.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::PathBuf;
 use std::time::Duration;

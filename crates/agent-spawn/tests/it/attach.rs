@@ -1,7 +1,6 @@
 //! Attach to running agents (real processes): RPCs carry the given token,
 //! closing or dropping the attached handle leaves the process running, a
 //! health failure is not-serving, and nothing is ever spawned or signalled.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

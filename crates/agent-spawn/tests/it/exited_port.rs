@@ -1,7 +1,6 @@
 //! Once a TCP agent has exited, its address is never dialled again: a
 //! process that binds the freed port receives no connection (and no token),
 //! and calls fail at once with `agent-exited`.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::TcpListener;
 use std::time::Duration;

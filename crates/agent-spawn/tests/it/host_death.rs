@@ -3,14 +3,13 @@
 //! The test re-runs this test binary as the host (the ignored `host` test,
 //! selected with `--exact --ignored`), which loads an agent from a tokio
 //! worker thread, prints the agent's pid and waits to be killed.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use agent_spawn::{SpawnOptions, spawn};
-use agent_testkit::{bin_path, pid_alive, wait_group_gone, wait_pid_gone};
+use agent_testkit::{bin_path, pid_alive, printed_after, wait_group_gone, wait_pid_gone};
 
 const AGENT_ENV: &str = "HOST_DEATH_TEST_AGENT";
 
@@ -42,14 +41,7 @@ fn host() {
 #[test]
 fn agents_die_with_their_host() {
     let agent = bin_path("test-agent");
-    let mut host = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "host",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut host = agent_testkit::rerun(&agent_testkit::test_name!("host"))
         .env(AGENT_ENV, &agent)
         .env("AGENT_TESTKIT_NO_BUILD", "1")
         .stdout(Stdio::piped())
@@ -57,22 +49,10 @@ fn agents_die_with_their_host() {
         .spawn()
         .unwrap();
     // The harness prints "test host ... " before our line: search, don't match.
-    let stdout = host.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some((_, p)) = line.split_once("AGENT_PID=") {
-                let _ = tx.send(p.trim().parse::<u32>().unwrap());
-                return;
-            }
-        }
-    });
-    let pid = rx.recv_timeout(Duration::from_secs(60));
-    let Ok(pid) = pid else {
-        host.kill().unwrap();
-        host.wait().unwrap();
+    let Some(pid) = printed_after(&mut host, "AGENT_PID=", Duration::from_secs(60)) else {
         panic!("the host did not print the agent's pid");
     };
+    let pid = pid.trim().parse::<u32>().unwrap();
     assert!(pid_alive(pid));
     host.kill().unwrap(); // SIGKILL: no destructor runs in the host
     host.wait().unwrap();
@@ -120,14 +100,7 @@ fn tree_host() {
 fn whole_agent_trees_die_with_their_host() {
     let agent = bin_path("test-agent");
     let dir = tempfile::tempdir().unwrap();
-    let mut host = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "tree_host",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut host = agent_testkit::rerun(&agent_testkit::test_name!("tree_host"))
         .env(AGENT_ENV, &agent)
         .env(TREE_DIR_ENV, dir.path())
         .env("AGENT_TESTKIT_NO_BUILD", "1")

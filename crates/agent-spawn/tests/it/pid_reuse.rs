@@ -7,7 +7,7 @@
 //! writing `/proc/sys/kernel/ns_last_pid` picks the next pid.
 // Pid namespaces and `/proc`: Linux only by nature.
 #![cfg(target_os = "linux")]
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unsafe_code)]
+#![allow(unsafe_code)]
 
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
@@ -109,13 +109,9 @@ fn an_unrelated_group_with_a_recycled_id_survives() {
         .args(["--pid", "--fork", "--mount-proc"])
         .env("AGENT_TESTKIT_NO_BUILD", "1")
         .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "recycled_host",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(agent_testkit::rerun_args(&agent_testkit::test_name!(
+            "recycled_host"
+        )))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -3,7 +3,6 @@
 //! restarted agent, an in-flight call fails with UNAVAILABLE, on-failure
 //! leaves a clean exit alone, and giving up ends the handle with agent-exited
 //! and the stderr tail.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +14,8 @@ use agent_spawn::{
     AgentEvent, Endpoint, RestartPolicy, SpawnOptions, SupervisedChannel, SupervisedConn, supervise,
 };
 use agent_testkit::{bin_path, group_alive, wait_group_gone};
-use tokio::sync::broadcast;
+
+use crate::support::next_event;
 
 /// Generous hang guard for things that take milliseconds.
 const GUARD: Duration = Duration::from_secs(60);
@@ -39,25 +39,6 @@ fn kill(pid: u32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     let rc = unsafe { libc::kill(i32::try_from(pid).unwrap(), signal) };
     assert_eq!(rc, 0, "kill {pid}");
-}
-
-/// The next event `want` accepts (skipping others), within the guard.
-async fn next_event(
-    rx: &mut broadcast::Receiver<AgentEvent>,
-    what: &str,
-    mut want: impl FnMut(&AgentEvent) -> bool,
-) -> AgentEvent {
-    tokio::time::timeout(GUARD, async {
-        loop {
-            match rx.recv().await {
-                Ok(e) if want(&e) => return e,
-                Ok(_) => {}
-                Err(e) => panic!("events ended while waiting for {what}: {e}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {what} event"))
 }
 
 async fn info_pid(client: &mut EchoClient<SupervisedChannel>) -> Result<u32, tonic::Status> {

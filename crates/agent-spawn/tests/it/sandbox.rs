@@ -3,7 +3,6 @@
 //! listeners see nothing, its granted path is writable, its child is as confined as it
 //! is, and it still serves and closes, taking its private `TMPDIR` with it.
 #![cfg(target_os = "linux")]
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use agent_testkit::sandbox::Listeners;
 use std::path::{Path, PathBuf};
@@ -24,7 +23,7 @@ const MARKER_VAR: &str = "AGENT_SPAWN_SANDBOX_MARKER";
 /// The marker in the test's own initial environment (see
 /// [`agent_testkit::sandbox::with_marker`]).
 fn with_marker(test: &str) -> Option<String> {
-    agent_testkit::sandbox::with_marker(MARKER_VAR, test)
+    agent_testkit::sandbox::with_marker(MARKER_VAR, &agent_testkit::test_name!(test))
 }
 
 /// Whether this machine can confine; when it cannot, says why (the test then checks

@@ -1,9 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! `GithubStore` against `FakeGitHub`, the stand-in for api.github.com
 //! (tests/support/fake_github.rs): real HTTP on 127.0.0.1, real installs into
 //! a temp `CODEFLY_HOME`.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +11,7 @@ use agent_ref::{AgentHome, AgentRef, ErrorKind, Platform, VersionSpec};
 use agent_store::{AgentStore, Installer, StoreError};
 use agent_store_github::{GithubStore, GithubStoreBuilder};
 use agent_testkit::github::{AssetSpec, FakeGitHub};
+use agent_testkit::logs::LogCapture;
 use sha2::{Digest, Sha256};
 use support::archives::{Entry, tgz};
 
@@ -638,33 +638,6 @@ async fn no_checksum_installs_with_a_warning_or_is_refused_when_required() {
         text.contains("WARN") && text.contains("UNVERIFIED"),
         "no warning logged: {text}"
     );
-}
-
-/// Collects what a `tracing` fmt subscriber writes.
-#[derive(Clone, Default)]
-struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl LogCapture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
-    type Writer = LogCapture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 #[tokio::test]

@@ -1,10 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Every kind through `GithubStore` against `FakeGitHub` (the stand-in for
 //! api.github.com): repository, asset and executable are `{prefix}-{name}`, a
 //! goreleaser `{prefix}-{name}_{version}_checksums.txt` verifies the asset, and
 //! provider/solution agents are never asked of GitHub.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

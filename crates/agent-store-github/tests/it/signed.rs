@@ -1,11 +1,10 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Signed agents through the GitHub store, against `FakeGitHub` (the
 //! stand-in for api.github.com, tests/support/fake_github.rs). The release
 //! asset `{asset}.minisig` signs the TARBALL; it is verified before anything
 //! is extracted. Signed with the reference `minisign` CLI (and, for "another
 //! key", with this project's own signing).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

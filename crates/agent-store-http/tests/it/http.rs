@@ -1,8 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! `HttpStore` against a real hyper server on 127.0.0.1: the layout, every
 //! fault mode, concurrency across tasks and processes, and a crash mid-download.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -15,18 +14,10 @@ use agent_store::{
 };
 use agent_store_http::HttpStore;
 use agent_testkit::{assert_nothing_at, dead_pid};
-use common::{Fault, TestServer, payload, publish, sha256_hex};
+use common::{Fault, TestServer, payload, publish, sha256_hex, store};
 
 const CHILD_BASE: &str = "AGENT_STORE_HTTP_TEST_CHILD_BASE";
 const CHILD_HOME: &str = "AGENT_STORE_HTTP_TEST_CHILD_HOME";
-
-fn store(server: &TestServer) -> HttpStore {
-    HttpStore::builder(common::base(server))
-        .connect_timeout(Duration::from_secs(5))
-        .stall_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
 
 fn fast_chain(store: HttpStore) -> StoreChain {
     StoreChain::new(vec![Arc::new(store)]).with_retry(RetryPolicy {
@@ -598,19 +589,12 @@ fn child_pull_entry() {
 }
 
 fn child(base: &str, home: &Path) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--ignored",
-        "--exact",
-        "child_pull_entry",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_BASE, base)
-    .env(CHILD_HOME, home)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut c = agent_testkit::rerun(&agent_testkit::test_name!("child_pull_entry"));
+    c.env(CHILD_BASE, base)
+        .env(CHILD_HOME, home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 

@@ -1,27 +1,15 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Every kind through `HttpStore` against a real hyper server on 127.0.0.1:
 //! the binary is `{base}/{publisher}/{name}/{version}/{prefix}-{name}_{os}_{arch}`,
 //! and provider/solution agents are never asked of HTTP.
 
-mod common;
-
-use std::time::Duration;
+use crate::common;
 
 use agent_ref::AgentKind;
 use agent_store::{AgentHome, AgentRef, AgentStore, ErrorKind, Installer, Platform};
-use agent_store_http::HttpStore;
-use common::{TestServer, payload, sha256_hex};
+use common::{TestServer, payload, sha256_hex, store};
 
 fn agent(kind: AgentKind, version: &str) -> AgentRef {
     AgentRef::parse_as(kind, &format!("codefly.dev/echo:{version}")).unwrap()
-}
-
-fn store(server: &TestServer) -> HttpStore {
-    HttpStore::builder(common::base(server))
-        .connect_timeout(Duration::from_secs(5))
-        .stall_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]

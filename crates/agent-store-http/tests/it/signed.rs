@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Signed agents through the HTTP store, against a real hyper server on
 //! 127.0.0.1, signed with the reference `minisign` CLI (and, for "another
 //! key", with this project's own signing): a signed binary installs; a
@@ -6,7 +5,7 @@
 //! another key and a replayed signature (valid, for another version) are each
 //! refused as `untrusted`, with nothing cached.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

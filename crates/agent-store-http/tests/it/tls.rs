@@ -1,9 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! An https store (a real TLS server: `openssl s_server -HTTP` with a test CA
 //! made by the `openssl` CLI) that redirects to plain http: refused before
 //! the http URL is ever asked.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -2,9 +2,8 @@
 //! `agents-{prefix}-{name}-{version}`, binary `bin/{prefix}-{name}`, and a
 //! decoy binary of another kind in the same `bin/` is never the one installed;
 //! provider and solution outputs install only with a descriptor that verifies.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use agent_ref::{AgentKind, ErrorKind, Platform};
 use agent_store::AgentStore;
@@ -116,31 +115,7 @@ async fn jobs_are_never_asked_of_nix() {
 
 const PROVIDER_BIN: &[u8] = b"#!/bin/sh\necho provider\n";
 /// A provider manifest (`provider.codefly.yaml`) for `codefly.dev/echo:1.0.0`.
-const MANIFEST: &[u8] = b"\
-schema_version: codefly.provider-manifest/v0
-protocol_version: codefly.provider/v0
-state_schema_versions: [1]
-agent:
-  kind: codefly:provider
-  publisher: codefly.dev
-  name: echo
-  version: 1.0.0
-default_deletion_policy: retain
-permissions:
-  required:
-    - id: read-record
-      action: read
-      resource: records/*
-      resource_type: record
-      reason: Reads records
-      risk: low
-resource_types:
-  - id: record
-    actions: [observe]
-state:
-  schema_versions: [1]
-diagnostic_namespace: codefly.echo.
-";
+const MANIFEST: &[u8] = agent_testkit::PROVIDER_MANIFEST.as_bytes();
 
 /// A provider-style output `$out/{artifact}` + `provider.codefly.yaml` +
 /// `provider.artifact.json`, copied from files prepared here (the builds run

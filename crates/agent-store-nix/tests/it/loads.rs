@@ -1,9 +1,8 @@
 //! The realized agent *loads*: a flake whose derivation copies the real
 //! `agent-echo` binary into `$out` is pulled through the `Installer`, spawned
 //! from the cache, answers Echo, and closes.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

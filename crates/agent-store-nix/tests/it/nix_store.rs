@@ -1,7 +1,6 @@
 //! `NixStore` against the real `nix` (Debian's `nix-bin`) on a generated flake.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -359,15 +358,11 @@ fn from_env_reads_agent_nix_flake() {
         ),
     ];
     for (flake, path, expect) in cases {
-        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "from_env_reads_agent_nix_flake",
-            "--test-threads=1",
-        ])
-        .env(CHILD, expect)
-        .env("PATH", path)
-        .env_remove("AGENT_NIX_FLAKE");
+        let mut cmd =
+            agent_testkit::rerun(&agent_testkit::test_name!("from_env_reads_agent_nix_flake"));
+        cmd.env(CHILD, expect)
+            .env("PATH", path)
+            .env_remove("AGENT_NIX_FLAKE");
         if let Some(flake) = flake {
             cmd.env("AGENT_NIX_FLAKE", flake);
         }

@@ -4,7 +4,6 @@
 //! and one authority between them. `oras` is not packaged by Debian, so the
 //! Go-loader-layout artifacts are PUT by hand in the exact shape `oras push` 1.0
 //! writes (unknown config type, title annotations, a README beside the binary).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
 

@@ -1,10 +1,8 @@
 //! `OciStore` and `push` against a real registry (Debian's `docker-registry`,
 //! started per test on a free loopback port by `agent_testkit`).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use agent_ref::semver::Version;
@@ -48,13 +46,7 @@ fn linux() -> Platform {
 }
 
 fn assert_installed(installed: &agent_store::Installed, want: &[u8]) {
-    let got = std::fs::read(&installed.path).unwrap();
-    assert!(
-        got == want,
-        "installed bytes differ ({} vs {} bytes)",
-        got.len(),
-        want.len()
-    );
+    agent_testkit::assert_file_bytes(&installed.path, want);
     let mode = std::fs::metadata(&installed.path)
         .unwrap()
         .permissions()
@@ -410,16 +402,10 @@ async fn eight_processes_download_once() {
         .await
         .unwrap();
     let home = tmp.path().join("home");
-    let exe = std::env::current_exe().unwrap();
+    let child = agent_testkit::test_name!("child_pull_through_chain");
     let children: Vec<_> = (0..8)
         .map(|_| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "child_pull_through_chain",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            agent_testkit::rerun(&child)
                 .env(CHILD_ENV, format!("{}|{}", reg.addr(), home.display()))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

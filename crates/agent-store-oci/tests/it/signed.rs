@@ -2,7 +2,6 @@
 //! `docker-registry`, started by `agent_testkit`), pushed as `oras push`
 //! would push `service-echo service-echo.minisig`, signed with the reference
 //! `minisign` CLI (and, for "another key", with this project's own signing).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! The cache as a library: list, remove under the install lock, prune by
 //! count, age and size (least recently used first), the last-used mark.
 
@@ -10,6 +9,7 @@ use agent_store::{
     AgentHome, AgentRef, Cache, ErrorKind, Expected, Installer, LockTimeouts, PrunePolicy,
     StoreError,
 };
+use agent_testkit::logs::LogCapture;
 
 fn setup() -> (tempfile::TempDir, Installer) {
     let dir = tempfile::tempdir().unwrap();
@@ -218,19 +218,6 @@ async fn touch_and_load_move_last_used_and_prune_skips_a_locked_entry() {
     assert!(installer.home().binary_path(&agent).unwrap().exists());
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_lock_wait_says_once_whom_it_waits_for() {
     let (_d, installer) = setup();
@@ -238,7 +225,7 @@ async fn a_lock_wait_says_once_whom_it_waits_for() {
     install(&installer, &agent, 10).await;
     let _held = agent_testkit::hold_lock(&lock_path(&installer, &agent), None);
     std::fs::write(lock_path(&installer, &agent), "4242\n").unwrap();
-    let out = Captured::default();
+    let out = LogCapture::default();
     let w = out.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || w.clone())
@@ -259,7 +246,7 @@ async fn a_lock_wait_says_once_whom_it_waits_for() {
         ),
         "{err:?}"
     );
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     assert_eq!(
         text.matches("waiting for the lock held by pid 4242")
             .count(),

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! What a load sees of the cache: a changed binary is never returned, an
 //! untrusted home is refused with the fix, a planted record cannot hang a
 //! load, lock waits end, and a failed record leaves no binary.
@@ -463,7 +462,7 @@ async fn a_load_marks_the_record_used() {
 }
 
 /// Not a test: prints what the load-time check costs (fingerprint vs hash)
-/// on a 64 MiB binary. `cargo test --release -p agent-store --test cache_check -- --ignored --nocapture`
+/// on a 64 MiB binary. `cargo test --release -p agent-store --test it cache_check:: -- --ignored --nocapture`
 #[tokio::test]
 #[ignore = "a measurement, not a test"]
 async fn measure_fingerprint_vs_hash() {

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! `StoreChain` ordering, error precedence and retries, with small in-test
 //! stores that install real bytes through a real `Installer`.
 

@@ -2,7 +2,6 @@
 //! files: one that verifies (installed beside the binary, and as a Nix-style
 //! layout), a wrong binary digest, a missing descriptor, and the other ways a
 //! descriptor can lie. Every refusal is `untrusted`.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
 

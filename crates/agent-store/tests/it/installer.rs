@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! The installer against a real temp directory: bytes on disk, modes, records,
 //! and nothing at the final path after any failure.
 

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Signed agents, verified as they stream into the cache, interoperating with
 //! the reference `minisign` tool both ways. Every refusal is kind
 //! `untrusted` with nothing in the cache.

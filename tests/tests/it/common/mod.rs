@@ -1,12 +1,6 @@
 //! Helpers shared by the workspace tests: temp homes with installed agents,
 //! `agentctl` with a clean environment, wrapper scripts around `test-agent`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    dead_code,
-    unreachable_pub
-)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -73,6 +67,15 @@ impl Home {
     pub fn install_echo(&self, version: &str) -> PathBuf {
         self.install_copy("codefly.dev", "echo", version, &echo())
     }
+}
+
+/// A manager on `home` with no store: loads come from the cache alone.
+pub fn manager(home: &Home) -> agent_manager::Manager {
+    agent_manager::Manager::builder()
+        .home(agent_manager::AgentHome::new(home.path()))
+        .stores(Vec::new())
+        .build()
+        .unwrap()
 }
 
 pub fn write_script(path: &Path, body: &str) {
@@ -172,6 +175,11 @@ pub fn ctl_env(home: &Home, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> 
     }
     c.args(args);
     run(c)
+}
+
+/// `agentctl --home HOME ARGS…` run from `cwd`, no store, no lock or config from the environment.
+pub fn ctl_in(home: &Home, cwd: &Path, args: &[&str]) -> Run {
+    ctl_env(home, cwd, &[], args)
 }
 
 /// The names created in, or moved into, one directory while a watch is held

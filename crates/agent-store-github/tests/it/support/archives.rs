@@ -1,10 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    dead_code,
-    unreachable_pub
-)]
+#![allow(dead_code, unreachable_pub)]
 //! Release tarballs for the tests, good and hostile. Hostile headers are
 //! written byte by byte, since `tar::Builder` refuses to make them.
 

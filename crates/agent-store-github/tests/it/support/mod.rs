@@ -1,4 +1,4 @@
-#![allow(dead_code, missing_docs, unreachable_pub)]
+#![allow(dead_code, unreachable_pub)]
 //! Test support: release tarballs, good and hostile. The GitHub stand-in is
 //! `agent_testkit::github`.
 

@@ -1,11 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    dead_code,
-    unreachable_pub,
-    unused_imports
-)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 //! The HTTP store's layout on the testkit's HTTP server: artifacts and their
 //! sidecars under `/store`.
 
@@ -14,6 +7,15 @@ pub use agent_testkit::http::{Fault, TestServer, payload, sha256_hex};
 /// The store's base URL on `server`.
 pub fn base(server: &TestServer) -> String {
     format!("{}/store", server.url())
+}
+
+/// The store on `server`, with short connect and stall timeouts.
+pub fn store(server: &TestServer) -> agent_store_http::HttpStore {
+    agent_store_http::HttpStore::builder(base(server))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .stall_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap()
 }
 
 /// The path of an artifact under `/store` for this platform.

@@ -1,58 +1,16 @@
 //! A flake with no inputs, generated per test in a temp dir, and the
 //! configuration a fresh Debian machine (Debian's `nix-bin`, root, no daemon)
 //! needs to build it.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    dead_code,
-    unreachable_pub
-)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use agent_ref::{AgentHome, AgentRef};
 use agent_store::Installer;
 use agent_store_nix::NixStore;
 
-/// Single-user builds without build users, sandbox or binary caches (nothing
-/// may be fetched from the network; the flake has no inputs, and without a
-/// flake registry nix never tries to download one).
-pub const NIX_CONFIG: &str = "build-users-group =\n\
-sandbox = false\n\
-substituters =\n\
-flake-registry =\n\
-warn-dirty = false\n";
-
-/// `builtins.currentSystem` (not available in pure flake evaluation, so the
-/// generated flake names it literally).
-pub fn system() -> &'static str {
-    static SYSTEM: OnceLock<String> = OnceLock::new();
-    SYSTEM.get_or_init(|| {
-        let out = Command::new("nix")
-            .args([
-                "--extra-experimental-features",
-                "nix-command flakes",
-                "eval",
-                "--impure",
-                "--raw",
-                "--expr",
-                "builtins.currentSystem",
-            ])
-            .env("NIX_CONFIG", NIX_CONFIG)
-            .output()
-            .expect("nix must be installed (Debian: apt install nix-bin)");
-        assert!(
-            out.status.success(),
-            "nix eval failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    })
-}
+pub use agent_testkit::nix::{NIX_CONFIG, system};
 
 /// A package: attribute name and the `/bin/sh -c` script that builds `$out`.
 pub struct Package {

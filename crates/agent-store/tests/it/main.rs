@@ -1,0 +1,12 @@
+//! agent-store's integration tests, one binary: the installer, the cache, the
+//! store chain, descriptors and signatures on real files.
+// Helpers beside the tests unwrap too; clippy.toml's allow-unwrap-in-tests
+// covers only the test functions.
+#![allow(clippy::unwrap_used)]
+
+mod cache;
+mod cache_check;
+mod chain;
+mod descriptor;
+mod installer;
+mod trust;
