@@ -350,7 +350,7 @@ async fn env_wins_over_the_file_and_the_effective_config_says_so() {
 
 /// A lock file for `codefly.dev/echo` at `version`, pinning `sha256` on this platform.
 fn write_lock(path: &std::path::Path, version: &str, sha256: &str) {
-    use agent_manager::lock::{LockEntry, LockFile, LockedArtifact};
+    use agent_manager::lockfile::{LockEntry, LockFile, LockedArtifact};
     let agent: AgentRef = "codefly.dev/echo".parse().unwrap();
     let mut entry = LockEntry::new(&agent, &version.parse().unwrap()).unwrap();
     entry.platforms.insert(

@@ -66,7 +66,7 @@ impl Ctx {
         progress: Option<agent_manager::store::ProgressFn>,
     ) -> Result<Manager, Failure> {
         let mut b = self.builder(refresh)?.locked(self.locked);
-        if let Some(p) = agent_manager::lock::discover(self.lockfile.as_deref()) {
+        if let Some(p) = agent_manager::lockfile::discover(self.lockfile.as_deref()) {
             b = b.lockfile(p);
         }
         if let Some(progress) = progress {
@@ -79,7 +79,7 @@ impl Ctx {
     pub(crate) fn manager_for_load(&self, spawn: &SpawnArgs) -> Result<Manager, Failure> {
         use agent_manager::spawn::AgentLogs;
         let mut b = self.builder(false)?.locked(self.locked);
-        if let Some(p) = agent_manager::lock::discover(self.lockfile.as_deref()) {
+        if let Some(p) = agent_manager::lockfile::discover(self.lockfile.as_deref()) {
             b = b.lockfile(p);
         }
         let base = agent_manager::SpawnOptions {

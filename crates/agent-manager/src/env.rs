@@ -14,7 +14,7 @@ use crate::config::{CONFIG_ENV, ConfigError, OciScheme};
 /// Selects the stores and their order: `nix,oci,http,github`, or `none`.
 pub const AGENT_STORES_ENV: &str = "CODEFLY_AGENT_STORES";
 
-pub(crate) use crate::lock::LOCKFILE_ENV;
+pub(crate) use crate::lockfile::LOCKFILE_ENV;
 
 /// The store variables the manager reads (each also a key of the config file).
 pub(crate) const REGISTRY_ENV: &str = "AGENT_REGISTRY";

@@ -57,7 +57,7 @@
 //! [`config`]); every variable wins over the file. [`Manager::effective_config`]
 //! says where each setting came from (`agentctl config`). Stores follow store
 //! authority and publisher scoping ([`stores`]). A lock file
-//! ([`ManagerBuilder::lockfile`], [`lock`]) pins versions and digests.
+//! ([`ManagerBuilder::lockfile`], [`lockfile`]) pins versions and digests.
 //!
 //! # Features
 //!
@@ -88,14 +88,18 @@
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
 mod attach;
+mod builder;
 pub mod compat;
 pub mod config;
 mod env;
 mod error;
 pub mod go;
-pub mod lock;
-mod locking;
+pub mod lockfile;
+mod pinning;
+mod load;
 mod manager;
+mod options;
+mod registry;
 mod resolve;
 mod sandbox_policy;
 mod settings;
@@ -119,7 +123,10 @@ pub use attach::{ATTACH_ENV, DEFAULT_ATTACH_TIMEOUT};
 pub use config::{Config, ConfigError, EffectiveConfig, Origin, Setting};
 pub use env::{AGENT_STORES_ENV, EnvConfig, StoreId, StoreSelection};
 pub use error::{ManagerError, NOT_FOUND_REMEDY, StoreAnswer};
-pub use manager::{ActiveAgent, LoadOptions, Manager, ManagerBuilder, StderrSink};
+pub use builder::ManagerBuilder;
+pub use manager::Manager;
+pub use options::{LoadOptions, StderrSink};
+pub use registry::ActiveAgent;
 pub use sandbox_policy::{EffectiveSandbox, PolicySource};
 
 /// The README's examples, compiled as doctests so they stay true.

@@ -1,4 +1,4 @@
-//! How the manager honours a lock file ([`crate::lock`]): a listed ref
+//! How the manager honours a lock file ([`crate::lockfile`]): a listed ref
 //! resolves to its locked version without asking any store, its binary must
 //! hash to the lock's sha256, and under `locked` an unlisted ref is refused.
 
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use agent_ref::{AgentRef, Platform};
 
 use crate::ManagerError;
-use crate::lock::LockFile;
+use crate::lockfile::LockFile;
 
 /// The lock file a manager honours (or none).
 #[derive(Debug, Default)]
@@ -24,7 +24,7 @@ impl Lock {
     pub(crate) fn open(path: Option<&PathBuf>, locked: bool) -> Result<Lock, ManagerError> {
         let Some(path) = path else {
             return Ok(Lock {
-                path: locked.then(|| PathBuf::from(crate::lock::LOCKFILE_NAME)),
+                path: locked.then(|| PathBuf::from(crate::lockfile::LOCKFILE_NAME)),
                 file: None,
                 locked,
             });
