@@ -6,25 +6,28 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use agent_ref::{AgentHome, AgentSource, Platform};
-use agent_spawn::SpawnOptions;
 use agent_store::{AgentStore, Fallback, Installer, StoreChain, VerifyMode};
 
 use crate::config::{Config, ConfigError, FallbackSetting, Origin, VerifySetting};
 use crate::env::EnvConfig;
-use crate::pinning::Lock;
 use crate::manager::{Inner, Manager};
+use crate::pinning::LockFilePins;
 use crate::settings::{Settings, Val};
 use crate::{LoadOptions, ManagerError};
+use tracing::debug;
 
 /// Builds a [`Manager`].
 ///
 /// Settings come, per setting, from (highest first): the builder's own
 /// methods ([`home`](Self::home), [`stores`](Self::stores), …); the
-/// environment (with [`from_env`](Self::from_env) or
-/// [`env_config`](Self::env_config)); the configuration file (read with
-/// `from_env`: `CODEFLY_CONFIG`, else `$CODEFLY_HOME/config.toml`) or the
-/// [`Config`] given to [`config`](Self::config); the defaults (home from
-/// `CODEFLY_HOME`/`~/.codefly`, remote source, no stores).
+/// environment, as an [`EnvConfig`] given to [`env_config`](Self::env_config)
+/// ([`Manager::from_env`] gives the process's); the configuration file (found
+/// from that environment: `CODEFLY_CONFIG`, else `$CODEFLY_HOME/config.toml`)
+/// or the [`Config`] given to [`config`](Self::config); the defaults (home
+/// from `CODEFLY_HOME`/`~/.codefly`, remote source, no stores).
+///
+/// `Debug` shows no secret: the environment's `CODEFLY_AGENT_ATTACH` (it
+/// holds tokens) is hidden, credentials are never held here.
 #[derive(Default)]
 #[must_use]
 pub struct ManagerBuilder {
@@ -32,12 +35,10 @@ pub struct ManagerBuilder {
     source: Option<AgentSource>,
     stores: Option<Vec<Arc<dyn AgentStore>>>,
     env: Option<EnvConfig>,
-    read_env: bool,
     config: Option<Config>,
     platform: Option<Platform>,
     refresh: bool,
     defaults: LoadOptions,
-    base: SpawnOptions,
     lockfile: Option<PathBuf>,
     locked: bool,
     progress: Option<agent_store::ProgressFn>,
@@ -50,8 +51,8 @@ impl std::fmt::Debug for ManagerBuilder {
             .field("source", &self.source)
             .field("stores", &self.stores)
             .field("env", &self.env)
-            .field("read_env", &self.read_env)
             .field("config", &self.config)
+            .field("load_defaults", &self.defaults)
             .field("lockfile", &self.lockfile)
             .field("locked", &self.locked)
             .finish_non_exhaustive()
@@ -79,30 +80,21 @@ impl ManagerBuilder {
         self
     }
 
-    /// Read the environment and the configuration file: `CODEFLY_HOME`,
-    /// `CODEFLY_AGENT_SOURCE`, `CODEFLY_AGENT_STORES` (comma list of
-    /// `nix,oci,http,github` or `none`; unset = every configured store in
-    /// that order), `CODEFLY_CONFIG`, `CODEFLY_AGENT_LOCKFILE` and the store
-    /// variables (`AGENT_NIX_FLAKE`, `AGENT_REGISTRY`, `AGENT_REGISTRY_SCHEME`,
-    /// `AGENT_HTTP_STORE`, `GITHUB_API_URL`), each winning over the file.
-    /// Credentials (`GITHUB_TOKEN`/`GH_TOKEN`, `AGENT_REGISTRY_USERNAME`/
-    /// `AGENT_REGISTRY_PASSWORD`, the docker config) are read when the stores are built.
-    pub fn from_env(mut self) -> Self {
-        self.read_env = true;
-        self
-    }
-
-    /// Like [`ManagerBuilder::from_env`] with the variables already parsed
-    /// (see [`EnvConfig::from_lookup`]); the configuration file is discovered
-    /// from them.
+    /// The environment's settings ([`EnvConfig::from_env`], or
+    /// [`EnvConfig::from_lookup`] in tests): `CODEFLY_HOME`,
+    /// `CODEFLY_AGENT_SOURCE`, `CODEFLY_AGENT_STORES`, `CODEFLY_CONFIG`,
+    /// `CODEFLY_AGENT_LOCKFILE`, `CODEFLY_AGENT_ATTACH` and the store
+    /// variables, each winning over the configuration file, which is found
+    /// from them. Without it the manager reads no variable but `CODEFLY_HOME`
+    /// (for the default home), no configuration file, and attaches to nothing.
     pub fn env_config(mut self, config: EnvConfig) -> Self {
         self.env = Some(config);
         self
     }
 
     /// A configuration built in code (or read with [`Config::load`]): used
-    /// instead of the file `from_env` would discover. Environment variables
-    /// still win over it when `from_env` is also called.
+    /// instead of the file the environment names. Environment variables
+    /// given with [`env_config`](Self::env_config) still win over it.
     pub fn config(mut self, config: Config) -> Self {
         self.config = Some(config);
         self
@@ -121,27 +113,18 @@ impl ManagerBuilder {
         self
     }
 
-    /// Default options for every load; a [`LoadOptions`] given to
-    /// [`Manager::load`] is applied on top (its set fields win, its env and
-    /// args are appended). A stderr sink here is shared by every agent
-    /// this manager loads (it is an `Arc`), unless a load sets its own.
+    /// The options of every load: timeouts, work dir, environment, stderr
+    /// sink, restart policy, sandbox, … (see [`LoadOptions`]). The options a
+    /// load is given ([`Manager::load_with`]) apply on top: what they set
+    /// wins, their variables and arguments are added to these. A stderr sink
+    /// here receives the stderr of every agent whose load sets none.
     pub fn load_defaults(mut self, opts: LoadOptions) -> Self {
         self.defaults = opts;
         self
     }
 
-    /// The spawn options every load starts from (every field of agent-spawn:
-    /// timeouts, grace, work dir, env, args, the stderr sink, lifeline, …);
-    /// [`load_defaults`](Self::load_defaults) and each load's
-    /// [`LoadOptions`] apply on top. A stderr sink here applies to every load
-    /// that does not set its own.
-    pub fn spawn_options(mut self, opts: SpawnOptions) -> Self {
-        self.base = opts;
-        self
-    }
-
-    /// The lock file to honour (default: `CODEFLY_AGENT_LOCKFILE` with
-    /// `from_env`, else none). A ref it lists resolves to the locked version
+    /// The lock file to honour (default: `CODEFLY_AGENT_LOCKFILE` of the
+    /// [`env_config`](Self::env_config), else none). A ref it lists resolves to the locked version
     /// without asking any store, and the binary's sha256 must equal the lock's.
     pub fn lockfile(mut self, path: impl Into<PathBuf>) -> Self {
         self.lockfile = Some(path.into());
@@ -162,8 +145,8 @@ impl ManagerBuilder {
         self
     }
 
-    /// Builds the manager: reads the configuration file (with `from_env`),
-    /// merges the settings and builds the stores they select.
+    /// Builds the manager: reads the configuration file (the one the
+    /// environment names), merges the settings and builds the stores they select.
     ///
     /// # Errors
     /// [`ManagerError::Config`] (kind `config`) for a configuration file or
@@ -171,11 +154,8 @@ impl ManagerBuilder {
     /// configured (or not compiled in); a store's own construction error;
     /// [`ManagerError::Ref`] when there is no home at all.
     pub fn build(self) -> Result<Manager, ManagerError> {
-        let env = match (self.env, self.read_env) {
-            (Some(e), _) => Some(e),
-            (None, true) => Some(EnvConfig::from_process_env()?),
-            (None, false) => None,
-        };
+        let env = self.env;
+        let attach = env.as_ref().and_then(|e| e.attach.clone());
         let home = match (self.home, &env) {
             (Some(h), _) => Val::new(h, Origin::Code),
             (None, Some(e)) => {
@@ -235,8 +215,7 @@ impl ManagerBuilder {
             FallbackSetting::Any => Fallback::Any,
         };
         let chain = StoreChain::new(stores).with_fallback(fallback);
-        let lock =
-            crate::pinning::Lock::open(settings.lockfile.as_ref().map(|v| &v.value), self.locked)?;
+        let lock = LockFilePins::open(settings.lockfile.as_ref().map(|v| &v.value), self.locked)?;
         debug!(
             home = %home.root().display(),
             source = ?settings.source.value,
@@ -265,11 +244,10 @@ impl ManagerBuilder {
                 lock,
                 platform: self.platform.unwrap_or_else(Platform::current),
                 defaults: self.defaults,
-                base: self.base,
+                attach,
                 active: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
             }),
         })
     }
 }
-

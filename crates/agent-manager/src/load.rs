@@ -6,18 +6,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use agent_ref::{AgentRef, ErrorKind};
-use agent_spawn::AgentConn;
+use agent_spawn::{AgentConn, SpawnOptions};
 use agent_store::{Fingerprint, Installer, VerifyMode};
+
+use crate::pinning::Pinned;
 use tracing::{Instrument, debug, info_span};
 
 use crate::{LoadOptions, Manager, ManagerError};
 
 impl Manager {
     /// Resolves, pulls when not cached, spawns and waits until the agent is
-    /// ready; the connection is listed under `ref.unique()` (of the resolved
-    /// ref) until it is closed ([`AgentConn::close`], [`Manager::cleanup`],
+    /// ready, with the manager's default options
+    /// ([`ManagerBuilder::load_defaults`](crate::ManagerBuilder::load_defaults));
+    /// the connection is listed under `ref.unique()` (of the resolved ref)
+    /// until it is closed ([`AgentConn::close`], [`Manager::cleanup`],
     /// [`Manager::cleanup_all`]), dies with its last handle, or exits by
     /// itself. With [`LoadOptions::managed`] the registry holds it too.
+    /// When the environment the manager was built from lists the agent in
+    /// `CODEFLY_AGENT_ATTACH`, the load attaches to it instead of spawning
+    /// ([`Manager::attach`]).
     ///
     /// # Errors
     /// Those of [`Manager::pull`], then the spawn kinds (`spawn`,
@@ -25,35 +32,42 @@ impl Manager {
     /// `version-mismatch`, `dial-timeout`, `not-serving`) with the agent's stderr tail;
     /// `admission` when `[sandbox] require = true` and nothing confines the agent, or
     /// its policy cannot be enforced on this machine (checked before anything starts).
-    pub async fn load(
+    #[doc(alias = "Load")]
+    pub async fn load(&self, agent: &AgentRef) -> Result<AgentConn, ManagerError> {
+        self.load_with(agent, LoadOptions::new()).await
+    }
+
+    /// [`Manager::load`] with `opts` on top of the manager's defaults.
+    ///
+    /// # Errors
+    /// As [`Manager::load`].
+    pub async fn load_with(
         &self,
         agent: &AgentRef,
         opts: LoadOptions,
     ) -> Result<AgentConn, ManagerError> {
         let span = info_span!("load", agent = %agent);
         async {
-            // CODEFLY_AGENT_ATTACH (src/attach.rs): attach instead of spawning.
-            let dial = opts.dial_timeout.or(self.inner.defaults.dial_timeout);
-            let dial = dial.unwrap_or(crate::attach::DEFAULT_ATTACH_TIMEOUT);
-            if let Some(conn) = self.attach_if_listed(agent, dial).await? {
+            let opts = opts.over(&self.inner.defaults);
+            let spawn_opts = opts.to_spawn_options();
+            if let Some(conn) = self
+                .attach_if_listed(agent, spawn_opts.get_dial_timeout())
+                .await?
+            {
                 return Ok(conn);
             }
-            let mut opts = opts;
-            opts.sandbox =
-                Some(self.sandbox_for(Some(agent.publisher()), &agent.to_string(), &opts)?);
-            let resolved = self.resolve(agent).await?;
-            let locked = self
-                .inner
-                .lock
-                .expected_sha256(&resolved, &self.inner.platform)
-                .is_some();
-            let (path, checked) = if locked {
+            let sandbox = self.sandbox_for(Some(agent.publisher()), &agent.to_string(), &opts)?;
+            let (resolved, pinned) = self.resolve_pinned(agent).await?;
+            let (path, checked) = if pinned.is_some() {
                 // Locked: the sha256 of what runs must be the lock's.
                 let installed = self
-                    .pull_resolved(&resolved)
+                    .pull_resolved(&resolved, pinned.as_ref())
                     .instrument(info_span!("pull", agent = %resolved))
                     .await?;
-                (self.check_locked(&resolved, installed).await?.path, None)
+                let installed = self
+                    .check_pinned(&resolved, installed, pinned.as_ref())
+                    .await?;
+                (installed.path, None)
             } else {
                 // The hot path: the fingerprint check in place (a stat of the
                 // opened binary and one read of its small install record, no
@@ -62,7 +76,7 @@ impl Manager {
                 // record is hashed; one that fails the hash (truncated or
                 // replaced behind our back) is fetched again, never run.
                 let mut installer = self.inner.installer.clone();
-                if let Some(mode) = opts.verify.or(self.inner.defaults.verify) {
+                if let Some(mode) = opts.verify_mode() {
                     installer = installer.with_verify(mode);
                 }
                 let store_error =
@@ -93,7 +107,7 @@ impl Manager {
                 match cached {
                     Some(hit) => hit,
                     None => (
-                        self.pull_resolved(&resolved)
+                        self.pull_resolved(&resolved, None)
                             .instrument(info_span!("pull", agent = %resolved))
                             .await?
                             .path,
@@ -101,37 +115,37 @@ impl Manager {
                     ),
                 }
             };
-            let managed = opts
-                .managed
-                .or(self.inner.defaults.managed)
-                .unwrap_or(false);
             let mut installer = self.inner.installer.clone();
-            if let Some(mode) = opts.verify.or(self.inner.defaults.verify) {
+            if let Some(mode) = opts.verify_mode() {
                 installer = installer.with_verify(mode);
             }
-            if locked {
-                // The record's sha256 was checked against the lock at install:
-                // a restart hashes the binary against it.
-                installer = installer.with_verify(VerifyMode::Always);
-            }
-            let admit = restart_admission(installer, resolved.clone(), path.clone(), checked);
+            let admit =
+                restart_admission(installer, resolved.clone(), path.clone(), checked, pinned);
             let conn = self
-                .spawn_checked(&path, opts, Some(admit))
+                .spawn(&path, &opts, spawn_opts.sandbox(sandbox).admit(admit))
                 .instrument(info_span!("spawn", agent = %resolved))
                 .await?;
-            self.register(resolved.unique(), &conn, managed);
+            self.register(resolved.unique(), &conn, opts.is_managed());
             Ok(conn)
         }
         .instrument(span)
         .await
     }
 
-    /// Spawns the executable at `path` as is (no resolution, no store) and
-    /// registers it under `path::{path}`.
+    /// Spawns the executable at `path` as is (no resolution, no store), with
+    /// the manager's default options, and registers it under `path::{path}`.
     ///
     /// # Errors
     /// `binary-not-found` when there is no file at `path`, then the spawn kinds.
-    pub async fn load_path(
+    pub async fn load_path(&self, path: &Path) -> Result<AgentConn, ManagerError> {
+        self.load_path_with(path, LoadOptions::new()).await
+    }
+
+    /// [`Manager::load_path`] with `opts` on top of the manager's defaults.
+    ///
+    /// # Errors
+    /// As [`Manager::load_path`].
+    pub async fn load_path_with(
         &self,
         path: &Path,
         opts: LoadOptions,
@@ -143,17 +157,18 @@ impl Manager {
                     path: path.to_path_buf(),
                 });
             }
-            let mut opts = opts;
-            opts.sandbox = Some(self.sandbox_for(None, &path.display().to_string(), &opts)?);
-            let managed = opts
-                .managed
-                .or(self.inner.defaults.managed)
-                .unwrap_or(false);
+            let opts = opts.over(&self.inner.defaults);
+            let sandbox = self.sandbox_for(None, &path.display().to_string(), &opts)?;
+            let spawn_opts = opts.to_spawn_options().sandbox(sandbox);
             let conn = self
-                .spawn_at(path, opts)
+                .spawn(path, &opts, spawn_opts)
                 .instrument(info_span!("spawn", path = %path.display()))
                 .await?;
-            self.register(format!("path::{}", path.display()), &conn, managed);
+            self.register(
+                format!("path::{}", path.display()),
+                &conn,
+                opts.is_managed(),
+            );
             Ok(conn)
         }
         .instrument(span)
@@ -176,20 +191,17 @@ impl Manager {
         crate::EffectiveSandbox::from_settings(&self.inner.settings, None)
     }
 
-    /// The load's sandbox: its options', else the configuration's, else
-    /// unconfined unless `[sandbox] require = true`.
+    /// The load's sandbox (`opts` are already over the manager's defaults):
+    /// its options', else the configuration's, else unconfined unless
+    /// `[sandbox] require = true`.
     fn sandbox_for(
         &self,
         publisher: Option<&str>,
         agent: &str,
         opts: &LoadOptions,
     ) -> Result<agent_sandbox::Sandbox, ManagerError> {
-        if let Some(s) = opts
-            .sandbox
-            .clone()
-            .or_else(|| self.inner.defaults.sandbox.clone())
-        {
-            return Ok(s);
+        if let Some(s) = opts.sandbox_asked() {
+            return Ok(s.clone());
         }
         let effective = crate::EffectiveSandbox::from_settings(&self.inner.settings, publisher);
         match effective.sandbox() {
@@ -203,24 +215,15 @@ impl Manager {
         }
     }
 
-    async fn spawn_at(&self, path: &Path, opts: LoadOptions) -> Result<AgentConn, ManagerError> {
-        self.spawn_checked(path, opts, None).await
-    }
-
-    async fn spawn_checked(
+    /// Starts the agent (supervised when `opts` restart it) and waits until it is ready.
+    async fn spawn(
         &self,
         path: &Path,
-        opts: LoadOptions,
-        admit: Option<agent_spawn::Admit>,
+        opts: &LoadOptions,
+        spawn_opts: SpawnOptions,
     ) -> Result<AgentConn, ManagerError> {
         let started = Instant::now();
-        let opts = opts.over(&self.inner.defaults);
-        let restart = opts.restart.unwrap_or_default();
-        let mut spawn_opts = opts.into_spawn(&self.inner.base);
-        if admit.is_some() {
-            spawn_opts.admit = admit;
-        }
-        let conn = agent_spawn::spawn_with_restart(path, spawn_opts, restart).await?;
+        let conn = agent_spawn::spawn_with_restart(path, spawn_opts, opts.restart_policy()).await?;
         debug!(
             pid = conn.pid(),
             endpoint = %conn.endpoint(),
@@ -237,19 +240,29 @@ impl Manager {
 /// restart checks the cache again (the fingerprint check in place, a hash
 /// when it cannot vouch or when `installer` verifies always) and runs only a
 /// binary that still matches, by its descriptor. A binary that changed or
-/// went away ends supervision with `integrity`.
+/// went away ends supervision with `integrity`. A ref the lock file pins
+/// (`pinned`) is hashed on every restart and must still hash to the lock's
+/// sha256.
 fn restart_admission(
     installer: Installer,
     agent: AgentRef,
     path: PathBuf,
     checked: Option<agent_spawn::Executable>,
+    pinned: Option<Pinned>,
 ) -> agent_spawn::Admit {
+    let installer = if pinned.is_some() {
+        installer.with_verify(VerifyMode::Always)
+    } else {
+        installer
+    };
+    let pinned = pinned.map(Arc::new);
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let checked = Arc::new(Mutex::new(checked));
     Arc::new(move || {
         let installer = installer.clone();
         let agent = agent.clone();
         let path = path.clone();
+        let pinned = pinned.clone();
         let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
         let checked = if first {
             checked
@@ -294,15 +307,23 @@ fn restart_admission(
                 Fingerprint::NeedsHash => {}
             }
             let r = agent.clone();
-            let hashed = tokio::task::spawn_blocking(move || installer.cached_path(&r))
-                .await
-                .map_err(|e| {
-                    agent_spawn::SpawnError::refused(
-                        ErrorKind::Io,
-                        "the cache check before a restart did not finish",
-                        Some(Box::new(std::io::Error::other(e))),
-                    )
-                })?;
+            let hashed = tokio::task::spawn_blocking(move || match pinned {
+                // The record was checked against the lock at install; the
+                // bytes are hashed against the record and the record's
+                // sha256 must still be the lock's.
+                Some(pinned) => installer
+                    .cached(&r)
+                    .map(|hit| hit.filter(|i| pinned.admits(i)).map(|i| i.path)),
+                None => installer.cached_path(&r),
+            })
+            .await
+            .map_err(|e| {
+                agent_spawn::SpawnError::refused(
+                    ErrorKind::Io,
+                    "the cache check before a restart did not finish",
+                    Some(Box::new(std::io::Error::other(e))),
+                )
+            })?;
             match hashed.map_err(failed)? {
                 Some(p) if p == path => agent_spawn::Executable::open(&p),
                 _ => Err(changed()),

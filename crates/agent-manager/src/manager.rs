@@ -8,12 +8,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use agent_ref::{AgentHome, AgentRef, AgentSource, Platform};
-use agent_spawn::SpawnOptions;
 use agent_store::{Installed, Installer, StoreChain};
 use tracing::{Instrument, debug, info_span};
 
 use crate::config::{EffectiveConfig, Origin};
-use crate::pinning::Lock;
+use crate::env::EnvConfig;
+use crate::pinning::{LockFilePins, Pinned};
 use crate::registry::Entry;
 use crate::settings::Settings;
 use crate::{LoadOptions, ManagerBuilder, ManagerError, StoreAnswer, resolve};
@@ -25,10 +25,12 @@ pub(crate) struct Inner {
     pub(crate) source: AgentSource,
     pub(crate) chain: StoreChain,
     pub(crate) settings: Settings,
-    pub(crate) lock: Lock,
+    pub(crate) lock: LockFilePins,
     pub(crate) platform: Platform,
     pub(crate) defaults: LoadOptions,
-    pub(crate) base: SpawnOptions,
+    /// `CODEFLY_AGENT_ATTACH` as the environment gave it when the manager
+    /// was built: the agents to attach to instead of spawning.
+    pub(crate) attach: Option<String>,
     pub(crate) active: Mutex<HashMap<String, Vec<Entry>>>,
     pub(crate) next_id: AtomicU64,
 }
@@ -59,6 +61,20 @@ impl Manager {
     /// Starts a [`ManagerBuilder`].
     pub fn builder() -> ManagerBuilder {
         ManagerBuilder::default()
+    }
+
+    /// The manager the environment describes: the variables
+    /// ([`EnvConfig::from_env`]) and the configuration file they name
+    /// (`CODEFLY_CONFIG`, else `$CODEFLY_HOME/config.toml`), the stores they
+    /// select. Short for
+    /// `Manager::builder().env_config(EnvConfig::from_env()?).build()`.
+    ///
+    /// # Errors
+    /// As [`EnvConfig::from_env`] and [`ManagerBuilder::build`].
+    pub fn from_env() -> Result<Manager, ManagerError> {
+        Manager::builder()
+            .env_config(EnvConfig::from_env()?)
+            .build()
     }
 
     /// The agent home.
@@ -172,15 +188,27 @@ impl Manager {
     /// [`ManagerError::NotLocked`] under `locked` for a ref the lock does not list.
     #[doc(alias = "ResolveLatest")]
     pub async fn resolve(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
-        if let Some(pinned) = self.inner.lock.pin(agent, &self.inner.platform)? {
-            debug!(agent = %agent, pinned = %pinned, "resolved from the lock file");
-            return Ok(pinned);
-        }
-        let i = &self.inner;
-        let chain = self.chain_for(agent);
-        resolve::resolve(&i.home, i.source, &chain, &i.platform, agent)
-            .instrument(info_span!("resolve", agent = %agent))
+        self.resolve_pinned(agent)
             .await
+            .map(|(resolved, _)| resolved)
+    }
+
+    /// [`Manager::resolve`], with the lock file's decision for the ref (taken
+    /// here, once): what a pull or load of it carries on.
+    pub(crate) async fn resolve_pinned(
+        &self,
+        agent: &AgentRef,
+    ) -> Result<(AgentRef, Option<Pinned>), ManagerError> {
+        let i = &self.inner;
+        if let Some(pinned) = i.lock.decide(agent, &i.platform)? {
+            debug!(agent = %agent, pinned = %pinned.agent, "resolved from the lock file");
+            return Ok((pinned.agent.clone(), Some(pinned)));
+        }
+        let chain = self.chain_for(agent);
+        let resolved = resolve::resolve(&i.home, i.source, &chain, &i.platform, agent)
+            .instrument(info_span!("resolve", agent = %agent))
+            .await?;
+        Ok((resolved, None))
     }
 
     /// The newest version the authoritative store offers, never lower than
@@ -191,8 +219,8 @@ impl Manager {
     /// As [`Manager::resolve`].
     #[doc(alias = "PinToLatestRelease")]
     pub async fn pin_to_latest_release(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
-        if let Some(pinned) = self.inner.lock.pin(agent, &self.inner.platform)? {
-            return Ok(pinned);
+        if let Some(pinned) = self.inner.lock.decide(agent, &self.inner.platform)? {
+            return Ok(pinned.agent);
         }
         let i = &self.inner;
         let chain = self.chain_for(agent);
@@ -210,29 +238,30 @@ impl Manager {
     /// missing, `store-unavailable`, `integrity` when a store served bytes that
     /// do not match their digest (nothing is cached then), `io`.
     pub async fn pull(&self, agent: &AgentRef) -> Result<Installed, ManagerError> {
-        let resolved = self.resolve(agent).await?;
+        let (resolved, pinned) = self.resolve_pinned(agent).await?;
         let installed = self
-            .pull_resolved(&resolved)
+            .pull_resolved(&resolved, pinned.as_ref())
             .instrument(info_span!("pull", agent = %resolved))
             .await?;
-        self.check_locked(&resolved, installed).await
+        self.check_pinned(&resolved, installed, pinned.as_ref())
+            .await
     }
 
     /// A locked ref's binary must hash to the lock's sha256; a mismatch is
     /// `integrity`, and the binary is removed from the cache (never run).
-    pub(crate) async fn check_locked(
+    pub(crate) async fn check_pinned(
         &self,
         agent: &AgentRef,
         installed: Installed,
+        pinned: Option<&Pinned>,
     ) -> Result<Installed, ManagerError> {
-        let i = &self.inner;
-        let Some(expected) = i.lock.expected_sha256(agent, &i.platform) else {
+        let Some(pinned) = pinned else {
             return Ok(installed);
         };
-        if installed.sha256.eq_ignore_ascii_case(&expected) {
+        if pinned.admits(&installed) {
             return Ok(installed);
         }
-        let record = i.installer.record_path(agent).ok();
+        let record = self.inner.installer.record_path(agent).ok();
         let (bin, rec) = (installed.path.clone(), record);
         // Nothing that disagrees with the lock stays in the cache.
         let _ = tokio::task::spawn_blocking(move || {
@@ -244,14 +273,20 @@ impl Manager {
         .await;
         Err(ManagerError::LockMismatch {
             agent: agent.identifier(),
-            lockfile: i.lock.path().map(Path::to_path_buf).unwrap_or_default(),
-            expected,
+            lockfile: pinned.lockfile.clone(),
+            expected: pinned.sha256.clone(),
             actual: installed.sha256,
             path: installed.path,
         })
     }
 
-    pub(crate) async fn pull_resolved(&self, agent: &AgentRef) -> Result<Installed, ManagerError> {
+    /// The cached binary of `agent` (a concrete ref), or the chain's pull of
+    /// it; a pinned ref installs under the lock's sha256.
+    pub(crate) async fn pull_resolved(
+        &self,
+        agent: &AgentRef,
+        pinned: Option<&Pinned>,
+    ) -> Result<Installed, ManagerError> {
         let i = &self.inner;
         let installer = i.installer.clone();
         let a = agent.clone();
@@ -275,20 +310,7 @@ impl Manager {
                 unavailable: false,
             });
         }
-        // A locked ref installs under a pin: bytes that do not hash to the
-        // lock's sha256 are refused before they reach the cache path.
-        let pin = i
-            .lock
-            .expected_sha256(agent, &i.platform)
-            .and_then(|hex| hex.parse().ok())
-            .map(|sha256| agent_store::Pin {
-                sha256,
-                by: format!(
-                    "the lock file {}",
-                    i.lock.path().unwrap_or(Path::new("")).display()
-                ),
-            });
-        let installer = match pin {
+        let installer = match pinned.and_then(Pinned::install_pin) {
             Some(pin) => i.installer.clone().with_pin(pin),
             None => i.installer.clone(),
         };

@@ -1,29 +1,44 @@
-//! How the manager honours a lock file ([`crate::lockfile`]): a listed ref
-//! resolves to its locked version without asking any store, its binary must
-//! hash to the lock's sha256, and under `locked` an unlisted ref is refused.
+//! How the lock file pins loads ([`crate::lockfile`] is its format): a ref
+//! the lock lists resolves to its locked version without asking any store,
+//! the bytes that run must hash to the lock's sha256, and under `locked` an
+//! unlisted ref is refused. The lock is consulted once per resolve, pull or
+//! load ([`LockFilePins::decide`]); the answer, a [`Pinned`], travels with the
+//! ref through pull and spawn, restarts included.
 
 use std::path::{Path, PathBuf};
 
 use agent_ref::{AgentRef, Platform};
+use agent_store::Installed;
 
 use crate::ManagerError;
 use crate::lockfile::LockFile;
 
-/// The lock file a manager honours (or none).
+/// The lock file a manager honours (or none), and whether unlisted refs are refused.
 #[derive(Debug, Default)]
-pub(crate) struct Lock {
+pub(crate) struct LockFilePins {
     path: Option<PathBuf>,
     file: Option<LockFile>,
     locked: bool,
 }
 
-impl Lock {
+/// What the lock file pins for one ref on the manager's platform.
+#[derive(Debug, Clone)]
+pub(crate) struct Pinned {
+    /// The ref at its locked version.
+    pub(crate) agent: AgentRef,
+    /// The sha256 the bytes must have, lower-case hex.
+    pub(crate) sha256: String,
+    /// The lock file that says so.
+    pub(crate) lockfile: PathBuf,
+}
+
+impl LockFilePins {
     /// Reads the lock file at `path` (the library never looks for one by
     /// itself: the CLI finds `./agents.lock`). `locked` without a lock file
     /// refuses every ref, naming `agents.lock`.
-    pub(crate) fn open(path: Option<&PathBuf>, locked: bool) -> Result<Lock, ManagerError> {
+    pub(crate) fn open(path: Option<&PathBuf>, locked: bool) -> Result<Self, ManagerError> {
         let Some(path) = path else {
-            return Ok(Lock {
+            return Ok(LockFilePins {
                 path: locked.then(|| PathBuf::from(crate::lockfile::LOCKFILE_NAME)),
                 file: None,
                 locked,
@@ -32,9 +47,8 @@ impl Lock {
         // The file decides which bytes run.
         agent_store::check_trust_file(path, "lock file").map_err(ManagerError::Store)?;
         let file = LockFile::read(path)?;
-        let path = path.clone();
-        Ok(Lock {
-            path: Some(path),
+        Ok(LockFilePins {
+            path: Some(path.clone()),
             file: Some(file),
             locked,
         })
@@ -50,47 +64,68 @@ impl Lock {
         self.locked
     }
 
-    /// The locked ref for `agent`: `Some` when the lock lists it (and its
-    /// spec accepts the locked version), `None` when no lock applies.
+    /// The lock's decision for `agent` on `platform`: `Some` when the lock
+    /// lists it (and its spec accepts the locked version), `None` when no
+    /// lock applies and the stores resolve it.
     ///
     /// # Errors
     /// [`ManagerError::NotLocked`] under `locked` for a ref the lock does not list.
     /// [`ManagerError::NotLockedForPlatform`] for a listed ref with no
     /// artifact for `platform`: the lock locks nothing for it, so nothing
     /// the stores serve is accepted in its place.
-    pub(crate) fn pin(
+    pub(crate) fn decide(
         &self,
         agent: &AgentRef,
         platform: &Platform,
-    ) -> Result<Option<AgentRef>, ManagerError> {
-        let entry = self.file.as_ref().and_then(|f| f.entry(agent));
-        match entry {
-            Some(e) if e.artifact(platform).is_none() => Err(ManagerError::NotLockedForPlatform {
+    ) -> Result<Option<Pinned>, ManagerError> {
+        let lockfile = || self.path.clone().unwrap_or_default();
+        let Some(entry) = self.file.as_ref().and_then(|f| f.entry(agent)) else {
+            if self.locked {
+                return Err(ManagerError::NotLocked {
+                    agent: agent.identifier(),
+                    lockfile: lockfile(),
+                });
+            }
+            return Ok(None);
+        };
+        let Some(artifact) = entry.artifact(platform) else {
+            return Err(ManagerError::NotLockedForPlatform {
                 agent: agent.identifier(),
-                lockfile: self.path.clone().unwrap_or_default(),
+                lockfile: lockfile(),
                 platform: platform.to_string(),
-                locked: e.platforms.keys().cloned().collect::<Vec<_>>().join(", "),
+                locked: entry
+                    .platforms
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 fix: format!(
                     "agentctl lock --platform {platform} {}/{}",
                     agent.publisher(),
                     agent.name()
                 ),
-            }),
-            Some(e) => Ok(Some(agent.with_version(&e.version)?)),
-            None if self.locked => Err(ManagerError::NotLocked {
-                agent: agent.identifier(),
-                lockfile: self.path.clone().unwrap_or_default(),
-            }),
-            None => Ok(None),
-        }
+            });
+        };
+        Ok(Some(Pinned {
+            agent: agent.with_version(&entry.version)?,
+            sha256: artifact.sha256.to_ascii_lowercase(),
+            lockfile: lockfile(),
+        }))
+    }
+}
+
+impl Pinned {
+    /// The installer's pin: bytes that do not hash to the lock's sha256 are
+    /// refused before they reach the cache path.
+    pub(crate) fn install_pin(&self) -> Option<agent_store::Pin> {
+        Some(agent_store::Pin {
+            sha256: self.sha256.parse().ok()?,
+            by: format!("the lock file {}", self.lockfile.display()),
+        })
     }
 
-    /// The sha256 the lock pins for `agent` (a concrete ref) on `platform`.
-    pub(crate) fn expected_sha256(&self, agent: &AgentRef, platform: &Platform) -> Option<String> {
-        let e = self.file.as_ref()?.entry(agent)?;
-        if agent.concrete_version() != Some(&e.version) {
-            return None;
-        }
-        e.artifact(platform).map(|a| a.sha256.to_ascii_lowercase())
+    /// Whether `installed` is the locked binary.
+    pub(crate) fn admits(&self, installed: &Installed) -> bool {
+        installed.sha256.eq_ignore_ascii_case(&self.sha256)
     }
 }

@@ -23,13 +23,11 @@ use tokio::sync::broadcast;
 const GUARD: Duration = Duration::from_secs(60);
 
 fn opts(admit: Admit) -> SpawnOptions {
-    SpawnOptions {
-        startup_timeout: Duration::from_secs(20),
-        dial_timeout: Duration::from_secs(20),
-        grace: Duration::from_secs(5),
-        admit: Some(admit),
-        ..SpawnOptions::default()
-    }
+    SpawnOptions::new()
+        .startup_timeout(Duration::from_secs(20))
+        .dial_timeout(Duration::from_secs(20))
+        .grace(Duration::from_secs(5))
+        .admit(admit)
 }
 
 /// A cache-like directory holding a copy of agent-echo at `agent`, and a
