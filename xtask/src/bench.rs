@@ -604,7 +604,7 @@ async fn load_figures(path: &Path, n: usize) -> Result<LoadFigures> {
         let c0 = cpu_ms(libc::RUSAGE_SELF);
         let t = Instant::now();
         let conn = manager
-            .load(&r, LoadOptions::new())
+            .load(&r)
             .await
             .map_err(|e| anyhow::anyhow!("loading {r}: {e}"))?;
         by_ref.push(t.elapsed());
@@ -614,7 +614,7 @@ async fn load_figures(path: &Path, n: usize) -> Result<LoadFigures> {
         close.push(t.elapsed());
         let t = Instant::now();
         let conn = manager
-            .load_path(path, LoadOptions::new())
+            .load_path(path)
             .await
             .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
         by_path.push(t.elapsed());
@@ -645,7 +645,7 @@ fn load_by_ref_current_thread(path: &Path, n: usize) -> Result<Summary> {
                         for _ in 0..n {
                             let t = Instant::now();
                             let conn = manager
-                                .load(&r, LoadOptions::new())
+                                .load(&r)
                                 .await
                                 .map_err(|e| anyhow::anyhow!("loading {r}: {e}"))?;
                             samples.push(t.elapsed());
@@ -785,10 +785,7 @@ fn ms(s: &Summary) -> String {
 }
 
 fn bench_opts() -> SpawnOptions {
-    SpawnOptions {
-        grace: Duration::from_secs(5),
-        ..SpawnOptions::default()
-    }
+    SpawnOptions::new().grace(Duration::from_secs(5))
 }
 
 /// Spawn → health-checked channel, then graceful close, `n` times.
@@ -1017,7 +1014,7 @@ fn local_manager(
         .home(AgentHome::new(home))
         .source(source)
         .stores(stores)
-        .spawn_options(bench_opts())
+        .load_defaults(LoadOptions::new().grace(Duration::from_secs(5)))
         .build()
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -1091,10 +1088,7 @@ async fn fan_out(echo: &Path, count: usize) -> Result<FanOut> {
         let (self0, children0) = (cpu_ms(libc::RUSAGE_SELF), cpu_ms(libc::RUSAGE_CHILDREN));
         let idle0 = idle_us();
         let t = Instant::now();
-        let conns = futures_util::future::join_all(
-            refs.iter().map(|r| manager.load(r, LoadOptions::new())),
-        )
-        .await;
+        let conns = futures_util::future::join_all(refs.iter().map(|r| manager.load(r))).await;
         let total = t.elapsed();
         if let (Some(a), Some(b)) = (idle0, idle_us()) {
             #[allow(clippy::cast_precision_loss)]
@@ -1164,9 +1158,7 @@ async fn dedup(
     let manager = local_manager(home.path(), vec![store], AgentSource::Remote)?;
     let repo = config.repository(&r);
     let before = blob_gets(registry, &repo);
-    let conns =
-        futures_util::future::join_all((0..loads).map(|_| manager.load(&r, LoadOptions::new())))
-            .await;
+    let conns = futures_util::future::join_all((0..loads).map(|_| manager.load(&r))).await;
     for c in conns {
         c.map_err(|e| anyhow::anyhow!("dedup load: {e}"))?;
     }

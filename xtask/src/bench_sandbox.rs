@@ -52,12 +52,10 @@ impl SandboxLoad {
 }
 
 fn options(sandbox: Sandbox, uds: bool) -> SpawnOptions {
-    SpawnOptions {
-        grace: Duration::from_secs(5),
-        unix_socket: uds,
-        sandbox,
-        ..SpawnOptions::default()
-    }
+    SpawnOptions::new()
+        .grace(Duration::from_secs(5))
+        .unix_socket(uds)
+        .sandbox(sandbox)
 }
 
 async fn load_once(agent: &Path, opts: SpawnOptions) -> Result<Duration> {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use agent_echo::pb::EchoRequest;
 use agent_echo::pb::echo_client::EchoClient;
 use agent_manager::store::Expected;
-use agent_manager::{AgentHome, AgentRef, LoadOptions, Manager};
+use agent_manager::{AgentHome, AgentRef, Manager};
 use anyhow::{Context, Result, bail};
 
 /// Runs the demo; `args` may hold `--message TEXT`.
@@ -107,7 +107,7 @@ async fn run(binary: &Path, agentctl: &Path, home_dir: &Path, message: &str) -> 
 
     let started = Instant::now();
     let conn = manager
-        .load(&agent, LoadOptions::new())
+        .load(&agent)
         .await
         .with_context(|| format!("loading {agent}"))?;
     let load_time = started.elapsed();

@@ -246,14 +246,9 @@ async fn spawn_events(echo: &Path, n: usize) -> Result<Vec<(String, f64)>> {
         if let Ok(mut s) = seen.0.lock() {
             s.clear();
         }
-        let conn = agent_manager::spawn::spawn(
-            echo,
-            SpawnOptions {
-                grace: Duration::from_secs(5),
-                ..SpawnOptions::default()
-            },
-        )
-        .await?;
+        let conn =
+            agent_manager::spawn::spawn(echo, SpawnOptions::new().grace(Duration::from_secs(5)))
+                .await?;
         conn.close().await;
         let got = seen.0.lock().map(|s| s.clone()).unwrap_or_default();
         for (p, us) in got {

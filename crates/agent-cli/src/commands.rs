@@ -36,14 +36,16 @@ impl Ctx {
     pub(crate) fn home(&self) -> Result<AgentHome, Failure> {
         match &self.home {
             Some(h) => Ok(AgentHome::new(absolute(h)?)),
-            None => Ok(agent_manager::EnvConfig::from_process_env()?.home),
+            None => Ok(agent_manager::EnvConfig::from_env()?.home),
         }
     }
 
     /// The builder every command starts from: environment, config file,
     /// `--home`, `--local`.
     fn builder(&self, refresh: bool) -> Result<ManagerBuilder, Failure> {
-        let mut b = Manager::builder().from_env().refresh(refresh);
+        let mut b = Manager::builder()
+            .env_config(agent_manager::EnvConfig::from_env()?)
+            .refresh(refresh);
         if self.home.is_some() {
             b = b.home(self.home()?);
         }
@@ -66,7 +68,7 @@ impl Ctx {
         progress: Option<agent_manager::store::ProgressFn>,
     ) -> Result<Manager, Failure> {
         let mut b = self.builder(refresh)?.locked(self.locked);
-        if let Some(p) = agent_manager::lock::discover(self.lockfile.as_deref()) {
+        if let Some(p) = agent_manager::lockfile::discover(self.lockfile.as_deref()) {
             b = b.lockfile(p);
         }
         if let Some(progress) = progress {
@@ -79,23 +81,21 @@ impl Ctx {
     pub(crate) fn manager_for_load(&self, spawn: &SpawnArgs) -> Result<Manager, Failure> {
         use agent_manager::spawn::AgentLogs;
         let mut b = self.builder(false)?.locked(self.locked);
-        if let Some(p) = agent_manager::lock::discover(self.lockfile.as_deref()) {
+        if let Some(p) = agent_manager::lockfile::discover(self.lockfile.as_deref()) {
             b = b.lockfile(p);
         }
-        let base = agent_manager::SpawnOptions {
-            agent_logs: match spawn.agent_logs {
-                AgentLogsMode::Parsed => AgentLogs::Parsed,
-                AgentLogsMode::Raw => AgentLogs::Raw,
-                AgentLogsMode::Off => AgentLogs::Off,
-            },
-            ..agent_manager::SpawnOptions::default()
+        let logs = match spawn.agent_logs {
+            AgentLogsMode::Parsed => AgentLogs::Parsed,
+            AgentLogsMode::Raw => AgentLogs::Raw,
+            AgentLogsMode::Off => AgentLogs::Off,
         };
-        Ok(b.spawn_options(base).build()?)
+        Ok(b.load_defaults(LoadOptions::new().agent_logs(logs))
+            .build()?)
     }
 
     /// The manager with no lock file at all (for `agentctl lock` itself).
     pub(crate) fn manager_without_lock(&self, refresh: bool) -> Result<Manager, Failure> {
-        let mut env = agent_manager::EnvConfig::from_process_env()?;
+        let mut env = agent_manager::EnvConfig::from_env()?;
         env.lockfile = None;
         let mut b = Manager::builder().env_config(env).refresh(refresh);
         if self.home.is_some() {
@@ -113,7 +113,7 @@ impl Ctx {
         platform: &agent_manager::Platform,
         home: &Path,
     ) -> Result<Manager, Failure> {
-        let mut env = agent_manager::EnvConfig::from_process_env()?;
+        let mut env = agent_manager::EnvConfig::from_env()?;
         env.lockfile = None;
         Ok(Manager::builder()
             .env_config(env)
@@ -438,12 +438,12 @@ async fn load_target(
 ) -> Result<(AgentConn, String, Option<String>), Failure> {
     match t {
         Target::Path(p) => {
-            let conn = m.load_path(p, opts).await?;
+            let conn = m.load_path_with(p, opts).await?;
             Ok((conn, p.display().to_string(), None))
         }
         Target::Agent(a) => {
             let resolved = m.resolve(a).await?;
-            let conn = m.load(&resolved, opts).await?;
+            let conn = m.load_with(&resolved, opts).await?;
             Ok((
                 conn,
                 resolved.identifier(),

@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use agent_manager::lock::LockFile;
+use agent_manager::lockfile::LockFile;
 use agent_manager::reference::AgentHome;
 use agent_manager::{EffectiveConfig, ErrorKind, Manager};
 use serde_json::json;
@@ -561,7 +561,7 @@ async fn probe_github(api: Option<&str>) -> Check {
 // ---------------------------------------------------------------- lock file
 
 fn lock_checks(ctx: &Ctx, m: Option<&Manager>, home: Option<&AgentHome>) -> Vec<Check> {
-    let Some(path) = agent_manager::lock::discover(ctx.lockfile.as_deref()) else {
+    let Some(path) = agent_manager::lockfile::discover(ctx.lockfile.as_deref()) else {
         return vec![Check::ok("lock", "no agents.lock here")];
     };
     if let Err(e) = agent_manager::store::check_trust_file(&path, "lock file") {

@@ -1,7 +1,7 @@
 //! `agentctl info REF`: everything known about one agent.
 
 use agent_manager::StoreChain;
-use agent_manager::lock::LockFile;
+use agent_manager::lockfile::LockFile;
 use agent_manager::reference::{AgentRef, VersionSpec};
 use agent_manager::semver::Version;
 use serde_json::json;
@@ -47,7 +47,7 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
     let authority = chain.authoritative_versions(&base, &platform).await;
 
     // The lock file.
-    let lock_path = agent_manager::lock::discover(ctx.lockfile.as_deref());
+    let lock_path = agent_manager::lockfile::discover(ctx.lockfile.as_deref());
     let lock = match &lock_path {
         Some(p) => LockFile::read_if_exists(p).map_err(|e| Failure::from_error(e.kind(), &e))?,
         None => None,

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_manager::lock::{self, LockEntry, LockFile, LockedArtifact};
+use agent_manager::lockfile::{self, LockEntry, LockFile, LockedArtifact};
 use agent_manager::reference::{AgentRef, Platform, VersionSpec};
 use agent_manager::{ErrorKind, Installed, Manager};
 use serde_json::json;
@@ -12,10 +12,10 @@ use crate::report::Failure;
 
 /// The lock file `lock` writes: `--lockfile`, `$CODEFLY_AGENT_LOCKFILE`, else `./agents.lock`.
 fn lock_path(ctx: &Ctx) -> Result<PathBuf, Failure> {
-    match lock::discover(ctx.lockfile.as_deref()) {
+    match lockfile::discover(ctx.lockfile.as_deref()) {
         Some(p) => Ok(p),
         None => std::env::current_dir()
-            .map(|d| d.join(lock::LOCKFILE_NAME))
+            .map(|d| d.join(lockfile::LOCKFILE_NAME))
             .map_err(|e| Failure::io("the current directory", &e)),
     }
 }

@@ -2,6 +2,8 @@
 //! Terraform's `TF_REATTACH_PROVIDERS`): [`Manager::attach`], and
 //! `CODEFLY_AGENT_ATTACH`, which makes [`Manager::load`] attach instead of
 //! spawning for the agents it lists — for running an agent under a debugger.
+//! The variable is read with the rest of the environment
+//! ([`EnvConfig`](crate::EnvConfig)), when the manager is built from it.
 //!
 //! ```text
 //! CODEFLY_AGENT_ATTACH='{"acme/echo": {"pid": 4242, "endpoint": "127.0.0.1:50051", "token": "…"}}'
@@ -67,7 +69,8 @@ impl Manager {
     }
 
     /// The hook of [`Manager::load`]: attaches when `CODEFLY_AGENT_ATTACH`
-    /// lists `agent`, else `None` (load spawns as usual).
+    /// (as the manager's environment gave it) lists `agent`, else `None`
+    /// (load spawns as usual).
     ///
     /// # Errors
     /// `config` when the variable does not parse; those of [`Manager::attach`].
@@ -76,11 +79,10 @@ impl Manager {
         agent: &AgentRef,
         dial_timeout: Duration,
     ) -> Result<Option<AgentConn>, ManagerError> {
-        let Some(value) = std::env::var_os(ATTACH_ENV) else {
+        let Some(value) = self.inner.attach.as_deref() else {
             return Ok(None);
         };
-        let value = value.to_string_lossy();
-        let Some(info) = listed(&value, agent)? else {
+        let Some(info) = listed(value, agent)? else {
             return Ok(None);
         };
         tracing::info!(agent = %agent, endpoint = %info.endpoint, "{ATTACH_ENV} lists the agent: attaching instead of spawning");
@@ -203,12 +205,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn load_attaches_to_what_the_variable_lists() {
         let home = tempfile::tempdir().unwrap();
-        // No store: without the variable this load could only fail.
-        let manager = Manager::builder()
-            .home(AgentHome::new(home.path()))
-            .stores(Vec::new())
-            .build()
-            .unwrap();
         let owner = agent_spawn::spawn(
             &agent_testkit::bin_path("agent-echo"),
             agent_spawn::SpawnOptions::default(),
@@ -219,16 +215,19 @@ mod tests {
             r#"{{"h7test/attach-only": {}}}"#,
             owner.attach_info().to_json()
         );
-        // SAFETY: only this test sets the variable, and only `attach_if_listed`
-        // reads it, for a ref no other test loads.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::env::set_var(ATTACH_ENV, value);
-        }
-        let conn = manager
-            .load(&r("h7test/attach-only"), crate::LoadOptions::new())
-            .await
+        let env = crate::EnvConfig::from_lookup(|k| match k {
+            ATTACH_ENV => Some(value.clone().into()),
+            "CODEFLY_HOME" => Some(home.path().as_os_str().to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        // No store: without the variable this load could only fail.
+        let manager = Manager::builder()
+            .env_config(env)
+            .stores(Vec::new())
+            .build()
             .unwrap();
+        let conn = manager.load(&r("h7test/attach-only")).await.unwrap();
         assert!(conn.is_attached());
         assert_eq!(conn.pid(), owner.pid());
         let reply = EchoClient::new(conn.channel())
@@ -255,7 +254,7 @@ mod tests {
             .unwrap();
         let path = agent_testkit::bin_path("agent-echo");
         let conn = manager
-            .load_path(
+            .load_path_with(
                 &path,
                 crate::LoadOptions::new().restart(agent_spawn::RestartPolicy::on_failure()),
             )

@@ -40,7 +40,7 @@
 //! agents are trusted as the local Nix trusts them).
 //!
 //! Precedence, per setting: an environment variable (with
-//! [`ManagerBuilder::from_env`](crate::ManagerBuilder::from_env)) wins over
+//! [`Manager::from_env`](crate::Manager::from_env) or an [`EnvConfig`](crate::EnvConfig)) wins over
 //! the file, which wins over the default. Unknown keys and bad values are
 //! refused ([`ManagerError::Config`], kind `config`), naming the file, the
 //! line, the key and what is accepted.

@@ -9,12 +9,13 @@ use std::str::FromStr;
 use agent_ref::{AGENT_SOURCE_ENV, AgentHome, AgentSource, CODEFLY_HOME_ENV};
 
 use crate::ManagerError;
+use crate::attach::ATTACH_ENV;
 use crate::config::{CONFIG_ENV, ConfigError, OciScheme};
 
 /// Selects the stores and their order: `nix,oci,http,github`, or `none`.
 pub const AGENT_STORES_ENV: &str = "CODEFLY_AGENT_STORES";
 
-pub(crate) use crate::lock::LOCKFILE_ENV;
+pub(crate) use crate::lockfile::LOCKFILE_ENV;
 
 /// The store variables the manager reads (each also a key of the config file).
 pub(crate) const REGISTRY_ENV: &str = "AGENT_REGISTRY";
@@ -173,12 +174,15 @@ impl StoreSelection {
 
 /// The manager's settings from the environment: `CODEFLY_HOME` (else
 /// `$HOME/.codefly`), `CODEFLY_AGENT_SOURCE`, `CODEFLY_AGENT_STORES`,
-/// `CODEFLY_CONFIG`, `CODEFLY_AGENT_LOCKFILE`, and the store variables
-/// `AGENT_REGISTRY`, `AGENT_REGISTRY_SCHEME`, `AGENT_HTTP_STORE`,
-/// `AGENT_NIX_FLAKE`, `GITHUB_API_URL`. Each wins over the configuration file.
+/// `CODEFLY_CONFIG`, `CODEFLY_AGENT_LOCKFILE`, `CODEFLY_AGENT_ATTACH`, and
+/// the store variables `AGENT_REGISTRY`, `AGENT_REGISTRY_SCHEME`,
+/// `AGENT_HTTP_STORE`, `AGENT_NIX_FLAKE`, `GITHUB_API_URL`. Each wins over the
+/// configuration file. Read once, when it is built: a manager built from it
+/// does not look at the process environment again.
 /// Credentials (`GITHUB_TOKEN`, `AGENT_REGISTRY_USERNAME`, …) are not kept
-/// here: the stores read them when they are built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// here: the stores read them when they are built. `Debug` hides the value
+/// of `CODEFLY_AGENT_ATTACH` (it holds the agents' tokens).
+#[derive(Clone, PartialEq, Eq)]
 pub struct EnvConfig {
     /// The agent home.
     pub home: AgentHome,
@@ -200,8 +204,31 @@ pub struct EnvConfig {
     pub nix: Option<String>,
     /// `GITHUB_API_URL`.
     pub github_api_url: Option<String>,
+    /// `CODEFLY_AGENT_ATTACH`: the running agents a load attaches to
+    /// instead of spawning (see [`Manager::attach`](crate::Manager::attach)).
+    /// Parsed by the load that looks it up.
+    pub attach: Option<String>,
     /// The variables among the above that were set (non-empty).
     pub set: Vec<&'static str>,
+}
+
+impl fmt::Debug for EnvConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvConfig")
+            .field("home", &self.home)
+            .field("source", &self.source)
+            .field("stores", &self.stores)
+            .field("config", &self.config)
+            .field("lockfile", &self.lockfile)
+            .field("registry", &self.registry)
+            .field("registry_scheme", &self.registry_scheme)
+            .field("http", &self.http)
+            .field("nix", &self.nix)
+            .field("github_api_url", &self.github_api_url)
+            .field("attach", &self.attach.as_ref().map(|_| "(set, hidden)"))
+            .field("set", &self.set)
+            .finish()
+    }
 }
 
 impl EnvConfig {
@@ -271,6 +298,7 @@ impl EnvConfig {
         let http = utf8(HTTP_STORE_ENV)?;
         let nix = utf8(NIX_FLAKE_ENV)?;
         let github_api_url = utf8(GITHUB_API_URL_ENV)?;
+        let attach = get(ATTACH_ENV).map(|v| v.to_string_lossy().into_owned());
         if get(CODEFLY_HOME_ENV).is_some() {
             set.push(CODEFLY_HOME_ENV);
         }
@@ -286,6 +314,7 @@ impl EnvConfig {
             http,
             nix,
             github_api_url,
+            attach,
             set,
         })
     }
@@ -294,7 +323,7 @@ impl EnvConfig {
     ///
     /// # Errors
     /// As [`EnvConfig::from_lookup`].
-    pub fn from_process_env() -> Result<Self, ManagerError> {
+    pub fn from_env() -> Result<Self, ManagerError> {
         Self::from_lookup(|k| std::env::var_os(k))
     }
 
@@ -396,6 +425,22 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::Config, "{bad}");
             assert!(e.to_string().contains("CODEFLY_AGENT_STORES"), "{e}");
         }
+    }
+
+    #[test]
+    fn attach_is_kept_and_never_shown() {
+        let c = cfg(&[
+            ("HOME", "/h"),
+            (
+                ATTACH_ENV,
+                r#"{"acme/echo": {"endpoint": "127.0.0.1:1", "token": "s3cret"}}"#,
+            ),
+        ])
+        .unwrap();
+        assert!(c.attach.as_deref().is_some_and(|v| v.contains("s3cret")));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(cfg(&[("HOME", "/h")]).unwrap().attach.is_none());
     }
 
     #[test]

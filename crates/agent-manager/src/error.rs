@@ -135,7 +135,7 @@ pub enum ManagerError {
     },
     /// The lock file cannot be read (`io`) or does not validate (`config`).
     #[error(transparent)]
-    Lock(#[from] crate::lock::LockError),
+    Lock(#[from] crate::lockfile::LockError),
     /// A local filesystem error.
     #[error("{context}: {source}")]
     Io {

@@ -16,8 +16,8 @@
 //! | Go | Rust |
 //! |---|---|
 //! | `AgentSourceEnv` | [`reference::AGENT_SOURCE_ENV`](crate::reference::AGENT_SOURCE_ENV) (`"CODEFLY_AGENT_SOURCE"`) |
-//! | `DefaultDialTimeout` (10 s) | `SpawnOptions::default().dial_timeout` (10 s); per load [`LoadOptions::dial_timeout`](crate::LoadOptions::dial_timeout) |
-//! | `DefaultStartupTimeout` (30 s) | `SpawnOptions::default().startup_timeout` (30 s); per load [`LoadOptions::startup_timeout`](crate::LoadOptions::startup_timeout) |
+//! | `DefaultDialTimeout` (10 s) | [`SpawnOptions::get_dial_timeout`](crate::SpawnOptions::get_dial_timeout) of `SpawnOptions::new()` (10 s); per load [`LoadOptions::dial_timeout`](crate::LoadOptions::dial_timeout) |
+//! | `DefaultStartupTimeout` (30 s) | [`SpawnOptions::new`](crate::SpawnOptions::new)'s startup timeout (30 s); per load [`LoadOptions::startup_timeout`](crate::LoadOptions::startup_timeout) |
 //!
 //! ## Sentinel errors
 //!
@@ -70,7 +70,7 @@
 //! | `FindLocalLatest(ctx, agent)` | [`AgentHome::find_local`](crate::AgentHome::find_local)`(&agent, spec)` (returns the version instead of mutating the agent) |
 //! | `ResolveLatest(ctx, agent)` | [`Manager::resolve`](crate::Manager::resolve) (returns the resolved ref) |
 //! | `PinToLatestRelease(ctx, agent)` | [`Manager::pin_to_latest_release`](crate::Manager::pin_to_latest_release) |
-//! | `Load(ctx, agent, opts...)` | [`Manager::load`](crate::Manager::load)`(&agent, LoadOptions)` |
+//! | `Load(ctx, agent, opts...)` | [`Manager::load`](crate::Manager::load)`(&agent)`, or [`Manager::load_with`](crate::Manager::load_with)`(&agent, LoadOptions)` |
 //! | `Download(ctx, agent)` | none by that name: [`Manager::pull`](crate::Manager::pull) fetches from every configured store (Go's `Download` knew GitHub only), verifies and installs atomically |
 //! | `DownloadURL(agent)` | none: there is no single URL. Each store has its own layout (see [`stores`](crate::stores)); a GitHub asset is `{prefix}-{name}_{version}_{os}_{arch}.tar.gz` of release `v{version}`, the prefix the kind's ([`AgentKind::prefix`](crate::reference::AgentKind::prefix)) |
 //! | `Downloaded(ctx, agent)` | none by that name: `manager.installer().cached(&agent)?.is_some()` ([`Installer::cached`](crate::Installer::cached)), which also checks the binary against its install record |
@@ -104,7 +104,7 @@
 //!
 //! | Go | Rust ([`LoadOptions`](crate::LoadOptions), a `Clone` value) |
 //! |---|---|
-//! | `LoadOption` | [`LoadOptions`](crate::LoadOptions); defaults for every load with [`ManagerBuilder::load_defaults`](crate::ManagerBuilder::load_defaults) |
+//! | `LoadOption` | [`LoadOptions`](crate::LoadOptions), given to [`Manager::load_with`](crate::Manager::load_with); defaults for every load with [`ManagerBuilder::load_defaults`](crate::ManagerBuilder::load_defaults) |
 //! | `WithDialTimeout(d)` | [`LoadOptions::dial_timeout`](crate::LoadOptions::dial_timeout) |
 //! | `WithLogWriter(w)` | [`LoadOptions::stderr_sink`](crate::LoadOptions::stderr_sink) (a `Fn(&[u8])`, called off the async workers) |
 //! | `WithStartupTimeout(d)` | [`LoadOptions::startup_timeout`](crate::LoadOptions::startup_timeout) |
@@ -145,10 +145,10 @@
 //! # async fn demo() -> Result<(), agent_manager::ManagerError> {
 //! // Go: conn, err := manager.Load(ctx, agent, manager.WithWorkDir(dir),
 //! //         manager.WithStartupTimeout(5*time.Second), manager.WithLogWriter(os.Stderr))
-//! let manager = Manager::builder().from_env().build()?;
+//! let manager = Manager::from_env()?;
 //! let agent = "codefly.dev/go-generic:latest".parse()?;
 //! let conn = manager
-//!     .load(
+//!     .load_with(
 //!         &agent,
 //!         LoadOptions::new()
 //!             .workdir("/tmp/project")

@@ -10,12 +10,12 @@
 //! bird's-eye view.
 //!
 //! ```no_run
-//! use agent_manager::{LoadOptions, Manager};
+//! use agent_manager::Manager;
 //!
 //! # async fn demo() -> Result<(), agent_manager::ManagerError> {
-//! let manager = Manager::builder().from_env().build()?;
+//! let manager = Manager::from_env()?;
 //! let agent = "codefly.dev/echo:latest".parse()?;
-//! let conn = manager.load(&agent, LoadOptions::new()).await?;
+//! let conn = manager.load(&agent).await?;
 //! println!("pid {} on {}", conn.pid(), conn.endpoint());
 //! // talk gRPC over conn.channel() (the token is added to every call) …
 //! conn.close().await;
@@ -52,12 +52,15 @@
 //!
 //! # Configuration
 //!
-//! [`ManagerBuilder::from_env`] reads the environment and the configuration
-//! file (`$CODEFLY_HOME/config.toml` or `CODEFLY_CONFIG`; schema in
-//! [`config`]); every variable wins over the file. [`Manager::effective_config`]
+//! [`Manager::from_env`] reads the environment once ([`EnvConfig`]) and the
+//! configuration file it names (`$CODEFLY_HOME/config.toml` or
+//! `CODEFLY_CONFIG`; schema in [`config`]); every variable wins over the
+//! file. [`ManagerBuilder`] sets each setting in code instead, and
+//! [`ManagerBuilder::load_defaults`] the [`LoadOptions`] of every load
+//! ([`Manager::load_with`] adds a load's own on top). [`Manager::effective_config`]
 //! says where each setting came from (`agentctl config`). Stores follow store
 //! authority and publisher scoping ([`stores`]). A lock file
-//! ([`ManagerBuilder::lockfile`], [`lock`]) pins versions and digests.
+//! ([`ManagerBuilder::lockfile`], [`lockfile`]) pins versions and digests.
 //!
 //! # Features
 //!
@@ -88,14 +91,18 @@
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
 mod attach;
+mod builder;
 pub mod compat;
 pub mod config;
 mod env;
 mod error;
 pub mod go;
-pub mod lock;
-mod locking;
+mod load;
+pub mod lockfile;
 mod manager;
+mod options;
+mod pinning;
+mod registry;
 mod resolve;
 mod sandbox_policy;
 mod settings;
@@ -116,10 +123,13 @@ pub use agent_store::{
 };
 
 pub use attach::{ATTACH_ENV, DEFAULT_ATTACH_TIMEOUT};
+pub use builder::ManagerBuilder;
 pub use config::{Config, ConfigError, EffectiveConfig, Origin, Setting};
 pub use env::{AGENT_STORES_ENV, EnvConfig, StoreId, StoreSelection};
 pub use error::{ManagerError, NOT_FOUND_REMEDY, StoreAnswer};
-pub use manager::{ActiveAgent, LoadOptions, Manager, ManagerBuilder, StderrSink};
+pub use manager::Manager;
+pub use options::LoadOptions;
+pub use registry::ActiveAgent;
 pub use sandbox_policy::{EffectiveSandbox, PolicySource};
 
 /// The README's examples, compiled as doctests so they stay true.

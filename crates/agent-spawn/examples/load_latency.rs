@@ -47,10 +47,7 @@ async fn main() {
 
     let (mut loads, mut closes) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
-        let opts = SpawnOptions {
-            unix_socket: uds,
-            ..SpawnOptions::default()
-        };
+        let opts = SpawnOptions::new().unix_socket(uds);
         let t = Instant::now();
         let conn = spawn(&program, opts).await.expect("load");
         loads.push(t.elapsed());

@@ -50,10 +50,7 @@ async fn main() {
     let policy = RestartPolicy::always()
         .with_max_restarts(u32::MAX)
         .with_backoff(Duration::ZERO, Duration::ZERO);
-    let opts = SpawnOptions {
-        unix_socket: uds,
-        ..SpawnOptions::default()
-    };
+    let opts = SpawnOptions::new().unix_socket(uds);
     let conn = supervise(&program, opts, policy).await.unwrap();
     let mut client = EchoClient::new(conn.channel());
     let mut events = conn.events();

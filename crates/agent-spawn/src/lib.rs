@@ -61,7 +61,7 @@
 //! use agent_spawn::{spawn, SpawnOptions};
 //!
 //! # async fn run() -> Result<(), agent_spawn::SpawnError> {
-//! let opts = SpawnOptions { grace: Duration::from_secs(5), ..SpawnOptions::default() };
+//! let opts = SpawnOptions::new().grace(Duration::from_secs(5));
 //! let conn = spawn(Path::new("/usr/local/bin/agent-echo"), opts).await?;
 //! println!("pid {} listening on {}", conn.pid(), conn.endpoint());
 //! // let mut client = EchoClient::new(conn.channel());
@@ -76,6 +76,7 @@ mod conn;
 mod error;
 mod exec;
 pub mod logs;
+mod options;
 mod process;
 mod ring;
 mod sockdir;
@@ -97,8 +98,9 @@ pub use conn::{AgentChannel, AgentConn, ExitInfo, WeakAgentConn};
 pub use error::{SpawnError, SpawnFailure};
 pub use exec::{Admit, Executable};
 pub use logs::AgentLogs;
+pub use options::SpawnOptions;
 pub use ring::{STDERR_RING_CAPACITY, StderrRing};
-pub use spawn::{SpawnOptions, StderrSink, spawn};
+pub use spawn::{StderrSink, spawn};
 pub use supervise::{
     AgentEvent, GaveUp, ParseRestartError, RestartMode, RestartPolicy, SupervisedChannel,
     SupervisedConn, WeakSupervised, spawn_with_restart, supervise,

@@ -22,12 +22,13 @@ use tracing::Instrument;
 use crate::confine::{ConfineChild, Paths};
 use crate::conn::{Parts, wait_exit};
 use crate::error::{SpawnError, SpawnFailure};
-use crate::exec::{Admit, Executable};
+use crate::exec::Executable;
 use crate::logs::{AgentLogger, AgentLogs};
+use crate::options::SpawnOptions;
 use crate::process::{Exec, Spawned, lifeline_read_end, spawn_in_group};
 use crate::token::fresh_token;
 use crate::{
-    AgentConn, Endpoint, ExitInfo, Handshake, HandshakeError, MAX_HANDSHAKE_LEN, Network, Sandbox,
+    AgentConn, Endpoint, ExitInfo, Handshake, HandshakeError, MAX_HANDSHAKE_LEN, Network,
     StderrRing, TokenInterceptor,
 };
 use agent_protocol::{
@@ -47,108 +48,6 @@ const DRAIN_LINGER: Duration = Duration::from_secs(2);
 /// agent's own I/O thread (a plain OS thread), never on an async worker; keep
 /// it quick all the same (it delays the agent's next stderr read).
 pub type StderrSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
-
-/// How to start an agent. `SpawnOptions::default()` gives the documented defaults.
-#[derive(Clone)]
-pub struct SpawnOptions {
-    /// Time allowed for the handshake line (default 30 s).
-    pub startup_timeout: Duration,
-    /// Time allowed, after the handshake, to connect and see SERVING (default 10 s).
-    pub dial_timeout: Duration,
-    /// Time `close` gives the agent between SIGTERM and SIGKILL (default 30 s).
-    pub grace: Duration,
-    /// Work directory: the agent's current directory and `CODEFLY_AGENT_WORKDIR`.
-    pub workdir: Option<PathBuf>,
-    /// Extra environment. It wins over the inherited environment (a host secret
-    /// given here explicitly is passed); the `CODEFLY_AGENT_*` variables the
-    /// host sets always win over it.
-    pub env: Vec<(OsString, OsString)>,
-    /// Variables removed from the inherited environment (allowlisted or
-    /// not), on top of [`HOST_SECRET_ENV`](agent_protocol::HOST_SECRET_ENV),
-    /// which is always removed.
-    pub env_remove: Vec<OsString>,
-    /// `None` (default): inherit the host's environment minus the secrets.
-    /// `Some(extra)`: start from an empty environment and keep only
-    /// [`DEFAULT_ENV_ALLOWLIST`](agent_protocol::DEFAULT_ENV_ALLOWLIST) plus
-    /// `extra` (patterns: exact names, or a prefix and `*`).
-    pub env_allowlist: Option<Vec<String>>,
-    /// Give the agent the host's lifeline (`CODEFLY_AGENT_LIFELINE=FD`, default true).
-    pub lifeline: bool,
-    /// Arguments.
-    pub args: Vec<OsString>,
-    /// Receives a live copy of the agent's stderr (see [`StderrSink`]).
-    pub stderr_sink: Option<StderrSink>,
-    /// What the agent's stderr lines become in the host's `tracing` (default
-    /// [`AgentLogs::Parsed`]); unless `Off`, the agent is asked for JSON lines
-    /// (`CODEFLY_AGENT_LOG=json`).
-    pub agent_logs: AgentLogs,
-    /// The agent's name in its log span (default: the program's file name).
-    pub log_name: Option<String>,
-    /// Ask the agent to listen on a unix socket in a private 0700 directory.
-    /// A handshake naming any other socket path is then refused.
-    pub unix_socket: bool,
-    /// Protocol versions this host accepts (default 1 and 2).
-    pub accepted_versions: Vec<u32>,
-    /// The admission check every start goes through, supervised restarts
-    /// included: it returns the checked file to execute, or refuses (see
-    /// [`Admit`]). `None` (default): each start opens the program path itself.
-    pub admit: Option<Admit>,
-    /// How the agent is confined (default [`Sandbox::Unconfined`]). A policy
-    /// is prepared again for every start, restarts included; one this machine
-    /// cannot enforce is `admission` and nothing starts. The agent gets a
-    /// private `TMPDIR`, removed once it is reaped; with `network = "none"` it
-    /// lives in an empty network namespace, so the host talks to it over a
-    /// unix socket whatever [`unix_socket`](Self::unix_socket) says. On macOS
-    /// the agent runs under `sandbox-exec`, which is started by path: there the
-    /// descriptor that was checked is not the one executed.
-    pub sandbox: Sandbox,
-}
-
-impl Default for SpawnOptions {
-    fn default() -> Self {
-        SpawnOptions {
-            startup_timeout: Duration::from_secs(30),
-            dial_timeout: Duration::from_secs(10),
-            grace: Duration::from_secs(30),
-            workdir: None,
-            env: Vec::new(),
-            env_remove: Vec::new(),
-            env_allowlist: None,
-            lifeline: true,
-            args: Vec::new(),
-            stderr_sink: None,
-            agent_logs: AgentLogs::default(),
-            log_name: None,
-            unix_socket: false,
-            accepted_versions: vec![1, 2],
-            admit: None,
-            sandbox: Sandbox::Unconfined,
-        }
-    }
-}
-
-impl std::fmt::Debug for SpawnOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpawnOptions")
-            .field("startup_timeout", &self.startup_timeout)
-            .field("dial_timeout", &self.dial_timeout)
-            .field("grace", &self.grace)
-            .field("workdir", &self.workdir)
-            .field("env", &self.env)
-            .field("env_remove", &self.env_remove)
-            .field("env_allowlist", &self.env_allowlist)
-            .field("lifeline", &self.lifeline)
-            .field("args", &self.args)
-            .field("stderr_sink", &self.stderr_sink.is_some())
-            .field("agent_logs", &self.agent_logs)
-            .field("log_name", &self.log_name)
-            .field("unix_socket", &self.unix_socket)
-            .field("accepted_versions", &self.accepted_versions)
-            .field("admit", &self.admit.is_some())
-            .field("sandbox", &self.sandbox)
-            .finish()
-    }
-}
 
 /// Starts `program` and returns once it is ready: handshake read, gRPC
 /// connected, health SERVING (an agent without `grpc.health.v1` is
@@ -896,16 +795,5 @@ mod tests {
     fn spawn_future_is_send() {
         let future = spawn(Path::new("/nonexistent"), SpawnOptions::default());
         is_send(&future);
-    }
-
-    #[test]
-    fn defaults() {
-        let o = SpawnOptions::default();
-        assert_eq!(o.startup_timeout, Duration::from_secs(30));
-        assert_eq!(o.dial_timeout, Duration::from_secs(10));
-        assert_eq!(o.grace, Duration::from_secs(30));
-        assert_eq!(o.accepted_versions, [1, 2]);
-        assert!(!o.unix_socket && o.stderr_sink.is_none() && o.workdir.is_none());
-        assert!(o.lifeline && o.env_allowlist.is_none() && o.env_remove.is_empty());
     }
 }

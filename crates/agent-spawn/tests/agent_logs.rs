@@ -186,10 +186,7 @@ async fn agent_logs_off_makes_no_host_events() {
     let dir = tempfile::tempdir().unwrap();
     let conn = spawn(
         &slog_agent(dir.path()),
-        SpawnOptions {
-            agent_logs: AgentLogs::Off,
-            ..SpawnOptions::default()
-        },
+        SpawnOptions::new().agent_logs(AgentLogs::Off),
     )
     .await
     .unwrap();

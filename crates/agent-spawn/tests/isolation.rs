@@ -13,13 +13,11 @@ use agent_spawn::{LIFELINE_ENV, SpawnOptions, spawn};
 use agent_testkit::bin_path;
 
 fn opts(args: &[&str]) -> SpawnOptions {
-    SpawnOptions {
-        args: args.iter().map(Into::into).collect(),
-        startup_timeout: Duration::from_secs(20),
-        dial_timeout: Duration::from_secs(20),
-        grace: Duration::from_millis(300),
-        ..SpawnOptions::default()
-    }
+    SpawnOptions::new()
+        .args(args.iter().copied())
+        .startup_timeout(Duration::from_secs(20))
+        .dial_timeout(Duration::from_secs(20))
+        .grace(Duration::from_millis(300))
 }
 
 struct Report {
@@ -31,8 +29,7 @@ struct Report {
 async fn report(o: SpawnOptions) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("report");
-    let mut o = o;
-    o.args = vec!["report".into(), file.clone().into()];
+    let o = o.arg("report").arg(&file);
     let conn = spawn(&bin_path("test-agent"), o).await.unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
     conn.close().await;
@@ -84,11 +81,7 @@ async fn secrets_and_descriptors_do_not_reach_the_agent() {
     );
 
     // Default: inherit minus the secrets, `env_remove` removed too.
-    let r = report(SpawnOptions {
-        env_remove: vec!["H1_REMOVED_VAR".into()],
-        ..opts(&[])
-    })
-    .await;
+    let r = report(opts(&[]).env_remove("H1_REMOVED_VAR")).await;
     for name in SECRETS {
         assert!(!r.env.contains_key(*name), "{name} reached the agent");
     }
@@ -111,11 +104,7 @@ async fn secrets_and_descriptors_do_not_reach_the_agent() {
     assert!(r.fds[&lifeline].starts_with("pipe:"), "{:?}", r.fds);
 
     // An explicit variable still wins.
-    let r = report(SpawnOptions {
-        env: vec![("GH_TOKEN".into(), "given-on-purpose".into())],
-        ..opts(&[])
-    })
-    .await;
+    let r = report(opts(&[]).env("GH_TOKEN", "given-on-purpose")).await;
     assert_eq!(
         r.env.get("GH_TOKEN").map(String::as_str),
         Some("given-on-purpose")
@@ -125,22 +114,18 @@ async fn secrets_and_descriptors_do_not_reach_the_agent() {
     // The allowlist: PATH and friends plus what the caller adds, nothing
     // else; `env_remove` still removes; a host secret stays out even when a
     // pattern covers it.
-    let r = report(SpawnOptions {
-        env_allowlist: Some(vec!["H1_*".into(), "CODEFLY_*".into(), "GH_*".into()]),
-        env_remove: vec!["H1_PLAIN_VAR".into()],
-        ..opts(&[])
-    })
+    let r = report(
+        opts(&[])
+            .env_allowlist(["H1_*", "CODEFLY_*", "GH_*"])
+            .env_remove("H1_PLAIN_VAR"),
+    )
     .await;
     assert!(!r.env.contains_key("H1_PLAIN_VAR"), "env_remove ignored");
     assert_eq!(r.env.get("H1_KEEP_THIS").map(String::as_str), Some("kept"));
     for name in SECRETS {
         assert!(!r.env.contains_key(*name), "{name} reached the agent");
     }
-    let r = report(SpawnOptions {
-        env_allowlist: Some(vec!["H1_KEEP_*".into()]),
-        ..opts(&[])
-    })
-    .await;
+    let r = report(opts(&[]).env_allowlist(["H1_KEEP_*"])).await;
     assert_eq!(r.env.get("H1_KEEP_THIS").map(String::as_str), Some("kept"));
     assert!(r.env.contains_key("PATH"));
     assert!(!r.env.contains_key("H1_PLAIN_VAR"));
@@ -155,10 +140,7 @@ async fn secrets_and_descriptors_do_not_reach_the_agent() {
 
 #[tokio::test]
 async fn a_foreign_socket_is_refused() {
-    let o = SpawnOptions {
-        unix_socket: true,
-        ..opts(&["foreign-socket"])
-    };
+    let o = opts(&["foreign-socket"]).unix_socket(true);
     let err = spawn(&bin_path("test-agent"), o).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::HandshakeMalformed, "{err}");
     let msg = err.to_string();

@@ -18,13 +18,11 @@ use agent_testkit::{bin_path, printed_after, wait_group_gone};
 const AGENT_ENV: &str = "STALE_SOCKETS_TEST_AGENT";
 
 fn opts() -> SpawnOptions {
-    SpawnOptions {
-        args: vec!["serve".into()],
-        unix_socket: true,
-        startup_timeout: Duration::from_secs(20),
-        dial_timeout: Duration::from_secs(20),
-        ..SpawnOptions::default()
-    }
+    SpawnOptions::new()
+        .arg("serve")
+        .unix_socket(true)
+        .startup_timeout(Duration::from_secs(20))
+        .dial_timeout(Duration::from_secs(20))
 }
 
 #[test]

@@ -17,11 +17,10 @@ async fn stderr_flood_keeps_host_memory_flat() {
     let hwm_before = vm_hwm_kib();
     let rss_before = vm_rss_kib();
 
-    let opts = SpawnOptions {
-        args: vec!["stderr-flood".into(), FLOOD_MIB.to_string().into()],
-        grace: Duration::from_millis(300),
-        ..SpawnOptions::default()
-    };
+    let opts = SpawnOptions::new()
+        .arg("stderr-flood")
+        .arg(FLOOD_MIB.to_string())
+        .grace(Duration::from_millis(300));
     let conn = spawn(&agent, opts).await.unwrap();
     let mut done = false;
     for _ in 0..3000 {

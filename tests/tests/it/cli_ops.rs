@@ -53,7 +53,7 @@ fn lock_pins_the_version_and_rerunning_changes_nothing() {
     );
     assert!(text.contains("store = \"local\""), "{text}");
     // The library reads what the CLI wrote.
-    let lock = agent_manager::lock::LockFile::read(&lockfile).unwrap();
+    let lock = agent_manager::lockfile::LockFile::read(&lockfile).unwrap();
     assert_eq!(lock.entries.len(), 1);
 
     // Same again: the file is not rewritten, and says so.

@@ -11,7 +11,7 @@ use agent_echo::pb::EchoRequest;
 use agent_echo::pb::echo_client::EchoClient;
 use agent_manager::reference::AgentKind;
 use agent_manager::store::descriptor::{self, Descriptor};
-use agent_manager::{AgentRef, ErrorKind, LoadOptions};
+use agent_manager::{AgentRef, ErrorKind};
 use common::{Home, manager};
 
 /// A provider manifest (`provider.codefly.yaml`) for `codefly.dev/echo:1.0.0`.
@@ -61,7 +61,7 @@ async fn every_loadable_kind_loads_from_its_own_cache_directory() {
         }
         let m = manager(&home);
         let conn = m
-            .load(&agent, LoadOptions::new())
+            .load(&agent)
             .await
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert_eq!(call(&conn).await, "hi", "{kind}");
@@ -78,10 +78,7 @@ async fn a_job_parses_but_never_loads() {
     let home = Home::new();
     let agent = AgentRef::parse_as(AgentKind::Job, "codefly.dev/echo:1.0.0").unwrap();
     place(&home, AgentKind::Job, &common::echo());
-    let e = manager(&home)
-        .load(&agent, LoadOptions::new())
-        .await
-        .unwrap_err();
+    let e = manager(&home).load(&agent).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidRef, "{e}");
 }
 
@@ -112,7 +109,7 @@ async fn a_provider_placed_in_the_cache_by_hand_runs_only_behind_its_descriptor(
         let m = manager(&home);
 
         // No descriptor: untrusted, and the binary never started.
-        let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+        let e = m.load(&agent).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Untrusted, "{kind}: {e}");
         assert!(
             e.to_string().contains("no verified-artifact descriptor"),
@@ -122,7 +119,7 @@ async fn a_provider_placed_in_the_cache_by_hand_runs_only_behind_its_descriptor(
 
         // A descriptor for other bytes: untrusted, nothing ran.
         vouch(&bin, &agent, b"another binary");
-        let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+        let e = m.load(&agent).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Untrusted, "{kind}: {e}");
         assert!(e.to_string().contains("binary digest mismatch"), "{e}");
         assert!(!marker.exists(), "{kind}: the unvouched binary ran");
@@ -130,7 +127,7 @@ async fn a_provider_placed_in_the_cache_by_hand_runs_only_behind_its_descriptor(
         // Vouched for: it loads and runs.
         vouch(&bin, &agent, &bytes);
         let conn = m
-            .load(&agent, LoadOptions::new())
+            .load(&agent)
             .await
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert_eq!(call(&conn).await, "hi");

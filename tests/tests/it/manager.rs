@@ -42,7 +42,7 @@ async fn load_from_the_cache_call_echo_and_cleanup_all_leaves_nothing() {
     home.install_echo("0.2.0");
     home.install_echo("0.10.0");
     let m = manager(&home);
-    let conn = m.load(&r("echo"), LoadOptions::new()).await.unwrap();
+    let conn = m.load(&r("echo")).await.unwrap();
     let reply = EchoClient::new(conn.channel())
         .echo(EchoRequest {
             message: "hi".into(),
@@ -73,12 +73,12 @@ async fn cleanup_closes_every_conn_of_one_key_only() {
     home.install_echo("1.0.0");
     home.install_mode("other", "1.0.0", "serve");
     let m = manager(&home);
-    let a = m.load(&r("echo:1.0.0"), LoadOptions::new()).await.unwrap();
+    let a = m.load(&r("echo:1.0.0")).await.unwrap();
     let b = m
-        .load(&r("echo:1.0.0"), LoadOptions::new().unix_socket(true))
+        .load_with(&r("echo:1.0.0"), LoadOptions::new().unix_socket(true))
         .await
         .unwrap();
-    let c = m.load(&r("other"), LoadOptions::new()).await.unwrap();
+    let c = m.load(&r("other")).await.unwrap();
     assert_eq!(m.active().len(), 3);
     let closed = m.cleanup("service::codefly.dev/echo:1.0.0").await;
     assert_eq!(closed, 2);
@@ -97,7 +97,7 @@ async fn a_conn_that_exits_unregisters_itself() {
     let home = Home::new();
     home.install_mode("mortal", "1.0.0", "die-after-load");
     let m = manager(&home);
-    let conn = m.load(&r("mortal"), LoadOptions::new()).await.unwrap();
+    let conn = m.load(&r("mortal")).await.unwrap();
     assert_eq!(m.active().len(), 1);
     let info = tokio::time::timeout(GONE, conn.exited()).await.unwrap();
     assert_eq!(info.code, Some(1));
@@ -109,14 +109,11 @@ async fn load_path_registers_under_the_path() {
     let home = Home::new();
     let echo = common::echo();
     let m = manager(&home);
-    let conn = m.load_path(&echo, LoadOptions::new()).await.unwrap();
+    let conn = m.load_path(&echo).await.unwrap();
     assert_eq!(m.active()[0].unique, format!("path::{}", echo.display()));
     conn.close().await;
     assert!(wait_for(|| m.active().is_empty()).await);
-    let e = m
-        .load_path(&home.path().join("nope"), LoadOptions::new())
-        .await
-        .unwrap_err();
+    let e = m.load_path(&home.path().join("nope")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BinaryNotFound);
 }
 
@@ -125,7 +122,7 @@ async fn spawn_failures_keep_their_kind_and_stderr_tail() {
     let home = Home::new();
     home.install_mode("early", "1.0.0", "exit-early");
     let m = manager(&home);
-    let e = m.load(&r("early"), LoadOptions::new()).await.unwrap_err();
+    let e = m.load(&r("early")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AgentExited);
     assert!(e.stderr_tail().unwrap().contains("missing configuration"));
     assert!(m.active().is_empty());
@@ -148,7 +145,7 @@ async fn dropping_the_manager_kills_what_it_holds() {
     let home = Home::new();
     home.install_echo("0.1.0");
     let m = manager(&home);
-    let pid = m.load(&r("echo"), LoadOptions::new()).await.unwrap().pid();
+    let pid = m.load(&r("echo")).await.unwrap().pid();
     drop(m);
     assert!(agent_testkit::wait_group_gone(pid, GONE));
 }
@@ -167,7 +164,7 @@ async fn the_installer_path_is_what_load_uses() {
         installed.path,
         home.binary("services", "codefly.dev", "echo", "0.7.0")
     );
-    let conn = m.load(&r("echo"), LoadOptions::new()).await.unwrap();
+    let conn = m.load(&r("echo")).await.unwrap();
     assert_eq!(m.active()[0].unique, "service::codefly.dev/echo:0.7.0");
     conn.close().await;
 }
@@ -189,13 +186,13 @@ async fn a_binary_that_disagrees_with_its_record_is_not_run() {
     // Replace it with a different, smaller executable that would "load" as an
     // agent-exited failure if it were run.
     common::write_script(&installed.path, "echo tampered >&2\nexit 3\n");
-    let err = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    let err = m.load(&agent).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BinaryNotFound, "{err}");
     assert!(m.active().is_empty());
 
     // Without a record (as the Go loader installs), the file is taken as is.
     std::fs::remove_file(m.installer().record_path(&agent).unwrap()).unwrap();
-    let err = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    let err = m.load(&agent).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AgentExited, "{err}");
     assert!(err.stderr_tail().unwrap_or_default().contains("tampered"));
 }
@@ -209,11 +206,7 @@ async fn a_binary_rewritten_in_place_between_loads_is_not_run() {
     let cached = home.install_echo("0.9.0");
     let m = manager(&home);
     let agent = r("codefly.dev/echo:0.9.0");
-    m.load(&agent, LoadOptions::new())
-        .await
-        .unwrap()
-        .close()
-        .await;
+    m.load(&agent).await.unwrap().close().await;
 
     let marker = home.path().join("rewritten-ran");
     let head = format!("#!/bin/sh\ntouch '{}'\nexit 3\n", marker.display());
@@ -229,7 +222,7 @@ async fn a_binary_rewritten_in_place_between_loads_is_not_run() {
     drop(f);
     assert_eq!(std::fs::metadata(&cached).unwrap().len(), size);
 
-    let err = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    let err = m.load(&agent).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BinaryNotFound, "{err}");
     assert!(!marker.exists(), "the rewritten binary ran");
     assert!(m.active().is_empty());
@@ -243,7 +236,7 @@ async fn a_restart_after_a_harmless_touch_hashes_and_runs() {
     let cached = home.install_echo("1.1.0");
     let m = manager(&home);
     let conn = m
-        .load(
+        .load_with(
             &r("echo:1.1.0"),
             LoadOptions::new().restart(always_restart()),
         )
@@ -279,7 +272,7 @@ async fn an_agent_dies_with_the_apps_last_handle_even_while_listed() {
     let home = Home::new();
     home.install_echo("0.1.0");
     let m = manager(&home);
-    let conn = m.load(&r("echo"), LoadOptions::new()).await.unwrap();
+    let conn = m.load(&r("echo")).await.unwrap();
     let pid = conn.pid();
     let copy = conn.clone();
     drop(conn);
@@ -301,7 +294,7 @@ async fn a_managed_agent_lives_until_cleanup() {
     home.install_echo("0.1.0");
     let m = manager(&home);
     let pid = m
-        .load(&r("echo"), LoadOptions::new().managed(true))
+        .load_with(&r("echo"), LoadOptions::new().managed(true))
         .await
         .unwrap()
         .pid();
@@ -329,7 +322,7 @@ async fn the_default_stderr_sink_applies_to_every_load() {
         )
         .build()
         .unwrap();
-    let e = m.load(&r("early"), LoadOptions::new()).await.unwrap_err();
+    let e = m.load(&r("early")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AgentExited);
     assert!(
         wait_for(
@@ -342,7 +335,7 @@ async fn the_default_stderr_sink_applies_to_every_load() {
     let o = own.clone();
     seen.lock().unwrap().clear();
     let _ = m
-        .load(
+        .load_with(
             &r("early"),
             LoadOptions::new().stderr_sink(move |b| o.lock().unwrap().extend_from_slice(b)),
         )
@@ -406,7 +399,7 @@ async fn credentials_child() {
     let home = Home::new();
     home.install_echo("0.1.0");
     let m = manager(&home);
-    let conn = m.load(&r("echo"), LoadOptions::new()).await.unwrap();
+    let conn = m.load(&r("echo")).await.unwrap();
     let env = agent_environ(conn.pid());
     for v in SECRETS {
         assert!(
@@ -423,7 +416,7 @@ async fn credentials_child() {
 
     // With an allowlist, only the listed variables (and the agent's own) remain.
     let conn = m
-        .load(
+        .load_with(
             &r("echo"),
             LoadOptions::new()
                 .env_allowlist(["MY_APP_*"])
@@ -457,7 +450,7 @@ async fn a_restart_never_runs_a_cached_binary_that_changed() {
     let cached = home.install_echo("1.0.0");
     let m = manager(&home);
     let conn = m
-        .load(
+        .load_with(
             &r("echo:1.0.0"),
             LoadOptions::new().restart(always_restart()),
         )

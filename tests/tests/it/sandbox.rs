@@ -151,7 +151,7 @@ async fn the_configured_policy_confines_the_agent_and_each_restart() {
         ..RestartPolicy::default()
     };
     let conn = m
-        .load(&probe_ref(), w.options().restart(restart))
+        .load_with(&probe_ref(), w.options().restart(restart))
         .await
         .unwrap();
     let first = w.report();
@@ -197,7 +197,7 @@ async fn require_without_a_policy_is_admission_and_starts_nothing() {
     let w = World::new();
     let m = w.manager(w.config(true, false));
     assert!(m.effective_sandbox(&probe_ref()).policy.is_none());
-    let err = m.load(&probe_ref(), w.options()).await.unwrap_err();
+    let err = m.load_with(&probe_ref(), w.options()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Admission, "{err}");
     let msg = err.to_string();
     assert!(
@@ -208,7 +208,7 @@ async fn require_without_a_policy_is_admission_and_starts_nothing() {
     assert!(m.active().is_empty());
     // The explicit opt-out loads it.
     let conn = m
-        .load(&probe_ref(), w.options().sandbox(Sandbox::unconfined()))
+        .load_with(&probe_ref(), w.options().sandbox(Sandbox::unconfined()))
         .await
         .unwrap();
     assert_eq!(w.report()["secret_read"], true);
@@ -220,7 +220,7 @@ async fn load_options_unconfined_overrides_the_configured_policy() {
     let w = World::new();
     let m = w.manager(w.config(false, true));
     let conn = m
-        .load(&probe_ref(), w.options().sandbox(Sandbox::unconfined()))
+        .load_with(&probe_ref(), w.options().sandbox(Sandbox::unconfined()))
         .await
         .unwrap();
     let r = w.report();

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use agent_manager::stores::http::HttpStore;
-use agent_manager::{AgentHome, AgentRef, AgentStore, ErrorKind, LoadOptions, Manager, Platform};
+use agent_manager::{AgentHome, AgentRef, AgentStore, ErrorKind, Manager, Platform};
 use agent_testkit::github::{AssetSpec, FakeGitHub};
 use agent_testkit::http::TestServer;
 use common::Home;
@@ -64,7 +64,7 @@ async fn latest_is_pulled_verified_and_loaded() {
         m.resolve(&agent).await.unwrap().identifier(),
         "codefly.dev/echo:0.4.0"
     );
-    let conn = m.load(&agent, LoadOptions::new()).await.unwrap();
+    let conn = m.load(&agent).await.unwrap();
     let cached = home.binary("services", "codefly.dev", "echo", "0.4.0");
     assert_eq!(std::fs::read(&cached).unwrap(), echo, "byte-exact");
     assert_eq!(m.active()[0].unique, "service::codefly.dev/echo:0.4.0");
@@ -82,10 +82,7 @@ async fn tampered_bytes_are_integrity_and_nothing_is_cached() {
     let server = TestServer::with_files(layout("0.4.0", &tampered, &echo));
     let home = Home::new();
     let m = manager(&home, &server);
-    let e = m
-        .load(&"echo:0.4.0".parse().unwrap(), LoadOptions::new())
-        .await
-        .unwrap_err();
+    let e = m.load(&"echo:0.4.0".parse().unwrap()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
     assert!(
         !home
@@ -100,10 +97,7 @@ async fn missing_everywhere_is_binary_not_found_naming_the_store() {
     let server = TestServer::with_files(HashMap::new());
     let home = Home::new();
     let m = manager(&home, &server);
-    let e = m
-        .load(&"echo:0.4.0".parse().unwrap(), LoadOptions::new())
-        .await
-        .unwrap_err();
+    let e = m.load(&"echo:0.4.0".parse().unwrap()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BinaryNotFound, "{e}");
     let msg = e.to_string();
     assert!(msg.contains("http"), "{msg}");
@@ -176,7 +170,7 @@ async fn the_first_store_listing_an_agent_is_authoritative_a_lookalike_github_or
         m.resolve(&agent).await.unwrap().identifier(),
         "acme.corp/echo:1.0.0"
     );
-    let conn = m.load(&agent, LoadOptions::new()).await.unwrap();
+    let conn = m.load(&agent).await.unwrap();
     let installed = m.pull(&agent).await.unwrap();
     assert!(installed.source.contains("http"), "{}", installed.source);
     conn.close().await;
@@ -194,7 +188,7 @@ async fn the_first_store_listing_an_agent_is_authoritative_a_lookalike_github_or
     assert_eq!(e.kind(), ErrorKind::StoreUnavailable, "{e}");
     assert!(e.to_string().contains("http"), "{e}");
     let e = m
-        .load(&"acme.corp/echo:9.9.9".parse().unwrap(), LoadOptions::new())
+        .load(&"acme.corp/echo:9.9.9".parse().unwrap())
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::StoreUnavailable, "{e}");
@@ -349,7 +343,7 @@ async fn env_wins_over_the_file_and_the_effective_config_says_so() {
 
 /// A lock file for `codefly.dev/echo` at `version`, pinning `sha256` on this platform.
 fn write_lock(path: &std::path::Path, version: &str, sha256: &str) {
-    use agent_manager::lock::{LockEntry, LockFile, LockedArtifact};
+    use agent_manager::lockfile::{LockEntry, LockFile, LockedArtifact};
     let agent: AgentRef = "codefly.dev/echo".parse().unwrap();
     let mut entry = LockEntry::new(&agent, &version.parse().unwrap()).unwrap();
     entry.platforms.insert(
@@ -404,7 +398,7 @@ async fn a_locked_ref_resolves_without_any_store_and_loads_when_the_digest_match
         )
         .await
         .unwrap();
-    let conn = m.load(&agent, LoadOptions::new()).await.unwrap();
+    let conn = m.load(&agent).await.unwrap();
     assert_eq!(m.active()[0].unique, "service::codefly.dev/echo:0.3.0");
     conn.close().await;
     // A ref whose spec the lock's version does not meet is not locked (and
@@ -436,10 +430,7 @@ async fn a_binary_that_differs_from_the_lock_is_integrity_not_run_not_cached() {
         .lockfile(&lockfile)
         .build()
         .unwrap();
-    let e = m
-        .load(&"echo".parse().unwrap(), LoadOptions::new())
-        .await
-        .unwrap_err();
+    let e = m.load(&"echo".parse().unwrap()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
     assert!(e.to_string().contains("agents.lock"), "{e}");
     assert!(m.active().is_empty());
@@ -483,10 +474,7 @@ async fn locked_refuses_a_ref_the_lock_does_not_list() {
         .locked(true)
         .build()
         .unwrap();
-    let e = m
-        .load(&"acme/other".parse().unwrap(), LoadOptions::new())
-        .await
-        .unwrap_err();
+    let e = m.load(&"acme/other".parse().unwrap()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotLocked, "{e}");
     assert!(
         e.to_string().contains(&lockfile.display().to_string()),
@@ -534,7 +522,7 @@ async fn publisher_keys_from_the_config_file_are_enforced() {
     let server = TestServer::with_files(layout("0.4.0", &echo, &echo));
     let home = Home::new();
     let m = config(&home, &server.url());
-    let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    let e = m.load(&agent).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Untrusted, "{e}");
     assert!(
         !home
@@ -561,7 +549,7 @@ async fn publisher_keys_from_the_config_file_are_enforced() {
     let server = TestServer::with_files(files);
     let home = Home::new();
     let m = config(&home, &server.url());
-    let conn = m.load(&agent, LoadOptions::new()).await.unwrap();
+    let conn = m.load(&agent).await.unwrap();
     conn.close().await;
 }
 
@@ -619,7 +607,7 @@ async fn the_authoritative_store_alone_serves_the_bytes_a_version_it_lacks_is_mi
         .build()
         .unwrap();
     let agent: AgentRef = "acme.corp/echo:1.1.0".parse().unwrap();
-    let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    let e = m.load(&agent).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BinaryNotFound, "{e}");
     let msg = e.to_string();
     assert!(
@@ -683,7 +671,7 @@ async fn a_publisher_table_keeps_the_wildcard_keys_it_does_not_set() {
         .build()
         .unwrap();
     let agent: AgentRef = "acme.corp/echo:0.4.0".parse().unwrap();
-    let e = m.load(&agent, LoadOptions::new()).await.unwrap_err();
+    let e = m.load(&agent).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Untrusted, "{e}");
     assert!(
         !home

@@ -1,4 +1,4 @@
-//! Property tests of the lock file (`agent_manager::lock`), the deterministic
+//! Property tests of the lock file (`agent_manager::lockfile`), the deterministic
 //! counterpart of `crates/agent-manager/fuzz` target `lockfile`:
 //!
 //! - any text parses or is refused with a `config` error naming the file,
@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use agent_manager::lock::{LockEntry, LockFile, LockedArtifact};
+use agent_manager::lockfile::{LockEntry, LockFile, LockedArtifact};
 use agent_manager::reference::{AgentKind, AgentRef, ErrorKind, VersionSpec, semver::Version};
 use proptest::prelude::*;
 

@@ -21,13 +21,11 @@ use agent_testkit::bin_path;
 use crate::support::next_event;
 
 fn opts(admit: Admit) -> SpawnOptions {
-    SpawnOptions {
-        startup_timeout: Duration::from_secs(20),
-        dial_timeout: Duration::from_secs(20),
-        grace: Duration::from_secs(5),
-        admit: Some(admit),
-        ..SpawnOptions::default()
-    }
+    SpawnOptions::new()
+        .startup_timeout(Duration::from_secs(20))
+        .dial_timeout(Duration::from_secs(20))
+        .grace(Duration::from_secs(5))
+        .admit(admit)
 }
 
 /// A cache-like directory holding a copy of agent-echo at `agent`, and a

@@ -19,13 +19,14 @@ fn test_agent() -> PathBuf {
 }
 
 fn opts(mode: &str) -> SpawnOptions {
-    SpawnOptions {
-        args: vec![mode.into()],
-        startup_timeout: Duration::from_secs(20),
-        dial_timeout: Duration::from_secs(20),
-        grace: Duration::from_millis(300),
-        ..SpawnOptions::default()
-    }
+    timeouts().arg(mode)
+}
+
+fn timeouts() -> SpawnOptions {
+    SpawnOptions::new()
+        .startup_timeout(Duration::from_secs(20))
+        .dial_timeout(Duration::from_secs(20))
+        .grace(Duration::from_millis(300))
 }
 
 async fn load(mode: &str) -> AgentConn {
@@ -77,10 +78,7 @@ async fn exit_early_reports_status_and_stderr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hang_is_a_handshake_timeout() {
-    let o = SpawnOptions {
-        startup_timeout: Duration::from_millis(300),
-        ..opts("hang")
-    };
+    let o = opts("hang").startup_timeout(Duration::from_millis(300));
     let e = fail("hang", o).await;
     assert_eq!(e.kind(), ErrorKind::HandshakeTimeout);
     assert!(e.to_string().contains("300ms"), "{e}");
@@ -129,10 +127,7 @@ async fn overlong_line_is_refused_and_truncated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_listening_is_a_dial_timeout() {
-    let o = SpawnOptions {
-        dial_timeout: Duration::from_millis(500),
-        ..opts("no-listener")
-    };
+    let o = opts("no-listener").dial_timeout(Duration::from_millis(500));
     let e = fail("no-listener", o).await;
     assert_eq!(e.kind(), ErrorKind::DialTimeout);
     assert!(e.to_string().contains("127.0.0.1:"), "{e}");
@@ -140,10 +135,7 @@ async fn nothing_listening_is_a_dial_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_serving_is_reported() {
-    let o = SpawnOptions {
-        dial_timeout: Duration::from_millis(500),
-        ..opts("not-serving")
-    };
+    let o = opts("not-serving").dial_timeout(Duration::from_millis(500));
     let e = fail("not-serving", o).await;
     assert_eq!(e.kind(), ErrorKind::NotServing);
     assert!(e.to_string().contains("NOT_SERVING"), "{e}");
@@ -321,8 +313,7 @@ async fn dropping_without_close_kills_the_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_spawn_future_kills_the_agent() {
     let marker = format!("cancel-marker-{}", std::process::id());
-    let mut o = opts("hang");
-    o.args.push(marker.clone().into());
+    let o = opts("hang").arg(marker.clone());
     let r = tokio::time::timeout(Duration::from_millis(500), spawn(&test_agent(), o)).await;
     assert!(r.is_err(), "hang must not load");
     let mine = |_: ()| {
@@ -343,11 +334,12 @@ async fn dropping_the_spawn_future_kills_the_agent() {
 async fn unix_socket_mode_works_and_is_cleaned_up() {
     use std::os::unix::fs::PermissionsExt;
     for program in [test_agent(), bin_path("agent-echo")] {
-        let mut o = opts("serve");
-        if program.ends_with("agent-echo") {
-            o.args.clear();
-        }
-        o.unix_socket = true;
+        let o = if program.ends_with("agent-echo") {
+            timeouts()
+        } else {
+            opts("serve")
+        };
+        let o = o.unix_socket(true);
         let conn = spawn(&program, o).await.unwrap();
         let Endpoint::Unix(path) = conn.endpoint().clone() else {
             panic!("expected a unix endpoint, got {}", conn.endpoint());
@@ -390,12 +382,10 @@ async fn token_is_required_and_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_echo_loads_with_both_protocols_and_a_workdir() {
     let workdir = tempfile::tempdir().unwrap();
-    for (args, version) in [(vec![], 2), (vec!["--protocol".into(), "1".into()], 1)] {
-        let o = SpawnOptions {
-            args,
-            workdir: Some(workdir.path().to_path_buf()),
-            ..SpawnOptions::default()
-        };
+    for (args, version) in [(vec![], 2), (vec!["--protocol", "1"], 1)] {
+        let o = SpawnOptions::new()
+            .args(args)
+            .workdir(workdir.path().to_path_buf());
         let conn = spawn(&bin_path("agent-echo"), o).await.unwrap();
         assert_eq!(conn.protocol_version(), version);
         assert!(matches!(conn.endpoint(), Endpoint::Tcp(a) if a.ip().is_loopback()));
@@ -416,14 +406,11 @@ async fn agent_echo_loads_with_both_protocols_and_a_workdir() {
 async fn stderr_sink_receives_a_copy() {
     let copy = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let into = copy.clone();
-    let o = SpawnOptions {
-        stderr_sink: Some(std::sync::Arc::new(move |b: &[u8]| {
-            // Never called on an async worker thread.
-            assert!(tokio::runtime::Handle::try_current().is_err());
-            into.lock().unwrap().extend_from_slice(b);
-        })),
-        ..opts("exit-early")
-    };
+    let o = opts("exit-early").stderr_sink(move |b: &[u8]| {
+        // Never called on an async worker thread.
+        assert!(tokio::runtime::Handle::try_current().is_err());
+        into.lock().unwrap().extend_from_slice(b);
+    });
     let e = fail("exit-early", o).await;
     let copied = String::from_utf8(copy.lock().unwrap().clone()).unwrap();
     assert_eq!(Some(copied.as_str()), e.stderr_tail());

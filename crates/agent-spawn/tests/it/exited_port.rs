@@ -20,11 +20,9 @@ fn kill9(pid: u32) {
 
 #[tokio::test]
 async fn a_dead_agents_port_is_not_dialled_again() {
-    let opts = SpawnOptions {
-        startup_timeout: Duration::from_secs(20),
-        dial_timeout: Duration::from_secs(20),
-        ..SpawnOptions::default()
-    };
+    let opts = SpawnOptions::new()
+        .startup_timeout(Duration::from_secs(20))
+        .dial_timeout(Duration::from_secs(20));
     let conn = spawn(&bin_path("agent-echo"), opts).await.unwrap();
     let Endpoint::Tcp(addr) = conn.endpoint() else {
         panic!("not TCP: {}", conn.endpoint())

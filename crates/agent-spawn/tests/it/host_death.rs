@@ -25,10 +25,7 @@ fn host() {
     rt.block_on(async {
         // Spawn from a short-lived task on some worker thread.
         let conn = tokio::spawn(async move {
-            let opts = SpawnOptions {
-                args: vec!["ignore-sigterm".into()],
-                ..SpawnOptions::default()
-            };
+            let opts = SpawnOptions::new().arg("ignore-sigterm");
             spawn(agent.as_ref(), opts).await.unwrap()
         })
         .await
@@ -78,10 +75,7 @@ fn tree_host() {
         let mut conns = Vec::new();
         for i in 0..2 {
             let file = dir.join(format!("tree-{i}"));
-            let opts = SpawnOptions {
-                args: vec!["fork-tree".into(), file.into()],
-                ..SpawnOptions::default()
-            };
+            let opts = SpawnOptions::new().arg("fork-tree").arg(file);
             let agent = agent.clone();
             // From a short-lived task, as a host that does not care would.
             let conn = tokio::spawn(async move { spawn(agent.as_ref(), opts).await.unwrap() })

@@ -29,11 +29,9 @@ fn recycled_host() {
         .enable_all()
         .build()
         .unwrap();
-    let opts = SpawnOptions {
-        args: vec!["serve".into()],
-        grace: Duration::from_secs(5),
-        ..SpawnOptions::default()
-    };
+    let opts = SpawnOptions::new()
+        .arg("serve")
+        .grace(Duration::from_secs(5));
     let conn = rt1.block_on(spawn(&bin_path("test-agent"), opts)).unwrap();
     drop(rt1);
     let pid = conn.pid();

@@ -21,13 +21,11 @@ use crate::support::next_event;
 const GUARD: Duration = Duration::from_secs(60);
 
 fn opts(args: &[&str]) -> SpawnOptions {
-    SpawnOptions {
-        args: args.iter().map(Into::into).collect(),
-        startup_timeout: Duration::from_secs(20),
-        dial_timeout: Duration::from_secs(20),
-        grace: Duration::from_secs(5),
-        ..SpawnOptions::default()
-    }
+    SpawnOptions::new()
+        .args(args.iter().copied())
+        .startup_timeout(Duration::from_secs(20))
+        .dial_timeout(Duration::from_secs(20))
+        .grace(Duration::from_secs(5))
 }
 
 fn echo_agent() -> PathBuf {
@@ -46,8 +44,7 @@ async fn info_pid(client: &mut EchoClient<SupervisedChannel>) -> Result<u32, ton
 }
 
 async fn start(policy: RestartPolicy, unix_socket: bool) -> SupervisedConn {
-    let mut o = opts(&[]);
-    o.unix_socket = unix_socket;
+    let o = opts(&[]).unix_socket(unix_socket);
     supervise(&echo_agent(), o, policy).await.unwrap()
 }
 

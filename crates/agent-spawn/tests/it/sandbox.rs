@@ -76,17 +76,15 @@ impl World {
             ("PROBE_TCP_PORT", self.net.tcp_port().to_string().into()),
             ("PROBE_UDP_PORT", self.net.udp_port().to_string().into()),
         ];
-        SpawnOptions {
-            workdir: Some(self.p("work")),
-            env: env.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+        SpawnOptions::new()
+            .workdir(self.p("work"))
+            .envs(env)
             // The host's own copy stays in the host: the agent must find it elsewhere.
-            env_remove: vec![MARKER_VAR.into()],
-            startup_timeout: Duration::from_secs(20),
-            dial_timeout: Duration::from_secs(20),
-            grace: Duration::from_secs(5),
-            sandbox,
-            ..SpawnOptions::default()
-        }
+            .env_remove(MARKER_VAR)
+            .startup_timeout(Duration::from_secs(20))
+            .dial_timeout(Duration::from_secs(20))
+            .grace(Duration::from_secs(5))
+            .sandbox(sandbox)
     }
 
     fn policy(&self) -> Sandbox {

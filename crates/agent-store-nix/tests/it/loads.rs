@@ -37,10 +37,7 @@ async fn the_realized_agent_loads() {
 
     let conn = spawn(
         &installed.path,
-        SpawnOptions {
-            grace: Duration::from_secs(10),
-            ..SpawnOptions::default()
-        },
+        SpawnOptions::new().grace(Duration::from_secs(10)),
     )
     .await
     .unwrap();

@@ -28,7 +28,7 @@
 //! ```
 //!
 //! ```
-//! use agent_manager::lock::{LockEntry, LockFile, LockedArtifact};
+//! use agent_manager::lockfile::{LockEntry, LockFile, LockedArtifact};
 //!
 //! let agent: agent_manager::AgentRef = "acme/echo:^1".parse().unwrap();
 //! let mut lock = LockFile::default();
