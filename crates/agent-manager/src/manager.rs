@@ -199,15 +199,8 @@ impl ManagerBuilder {
                     // The file decides which stores and keys are trusted.
                     agent_store::check_trust_file(&path, "configuration file")
                         .map_err(ManagerError::Store)?;
-                    let text = std::fs::read_to_string(&path).map_err(|err| {
-                        ManagerError::Config(ConfigError {
-                            file: Some(path.clone()),
-                            line: None,
-                            key: None,
-                            message: format!("cannot read the configuration file: {err}"),
-                            accepted: None,
-                        })
-                    })?;
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|err| ManagerError::Config(ConfigError::unreadable(&path, err)))?;
                     let c = Config::parse(&text, Some(&path))?;
                     let origin = if e.config.is_some() {
                         Origin::Env(crate::config::CONFIG_ENV.to_owned())
@@ -694,8 +687,9 @@ impl Manager {
     /// untouched.
     ///
     /// # Errors
-    /// [`ManagerError::NotFound`] (`binary-not-found`, or `store-unavailable`
-    /// when a store could not be asked) listing every answer;
+    /// [`ManagerError::NotFound`] (`binary-not-found`), or
+    /// [`ManagerError::StoresUnavailable`] (`store-unavailable`) when a store
+    /// could not be asked, listing every answer;
     /// [`ManagerError::NotLocked`] under `locked` for a ref the lock does not list.
     #[doc(alias = "ResolveLatest")]
     pub async fn resolve(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
@@ -799,7 +793,6 @@ impl Manager {
             return Err(ManagerError::NotFound {
                 agent: agent.identifier(),
                 answers: vec![local, StoreAnswer::no_store_enabled()],
-                unavailable: false,
             });
         }
         // A locked ref installs under a pin: bytes that do not hash to the

@@ -14,7 +14,7 @@ use crate::{Endpoint, ExitInfo, HandshakeError};
 #[non_exhaustive]
 pub enum SpawnFailure {
     /// The program could not be started (`spawn`).
-    #[error("cannot start {}: {source}", program.display())]
+    #[error("cannot start {}", program.display())]
     Spawn {
         /// The program.
         program: PathBuf,
@@ -87,7 +87,7 @@ pub enum SpawnFailure {
     },
     /// The sandbox could not be set up (`admission` when this machine cannot
     /// enforce the policy, `config` for a bad policy path, `io`); nothing ran.
-    #[error("cannot confine {}: {source}", program.display())]
+    #[error("cannot confine {}", program.display())]
     Sandbox {
         /// The program.
         program: PathBuf,
@@ -96,7 +96,7 @@ pub enum SpawnFailure {
         source: agent_sandbox::SandboxError,
     },
     /// A local OS error (`io`).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
