@@ -22,6 +22,14 @@ pub enum SpawnFailure {
         #[source]
         source: io::Error,
     },
+    /// The program path is relative (`spawn`): the path that is checked must
+    /// be the path that runs, so there is no `PATH` search and no working
+    /// directory involved.
+    #[error("cannot start {}: the program path must be absolute (the checked path is the path that runs)", program.display())]
+    RelativeProgram {
+        /// The program as given.
+        program: PathBuf,
+    },
     /// The agent exited before it was ready (`agent-exited`).
     #[error("the agent exited before it was ready ({status})")]
     Exited {
@@ -111,7 +119,7 @@ impl SpawnFailure {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SpawnFailure::Spawn { .. } => ErrorKind::Spawn,
+            SpawnFailure::Spawn { .. } | SpawnFailure::RelativeProgram { .. } => ErrorKind::Spawn,
             SpawnFailure::Exited { .. } => ErrorKind::AgentExited,
             SpawnFailure::HandshakeTimeout { .. } => ErrorKind::HandshakeTimeout,
             SpawnFailure::HandshakeMalformed { .. } => ErrorKind::HandshakeMalformed,
