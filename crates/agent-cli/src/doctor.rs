@@ -376,7 +376,7 @@ async fn probe_oci(registry: Option<&str>) -> Check {
             return Check::fail(
                 name,
                 ErrorKind::Config,
-                e.to_string(),
+                agent_manager::reference::error_chain(&e).to_string(),
                 "fix AGENT_REGISTRY / [stores] oci",
             );
         }
@@ -568,7 +568,7 @@ fn lock_checks(ctx: &Ctx, m: Option<&Manager>, home: Option<&AgentHome>) -> Vec<
         return vec![Check::fail(
             "lock",
             e.kind(),
-            e.to_string(),
+            agent_manager::reference::error_chain(&e).to_string(),
             "run the chmod or chown the message names",
         )];
     }
@@ -578,7 +578,7 @@ fn lock_checks(ctx: &Ctx, m: Option<&Manager>, home: Option<&AgentHome>) -> Vec<
             return vec![Check::fail(
                 "lock",
                 e.kind(),
-                e.to_string(),
+                agent_manager::reference::error_chain(&e).to_string(),
                 format!(
                     "fix {} or re-create it with `agentctl lock REF…`",
                     path.display()

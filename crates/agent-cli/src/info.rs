@@ -2,7 +2,7 @@
 
 use agent_manager::StoreChain;
 use agent_manager::lockfile::LockFile;
-use agent_manager::reference::{AgentRef, VersionSpec};
+use agent_manager::reference::{AgentRef, VersionSpec, error_chain};
 use agent_manager::semver::Version;
 use serde_json::json;
 
@@ -38,7 +38,7 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
                 v.dedup();
                 Ok(v)
             }
-            Err(e) => Err(format!("error[{}]: {e}", e.kind())),
+            Err(e) => Err(format!("error[{}]: {}", e.kind(), error_chain(&e))),
         };
         per_store.push((s.name().to_owned(), answer));
     }
@@ -92,7 +92,7 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
             };
             (r.identifier(), why)
         }
-        Err(e) => (format!("error[{}]", e.kind()), e.to_string()),
+        Err(e) => (format!("error[{}]", e.kind()), error_chain(&e).to_string()),
     };
 
     let sandbox = m.effective_sandbox(&agent);
@@ -109,7 +109,7 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
             Ok(a) => {
                 json!({ "store": a.store, "versions": a.versions.iter().map(ToString::to_string).collect::<Vec<_>>() })
             }
-            Err(e) => json!({ "error": format!("error[{}]: {e}", e.kind()) }),
+            Err(e) => json!({ "error": format!("error[{}]: {}", e.kind(), error_chain(e)) }),
         };
         outln!(
             "{}",
@@ -148,7 +148,7 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
             "authority    {} (the first store, in order, that lists it)",
             a.store
         ),
-        Err(e) => outln!("authority    none: error[{}]: {e}", e.kind()),
+        Err(e) => outln!("authority    none: error[{}]: {}", e.kind(), error_chain(e)),
     }
     if per_store.is_empty() {
         outln!("stores       none configured for {}", agent.publisher());

@@ -37,25 +37,16 @@ impl Failure {
         Failure::new(ErrorKind::Io, format!("{context}: {e}"))
     }
 
-    /// The error's message, then each cause not already contained in the text above it.
+    /// The error's message, then each of its causes (each error says what
+    /// failed at its own level, so no text repeats); causes with no text are skipped.
     pub(crate) fn from_error(kind: ErrorKind, e: &(dyn StdError + 'static)) -> Self {
-        let message = e.to_string();
-        let mut causes = Vec::new();
-        let mut shown = message.clone();
-        let mut next = e.source();
-        while let Some(cause) = next {
-            let text = cause.to_string();
-            if !text.is_empty() && !shown.contains(&text) {
-                shown.push('\n');
-                shown.push_str(&text);
-                causes.push(text);
-            }
-            next = cause.source();
-        }
         Failure {
             kind,
-            message,
-            causes,
+            message: e.to_string(),
+            causes: agent_manager::reference::causes(e)
+                .map(ToString::to_string)
+                .filter(|t| !t.is_empty())
+                .collect(),
             stderr_tail: None,
             json_printed: false,
         }
@@ -178,7 +169,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, thiserror::Error)]
-    #[error("outer: {0}")]
+    #[error("outer")]
     struct Outer(#[source] Inner);
     #[derive(Debug, thiserror::Error)]
     #[error("inner")]
@@ -188,11 +179,15 @@ mod tests {
     fn render_has_kind_causes_and_tail() {
         let e = Outer(Inner(std::io::Error::other("disk on fire")));
         let mut f = Failure::from_error(ErrorKind::Io, &e);
-        // "inner" is already in the message; only the new cause is listed.
-        assert_eq!(f.causes, vec!["disk on fire".to_owned()]);
+        // Each level once, outermost first.
+        assert_eq!(
+            f.causes,
+            vec!["inner".to_owned(), "disk on fire".to_owned()]
+        );
         f.stderr_tail = Some("l1\nl2\n".to_owned());
         let r = f.render();
-        assert!(r.starts_with("error[io]: outer: inner\n"), "{r}");
+        assert!(r.starts_with("error[io]: outer\n"), "{r}");
+        assert!(r.contains("  caused by: inner\n"), "{r}");
         assert!(r.contains("  caused by: disk on fire\n"), "{r}");
         assert!(r.contains("agent stderr (last 2 lines)"), "{r}");
         assert!(r.contains("    | l2\n"), "{r}");

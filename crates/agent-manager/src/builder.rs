@@ -175,15 +175,8 @@ impl ManagerBuilder {
                     // The file decides which stores and keys are trusted.
                     agent_store::check_trust_file(&path, "configuration file")
                         .map_err(ManagerError::Store)?;
-                    let text = std::fs::read_to_string(&path).map_err(|err| {
-                        ManagerError::Config(ConfigError {
-                            file: Some(path.clone()),
-                            line: None,
-                            key: None,
-                            message: format!("cannot read the configuration file: {err}"),
-                            accepted: None,
-                        })
-                    })?;
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|err| ManagerError::Config(ConfigError::unreadable(&path, err)))?;
                     let c = Config::parse(&text, Some(&path))?;
                     let origin = if e.config.is_some() {
                         Origin::Env(crate::config::CONFIG_ENV.to_owned())

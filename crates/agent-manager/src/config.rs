@@ -284,15 +284,8 @@ impl Config {
     /// # Errors
     /// [`ManagerError::Config`] for a file that cannot be read or does not validate.
     pub fn load(path: &Path) -> Result<Config, ManagerError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ManagerError::Config(ConfigError {
-                file: Some(path.to_path_buf()),
-                line: None,
-                key: None,
-                message: format!("cannot read the configuration file: {e}"),
-                accepted: None,
-            })
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ManagerError::Config(ConfigError::unreadable(path, e)))?;
         Config::parse(&text, Some(path))
     }
 
@@ -315,6 +308,7 @@ impl Config {
                     key: Some(CONFIG_ENV.to_owned()),
                     message: "no such file".to_owned(),
                     accepted: Some("the path of a TOML configuration file".to_owned()),
+                    source: None,
                 }));
             }
             return Ok(Some(p.to_path_buf()));
@@ -339,6 +333,7 @@ impl Config {
                 key: Some(key),
                 message,
                 accepted: Some(accepted.to_owned()),
+                source: None,
             })
         };
         if let Some(order) = &self.stores.order
@@ -415,8 +410,14 @@ fn plausible_minisign_key(k: &str) -> bool {
 }
 
 /// A configuration that does not validate: which file (or variable), where,
-/// which key, what is wrong and what would be accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// which key, what is wrong and what would be accepted; the OS error of a
+/// file that cannot be read is its [`source`](std::error::Error::source).
+///
+/// A TOML error is translated, not wrapped: its position, key, complaint and
+/// expected values become `line`, `key`, `message` and `accepted`, and the
+/// TOML error's own text (which quotes the offending line of the file, where
+/// a secret may stand) is not kept.
+#[derive(Debug, Clone)]
 pub struct ConfigError {
     /// The file, when the setting came from one.
     pub file: Option<PathBuf>,
@@ -429,6 +430,8 @@ pub struct ConfigError {
     pub message: String,
     /// What is accepted instead.
     pub accepted: Option<String>,
+    /// Why, when another error is the cause (the file could not be read).
+    pub(crate) source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ConfigError {
@@ -444,7 +447,28 @@ impl ConfigError {
             key: Some(name.to_owned()),
             message: message.into(),
             accepted: accepted.into(),
+            source: None,
         }
+    }
+
+    /// The configuration file `path` cannot be read; `cause` is the source.
+    pub(crate) fn unreadable(path: &Path, cause: std::io::Error) -> Self {
+        ConfigError {
+            file: Some(path.to_path_buf()),
+            line: None,
+            key: None,
+            message: "cannot read the configuration file".to_owned(),
+            accepted: None,
+            source: Some(std::sync::Arc::new(cause)),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -491,6 +515,7 @@ fn from_toml(text: &str, path: Option<&Path>, e: &toml::de::Error) -> ConfigErro
         key,
         message,
         accepted,
+        source: None,
     }
 }
 
@@ -789,6 +814,14 @@ require-signature = false
         let e = Config::load(Path::new("/nonexistent/config.toml")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(e.to_string().contains("/nonexistent/config.toml"), "{e}");
+        // The OS error is the cause, said once, after what failed.
+        let cause = std::error::Error::source(&e).expect("the read error is the source");
+        let os = cause
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(os.kind(), std::io::ErrorKind::NotFound);
+        assert!(!e.to_string().contains(&os.to_string()), "{e}");
+        assert_eq!(agent_ref::error_chain(&e).to_string(), format!("{e}: {os}"));
     }
 
     #[test]

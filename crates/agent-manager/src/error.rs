@@ -32,6 +32,16 @@ impl StoreAnswer {
     }
 }
 
+impl StoreAnswer {
+    /// `store`'s answer `e`, with its causes.
+    pub(crate) fn of(store: &str, e: &(dyn std::error::Error + 'static)) -> Self {
+        StoreAnswer {
+            store: store.to_owned(),
+            answer: agent_ref::error_chain(e).to_string(),
+        }
+    }
+}
+
 impl fmt::Display for StoreAnswer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.store, self.answer)
@@ -56,19 +66,27 @@ pub enum ManagerError {
     /// is contradictory, e.g. an unknown key in `config.toml`, or
     /// `CODEFLY_AGENT_STORES=oci` without a registry. Kind `config`; names the
     /// file, line and key (or the variable) and what is accepted.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(ConfigError),
-    /// Nothing (local cache, then every store) had the agent. Kind
-    /// `binary-not-found`, or `store-unavailable` when at least one store could
-    /// not be asked (so the binary may exist after all; retry later).
+    /// Nothing (local cache, then every store) had the agent, and every store
+    /// answered (kind `binary-not-found`).
+    #[doc(alias = "ErrAgentBinaryNotFound")]
     #[error("{}", not_found_message(agent, answers))]
     NotFound {
         /// `publisher/name:version` as asked.
         agent: String,
         /// One answer per place looked at, in order.
         answers: Vec<StoreAnswer>,
-        /// Whether a store was unreachable (changes the kind to `store-unavailable`).
-        unavailable: bool,
+    },
+    /// Nothing that answered had the agent, and at least one store could not
+    /// be asked (kind `store-unavailable`): the binary may exist after all;
+    /// retry later.
+    #[error("{}", not_found_message(agent, answers))]
+    StoresUnavailable {
+        /// `publisher/name:version` as asked.
+        agent: String,
+        /// One answer per place looked at, in order.
+        answers: Vec<StoreAnswer>,
     },
     /// [`Manager::load_path`](crate::Manager::load_path) was given a path with
     /// no file behind it (kind `binary-not-found`).
@@ -137,7 +155,7 @@ pub enum ManagerError {
     #[error(transparent)]
     Lock(#[from] crate::lockfile::LockError),
     /// A local filesystem error.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What we were doing, with the path.
         context: String,
@@ -167,13 +185,8 @@ impl ManagerError {
         match self {
             ManagerError::Ref(e) => e.kind(),
             ManagerError::Config(_) => ErrorKind::Config,
-            ManagerError::NotFound { unavailable, .. } => {
-                if *unavailable {
-                    ErrorKind::StoreUnavailable
-                } else {
-                    ErrorKind::BinaryNotFound
-                }
-            }
+            ManagerError::NotFound { .. } => ErrorKind::BinaryNotFound,
+            ManagerError::StoresUnavailable { .. } => ErrorKind::StoreUnavailable,
             ManagerError::NoSuchPath { .. } => ErrorKind::BinaryNotFound,
             ManagerError::Store(e) => e.kind(),
             ManagerError::Spawn(e) => e.kind(),
@@ -202,6 +215,16 @@ impl ManagerError {
         self.kind() == ErrorKind::StoreUnavailable
     }
 
+    /// No place had `agent`: [`ManagerError::StoresUnavailable`] when a store
+    /// could not be asked, else [`ManagerError::NotFound`].
+    pub(crate) fn not_found(agent: String, answers: Vec<StoreAnswer>, unavailable: bool) -> Self {
+        if unavailable {
+            ManagerError::StoresUnavailable { agent, answers }
+        } else {
+            ManagerError::NotFound { agent, answers }
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         ManagerError::Io {
             context: context.into(),
@@ -210,40 +233,33 @@ impl ManagerError {
     }
 
     /// Maps a store chain's failure: "nobody has it" becomes
-    /// [`ManagerError::NotFound`] (with every store's answer), tampering and
-    /// local errors stay [`ManagerError::Store`].
+    /// [`ManagerError::NotFound`] or [`ManagerError::StoresUnavailable`]
+    /// (with every store's answer), tampering and local errors stay
+    /// [`ManagerError::Store`].
     pub(crate) fn from_store(agent: &str, mut prior: Vec<StoreAnswer>, e: StoreError) -> Self {
-        match e {
-            StoreError::Chain { kind, answers }
-                if matches!(
-                    kind,
-                    ErrorKind::ArtifactMissing | ErrorKind::StoreUnavailable
-                ) =>
-            {
-                prior.extend(answers.iter().map(|(store, err)| StoreAnswer {
-                    store: store.clone(),
-                    answer: err.to_string(),
-                }));
-                ManagerError::NotFound {
-                    agent: agent.to_owned(),
-                    answers: prior,
-                    unavailable: kind == ErrorKind::StoreUnavailable,
-                }
+        let kind = e.kind();
+        let nobody_has_it = matches!(
+            kind,
+            ErrorKind::ArtifactMissing | ErrorKind::StoreUnavailable
+        );
+        match e.unshared() {
+            StoreError::Chain { answers, .. } if nobody_has_it => {
+                prior.extend(
+                    answers
+                        .iter()
+                        .map(|(store, err)| StoreAnswer::of(store, err)),
+                );
             }
-            StoreError::Missing { ref store, .. } | StoreError::Unavailable { ref store, .. } => {
-                let unavailable = e.kind() == ErrorKind::StoreUnavailable;
-                prior.push(StoreAnswer {
-                    store: store.clone(),
-                    answer: e.to_string(),
-                });
-                ManagerError::NotFound {
-                    agent: agent.to_owned(),
-                    answers: prior,
-                    unavailable,
-                }
+            StoreError::Missing { store, .. } | StoreError::Unavailable { store, .. } => {
+                prior.push(StoreAnswer::of(store, &e));
             }
-            StoreError::Ref(r) => ManagerError::Ref(r),
-            other => ManagerError::Store(other),
+            _ => {
+                return match e {
+                    StoreError::Ref(r) => ManagerError::Ref(r),
+                    other => ManagerError::Store(other),
+                };
+            }
         }
+        ManagerError::not_found(agent.to_owned(), prior, kind == ErrorKind::StoreUnavailable)
     }
 }

@@ -35,7 +35,7 @@
 //! | `ErrAgentVersionMismatch` | `ErrorKind::VersionMismatch` | `ManagerError::Spawn` |
 //! | `ErrAgentDialTimeout` | `ErrorKind::DialTimeout` | `ManagerError::Spawn` (and `ErrorKind::NotServing` when health never says SERVING, `Unimplemented` included) |
 //! | `ErrAgentAdmission` | `ErrorKind::Admission` | the sandbox a load asks for (`LoadOptions::sandbox(Sandbox)`) cannot be enforced on this machine (`sandbox::SandboxError::Admission`); nothing is started. Go's other admission causes (a missing principal, callback or secret) have no counterpart: see *`LoadOption`s* |
-//! | `ErrStoreUnavailable` | `ErrorKind::StoreUnavailable` | [`store::StoreError::Unavailable`](crate::store::StoreError::Unavailable) (retryable) |
+//! | `ErrStoreUnavailable` | `ErrorKind::StoreUnavailable` | [`store::StoreError::Unavailable`](crate::store::StoreError::Unavailable) (retryable); from the facade, [`ManagerError::StoresUnavailable`](crate::ManagerError::StoresUnavailable) listing every store's answer |
 //! | `ErrStoreArtifactMissing` | `ErrorKind::ArtifactMissing` | [`store::StoreError::Missing`](crate::store::StoreError::Missing) |
 //!
 //! New kinds with no Go sentinel: `integrity`, `io`, `invalid-ref`,

@@ -76,7 +76,7 @@ const HEADER: &str = "\
 #[non_exhaustive]
 pub enum LockError {
     /// The file could not be read or written (kind `io`).
-    #[error("lock file {}: {context}: {source}", path.display())]
+    #[error("lock file {}: {context}", path.display())]
     Io {
         /// The lock file.
         path: PathBuf,

@@ -183,8 +183,9 @@ impl Manager {
     /// untouched.
     ///
     /// # Errors
-    /// [`ManagerError::NotFound`] (`binary-not-found`, or `store-unavailable`
-    /// when a store could not be asked) listing every answer;
+    /// [`ManagerError::NotFound`] (`binary-not-found`), or
+    /// [`ManagerError::StoresUnavailable`] (`store-unavailable`) when a store
+    /// could not be asked, listing every answer;
     /// [`ManagerError::NotLocked`] under `locked` for a ref the lock does not list.
     #[doc(alias = "ResolveLatest")]
     pub async fn resolve(&self, agent: &AgentRef) -> Result<AgentRef, ManagerError> {
@@ -307,7 +308,6 @@ impl Manager {
             return Err(ManagerError::NotFound {
                 agent: agent.identifier(),
                 answers: vec![local, StoreAnswer::no_store_enabled()],
-                unavailable: false,
             });
         }
         let installer = match pinned.and_then(Pinned::install_pin) {

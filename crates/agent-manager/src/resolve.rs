@@ -57,17 +57,11 @@ pub(crate) async fn store_versions(
                     .iter()
                     .any(|(_, e)| e.kind() == ErrorKind::StoreUnavailable);
             out.answers
-                .extend(answers.into_iter().map(|(store, e)| StoreAnswer {
-                    store,
-                    answer: e.to_string(),
-                }));
+                .extend(answers.iter().map(|(store, e)| StoreAnswer::of(store, e)));
         }
         Err(e) if e.kind() == ErrorKind::StoreUnavailable => {
             out.unavailable = true;
-            out.answers.push(StoreAnswer {
-                store: "stores".to_owned(),
-                answer: e.to_string(),
-            });
+            out.answers.push(StoreAnswer::of("stores", &e));
         }
         Err(e) => out.fatal = Some(ManagerError::from_store(&agent.identifier(), Vec::new(), e)),
     }
@@ -125,7 +119,6 @@ pub(crate) async fn resolve(
         return Err(ManagerError::NotFound {
             agent: agent.identifier(),
             answers,
-            unavailable: false,
         });
     }
     if chain.is_empty() {
@@ -144,11 +137,11 @@ pub(crate) async fn resolve(
         return Ok(agent.with_version(&v)?);
     }
     answers.extend(remote.answers);
-    Err(ManagerError::NotFound {
-        agent: agent.identifier(),
+    Err(ManagerError::not_found(
+        agent.identifier(),
         answers,
-        unavailable: remote.unavailable,
-    })
+        remote.unavailable,
+    ))
 }
 
 /// The newest release the stores offer, but never lower than a version
@@ -186,11 +179,11 @@ pub(crate) async fn pin_to_latest_release(
         Some(v) => Ok(agent.with_version(&v)?),
         None => {
             answers.extend(remote.answers);
-            Err(ManagerError::NotFound {
-                agent: agent.identifier(),
+            Err(ManagerError::not_found(
+                agent.identifier(),
                 answers,
-                unavailable: remote.unavailable,
-            })
+                remote.unavailable,
+            ))
         }
     }
 }

@@ -177,6 +177,7 @@ impl Settings {
                 key: Some(file_key.to_owned()),
                 message,
                 accepted: Some(accepted),
+                source: None,
             },
             Origin::Env(_) => ConfigError::var(env_var, message, accepted),
             Origin::Code | Origin::Default => ConfigError::var(file_key, message, accepted),

@@ -136,7 +136,7 @@ fn store_config_error(
         &v.origin,
         &format!("stores.{id}"),
         id.env_var(),
-        e.to_string(),
+        agent_ref::error_chain(e).to_string(),
         id.requirement().to_owned(),
     ))
 }

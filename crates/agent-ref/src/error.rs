@@ -116,6 +116,54 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// The causes of `e`, outermost first: `e.source()`, its source, and so on
+/// (`e` itself is not included).
+///
+/// Every error of this workspace says what failed at its own level and leaves
+/// the why to its source, so each text in the chain is said once.
+pub fn causes<'a>(
+    e: &'a dyn std::error::Error,
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(e.source(), |c| c.source())
+}
+
+/// `e` and its causes on one line, `what failed: why: why that`. Built by
+/// [`error_chain`]; the one way this workspace renders a cause chain as text.
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+/// Renders `e` and every cause ([`causes`]) on one line, joined by `: `;
+/// a cause with no text is skipped.
+///
+/// ```
+/// use std::io;
+/// let e = io::Error::new(io::ErrorKind::NotFound, "no such file");
+/// assert_eq!(agent_ref::error_chain(&e).to_string(), "no such file");
+/// ```
+#[must_use]
+pub fn error_chain(e: &dyn std::error::Error) -> ErrorChain<'_> {
+    ErrorChain(e)
+}
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        for c in causes(self.0) {
+            let text = c.to_string();
+            if !text.is_empty() {
+                write!(f, ": {text}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 /// Why a reference, version, kind, platform or agent home is not acceptable.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -217,6 +265,42 @@ mod tests {
         }
         assert!("Invalid-Ref".parse::<ErrorKind>().is_err());
         assert!("".parse::<ErrorKind>().is_err());
+    }
+
+    #[derive(Debug)]
+    struct Level(&'static str, Option<Box<Level>>);
+    impl fmt::Display for Level {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Level {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn the_chain_is_each_level_once_outermost_first() {
+        let e = Level(
+            "pull failed",
+            Some(Box::new(Level(
+                "",
+                Some(Box::new(Level("connection refused", None))),
+            ))),
+        );
+        let texts: Vec<String> = causes(&e).map(ToString::to_string).collect();
+        assert_eq!(texts, ["", "connection refused"]);
+        assert_eq!(
+            error_chain(&e).to_string(),
+            "pull failed: connection refused"
+        );
+        // A cause that happens to contain its parent's words is still shown.
+        let e = Level(
+            "read failed",
+            Some(Box::new(Level("read failed: EIO", None))),
+        );
+        assert_eq!(error_chain(&e).to_string(), "read failed: read failed: EIO");
     }
 
     #[test]

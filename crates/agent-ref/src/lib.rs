@@ -65,7 +65,7 @@ mod reference;
 mod source;
 mod version;
 
-pub use error::{ErrorKind, RefError, UnknownErrorKind};
+pub use error::{ErrorChain, ErrorKind, RefError, UnknownErrorKind, causes, error_chain};
 pub use home::{AgentHome, CODEFLY_HOME_ENV};
 pub use kind::{AgentKind, KindSpec, KindStores};
 pub use platform::{Platform, platform_suffix};

@@ -14,13 +14,21 @@ use crate::{Endpoint, ExitInfo, HandshakeError};
 #[non_exhaustive]
 pub enum SpawnFailure {
     /// The program could not be started (`spawn`).
-    #[error("cannot start {}: {source}", program.display())]
+    #[error("cannot start {}", program.display())]
     Spawn {
         /// The program.
         program: PathBuf,
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// The program path is relative (`spawn`): the path that is checked must
+    /// be the path that runs, so there is no `PATH` search and no working
+    /// directory involved.
+    #[error("cannot start {}: the program path must be absolute (the checked path is the path that runs)", program.display())]
+    RelativeProgram {
+        /// The program as given.
+        program: PathBuf,
     },
     /// The agent exited before it was ready (`agent-exited`).
     #[error("the agent exited before it was ready ({status})")]
@@ -87,7 +95,7 @@ pub enum SpawnFailure {
     },
     /// The sandbox could not be set up (`admission` when this machine cannot
     /// enforce the policy, `config` for a bad policy path, `io`); nothing ran.
-    #[error("cannot confine {}: {source}", program.display())]
+    #[error("cannot confine {}", program.display())]
     Sandbox {
         /// The program.
         program: PathBuf,
@@ -96,7 +104,7 @@ pub enum SpawnFailure {
         source: agent_sandbox::SandboxError,
     },
     /// A local OS error (`io`).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -111,7 +119,7 @@ impl SpawnFailure {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SpawnFailure::Spawn { .. } => ErrorKind::Spawn,
+            SpawnFailure::Spawn { .. } | SpawnFailure::RelativeProgram { .. } => ErrorKind::Spawn,
             SpawnFailure::Exited { .. } => ErrorKind::AgentExited,
             SpawnFailure::HandshakeTimeout { .. } => ErrorKind::HandshakeTimeout,
             SpawnFailure::HandshakeMalformed { .. } => ErrorKind::HandshakeMalformed,

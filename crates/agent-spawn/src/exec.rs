@@ -42,10 +42,9 @@ impl Executable {
             source,
         };
         if !path.is_absolute() {
-            return Err(spawn_error(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the program path must be absolute (the checked path is the path that runs)",
-            ))
+            return Err(SpawnFailure::RelativeProgram {
+                program: path.to_owned(),
+            }
             .into());
         }
         let file = std::fs::OpenOptions::new()

@@ -597,7 +597,7 @@ async fn connect(
         let attempt = tokio::time::timeout_at(deadline, connect_once(endpoint, transport)).await;
         let last = match attempt {
             Ok(Ok(channel)) => return Ok(channel),
-            Ok(Err(e)) => error_chain(&e),
+            Ok(Err(e)) => agent_ref::error_chain(&e).to_string(),
             Err(_) => "timed out".to_owned(),
         };
         if Instant::now() + backoff >= deadline {
@@ -647,17 +647,6 @@ async fn connect_once(
                 .await
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The agent's stdio, drained by one plain OS thread: the handshake line

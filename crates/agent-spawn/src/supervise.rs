@@ -795,13 +795,13 @@ impl Supervisor {
                     Ok(next) => break next,
                     Err(e) => {
                         let e_tail = e.stderr_tail().unwrap_or_default().to_owned();
-                        tracing::warn!(attempt, kind = %e.kind(), error = %e, "restart failed");
+                        tracing::warn!(attempt, kind = %e.kind(), error = %agent_ref::error_chain(&e), "restart failed");
                         self.emit(AgentEvent::RestartFailed {
                             attempt,
-                            error: format!("{}: {e}", e.kind()),
+                            error: format!("{}: {}", e.kind(), agent_ref::error_chain(&e)),
                             tail: e_tail.clone(),
                         });
-                        last_error = Some(format!("{}: {e}", e.kind()));
+                        last_error = Some(format!("{}: {}", e.kind(), agent_ref::error_chain(&e)));
                         if e.is_refusal() {
                             refused = Some(e.kind());
                         }

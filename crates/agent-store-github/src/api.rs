@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_store_transport::{
-    ClientOptions, HttpsClient, ReadError, RedirectError, RedirectPolicy, error_chain, read_to_end,
-    retry_after, same_origin,
+    ClientOptions, HttpsClient, ReadError, RedirectError, RedirectPolicy, read_to_end, retry_after,
+    same_origin,
 };
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH, LOCATION, USER_AGENT};
@@ -200,7 +200,7 @@ impl Api {
             })?
             .map_err(|e| GithubError::Unreachable {
                 url: shown.clone(),
-                message: error_chain(&e),
+                message: "no answer".to_owned(),
                 source: Some(Box::new(e)),
             })?;
             let status = resp.status();
@@ -300,7 +300,7 @@ impl Api {
             Ok(r) => r,
             Err(e @ (GithubError::RateLimited { .. } | GithubError::Unreachable { .. })) => {
                 if let Some(c) = cached {
-                    tracing::warn!(url, error = %e, "GitHub cannot answer; using the cached answer");
+                    tracing::warn!(url, error = %agent_ref::error_chain(&e), "GitHub cannot answer; using the cached answer");
                     return Ok(c.answer());
                 }
                 return Err(e);

@@ -81,7 +81,7 @@ pub enum GithubError {
         reason: String,
     },
     /// A local file-system error (cache, temp dir).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What we were doing, with the path.
         context: String,

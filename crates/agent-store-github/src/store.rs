@@ -512,7 +512,7 @@ impl Inner {
                     message: if e.kind() == std::io::ErrorKind::TimedOut {
                         format!("download stalled for {:?}", self.api.timeout)
                     } else {
-                        format!("download interrupted: {e}")
+                        "download interrupted".to_owned()
                     },
                     source: Some(Box::new(e)),
                 })?;

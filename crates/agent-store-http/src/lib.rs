@@ -53,8 +53,8 @@ use agent_ref::semver::Version;
 use agent_ref::{AgentRef, Platform, parse_version};
 use agent_store::{AgentStore, Expected, Installed, Installer, Sha256Digest, StoreError};
 use agent_store_transport::{
-    Class, ClientOptions, HttpsClient, RedirectPolicy, classify, error_chain, read_to_end,
-    same_origin, status_error,
+    Class, ClientOptions, HttpsClient, RedirectPolicy, classify, read_to_end, same_origin,
+    status_error,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -344,7 +344,7 @@ impl HttpStore {
                     };
                     return Err(StoreError::Unavailable {
                         store: STORE.to_owned(),
-                        message: format!("{what} {method} {shown}: {}", error_chain(&e)),
+                        message: format!("{what} {method} {shown}"),
                         retry_after: None,
                         source: Some(Box::new(e)),
                     });

@@ -59,7 +59,7 @@ pub enum NixError {
         reason: String,
     },
     /// A local I/O error.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What we were doing.
         context: String,

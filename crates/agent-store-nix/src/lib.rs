@@ -477,7 +477,7 @@ fn install_descriptor(
 ) -> Result<Vec<PathBuf>, StoreError> {
     let verified = descriptor::verify(binary, agent).map_err(|e| StoreError::Untrusted {
         path_or_artifact: binary.display().to_string(),
-        reason: e.to_string(),
+        reason: agent_ref::error_chain(&e).to_string(),
         fix: "publish the provider with its provider.artifact.json and provider.codefly.yaml beside the binary".to_owned(),
     })?;
     let target = installer.home().binary_path(agent)?;

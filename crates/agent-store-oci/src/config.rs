@@ -313,7 +313,7 @@ impl RegistryConfig {
         let _ = rustls::crypto::ring::default_provider().install_default();
         oci_client::Client::try_from(self.client_config()).map_err(|e| StoreError::Unavailable {
             store: STORE.to_owned(),
-            message: format!("cannot build the HTTP client for {}: {e}", self.host),
+            message: format!("cannot build the HTTP client for {}", self.host),
             retry_after: None,
             source: Some(Box::new(e)),
         })

@@ -1,7 +1,7 @@
 //! Mapping `oci-client` errors onto the stable kinds.
 
 use agent_store::StoreError;
-use agent_store_transport::{Class, classify, error_chain};
+use agent_store_transport::{Class, classify};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 
 use crate::config::{Credentials, STORE};
@@ -91,7 +91,7 @@ pub(crate) fn map(
             if envelope.errors.iter().any(|x| is_missing_code(&x.code)) {
                 return missing(what.to_owned());
             }
-            unavailable(format!("{host} answered an error for {what}: {e}"), Some(e))
+            unavailable(format!("{host} answered an error for {what}"), Some(e))
         }
         // The one status mapping every network store uses.
         OciDistributionError::ServerError { code, .. } => {
@@ -100,7 +100,7 @@ pub(crate) fn map(
                 Ok(Class::Denied) => {
                     auth_failure(what, host, creds, *code, &format!("HTTP {code}"))
                 }
-                _ => unavailable(format!("{host} failed for {what}: {e}"), Some(e)),
+                _ => unavailable(format!("{host} failed for {what}"), Some(e)),
             }
         }
         OciDistributionError::UnauthorizedError { .. } => {
@@ -119,12 +119,9 @@ pub(crate) fn map(
             } else {
                 "request failed"
             };
-            unavailable(
-                format!("{host}: {why} while fetching {what}: {}", error_chain(&e)),
-                Some(e),
-            )
+            unavailable(format!("{host}: {why} while fetching {what}"), Some(e))
         }
-        _ => unavailable(format!("{host}: {what}: {}", error_chain(&e)), Some(e)),
+        _ => unavailable(format!("{host}: {what}"), Some(e)),
     }
 }
 

@@ -73,10 +73,7 @@ pub struct PushFile {
 }
 
 fn invalid(message: String) -> StoreError {
-    StoreError::io(
-        "push",
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
-    )
+    StoreError::io(message, std::io::ErrorKind::InvalidInput.into())
 }
 
 /// Publishes `agent` (concrete version = the tag) to `registry` as an

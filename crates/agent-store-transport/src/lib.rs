@@ -52,49 +52,10 @@ pub use redirect::{
 };
 pub use status::{Class, classify, retry_after, retry_after_at, status_error};
 
-/// An error and its causes on one line, `a: b: c`; a cause whose text the
-/// line already holds is not repeated.
+/// An error and its causes on one line, `a: b: c`, as a `String`: the text
+/// of [`agent_ref::error_chain`], for a cause that must outlive the error
+/// (a message built from an error that is not kept as a source).
 #[must_use]
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug)]
-    struct E(&'static str, Option<Box<E>>);
-    impl std::fmt::Display for E {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-    impl std::error::Error for E {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            self.1.as_deref().map(|e| e as _)
-        }
-    }
-
-    #[test]
-    fn chains_skip_repeats() {
-        let e = E(
-            "connect failed: refused",
-            Some(Box::new(E(
-                "refused",
-                Some(Box::new(E("os error 111", None))),
-            ))),
-        );
-        assert_eq!(error_chain(&e), "connect failed: refused: os error 111");
-    }
+    agent_ref::error_chain(e).to_string()
 }

@@ -311,7 +311,7 @@ fn entry(path: &Path, agent: AgentRef) -> Option<CacheEntry> {
     let record = match open_install_record(&record_path) {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(path = %record_path.display(), error = %e, "ignoring the install record");
+            tracing::warn!(path = %record_path.display(), error = %agent_ref::error_chain(&e), "ignoring the install record");
             None
         }
     };

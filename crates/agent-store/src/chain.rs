@@ -67,7 +67,7 @@ impl RetryPolicy {
                 (_, Some(_)) => None,
             })
             .notify(|e, delay| {
-                tracing::warn!(store, error = %e, ?delay, "store unavailable; retrying");
+                tracing::warn!(store, error = %agent_ref::error_chain(e), ?delay, "store unavailable; retrying");
             })
             .await
     }
@@ -405,7 +405,7 @@ impl StoreChain {
                 }
                 Err(e) => {
                     let kind = e.kind();
-                    tracing::info!(op, store = name, error = %e, "store could not answer");
+                    tracing::info!(op, store = name, error = %agent_ref::error_chain(&e), "store could not answer");
                     answers.push((name.to_owned(), e));
                     if !self.moves_on(kind) {
                         return Err(StoreError::Chain { kind, answers });

@@ -120,7 +120,7 @@ pub enum DescriptorError {
         binary: String,
     },
     /// A file of the artifact could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,

@@ -52,7 +52,7 @@ pub enum StoreError {
         message: String,
     },
     /// A local I/O error while installing.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What we were doing, with the path.
         context: String,
@@ -109,6 +109,12 @@ pub enum StoreError {
         /// `(store name, its error)` in the order tried.
         answers: Vec<(String, StoreError)>,
     },
+    /// One error shared by every caller of one single-flight fetch
+    /// ([`Installer::ensure`](crate::Installer::ensure)) when another caller
+    /// joined it: the same kind, text and source as the shared error, which
+    /// [`StoreError::unshared`] returns.
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 fn lock_timeout_message(path: &std::path::Path, holder: Option<u32>, waited: Duration) -> String {
@@ -124,7 +130,11 @@ fn chain_message(answers: &[(String, StoreError)]) -> String {
     if answers.is_empty() {
         return "no store is configured".to_owned();
     }
-    let parts: Vec<String> = answers.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+    // The answers are not one chain of causes: each is rendered with its own.
+    let parts: Vec<String> = answers
+        .iter()
+        .map(|(n, e)| format!("{n}: {}", agent_ref::error_chain(e)))
+        .collect();
     format!("every store failed: {}", parts.join("; "))
 }
 
@@ -143,6 +153,17 @@ impl StoreError {
             StoreError::Ref(e) => e.kind(),
             StoreError::Untrusted { .. } => ErrorKind::Untrusted,
             StoreError::Chain { kind, .. } => *kind,
+            StoreError::Shared(e) => e.kind(),
+        }
+    }
+
+    /// The error itself: for [`StoreError::Shared`], the shared error (so a
+    /// caller can match its variant), else `self`.
+    #[must_use]
+    pub fn unshared(&self) -> &StoreError {
+        match self {
+            StoreError::Shared(e) => e.unshared(),
+            other => other,
         }
     }
 
@@ -150,7 +171,7 @@ impl StoreError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         !matches!(
-            self,
+            self.unshared(),
             StoreError::Denied { .. } | StoreError::Deadline { .. }
         ) && self.kind() == ErrorKind::StoreUnavailable
     }
@@ -160,99 +181,6 @@ impl StoreError {
         StoreError::Io {
             context: context.into(),
             source,
-        }
-    }
-}
-
-impl StoreError {
-    /// A copy for a second waiter of the same single-flight fetch: same kind
-    /// and message; opaque sources become their text.
-    pub(crate) fn shared_copy(&self) -> StoreError {
-        match self {
-            StoreError::Unavailable {
-                store,
-                message,
-                retry_after,
-                source,
-            } => StoreError::Unavailable {
-                store: store.clone(),
-                message: match source {
-                    Some(s) => format!("{message}: {s}"),
-                    None => message.clone(),
-                },
-                retry_after: *retry_after,
-                source: None,
-            },
-            StoreError::Denied {
-                store,
-                status,
-                message,
-                hint,
-            } => StoreError::Denied {
-                store: store.clone(),
-                status: *status,
-                message: message.clone(),
-                hint: hint.clone(),
-            },
-            StoreError::Missing { store, what } => StoreError::Missing {
-                store: store.clone(),
-                what: what.clone(),
-            },
-            StoreError::Integrity {
-                store,
-                what,
-                message,
-            } => StoreError::Integrity {
-                store: store.clone(),
-                what: what.clone(),
-                message: message.clone(),
-            },
-            StoreError::Io { context, source } => StoreError::Io {
-                context: context.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            StoreError::Untrusted {
-                path_or_artifact,
-                reason,
-                fix,
-            } => StoreError::Untrusted {
-                path_or_artifact: path_or_artifact.clone(),
-                reason: reason.clone(),
-                fix: fix.clone(),
-            },
-            StoreError::LockTimeout {
-                path,
-                holder_pid,
-                waited,
-            } => StoreError::LockTimeout {
-                path: path.clone(),
-                holder_pid: *holder_pid,
-                waited: *waited,
-            },
-            StoreError::Deadline {
-                store,
-                what,
-                deadline,
-                setting,
-            } => StoreError::Deadline {
-                store: store.clone(),
-                what: what.clone(),
-                deadline: *deadline,
-                setting: setting.clone(),
-            },
-            // RefError is not Clone; a fetch rarely fails this way (refs are
-            // validated before any fetch), so the copy keeps only the text.
-            StoreError::Ref(e) => StoreError::Io {
-                context: "a concurrent pull failed".to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
-            },
-            StoreError::Chain { kind, answers } => StoreError::Chain {
-                kind: *kind,
-                answers: answers
-                    .iter()
-                    .map(|(n, e)| (n.clone(), e.shared_copy()))
-                    .collect(),
-            },
         }
     }
 }

@@ -214,7 +214,9 @@ async fn a_policy_path_that_does_not_expand_starts_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-    assert!(err.to_string().contains("${NOPE}"), "{err}");
+    // What failed ("cannot confine …"), then why: the policy path.
+    let shown = agent_ref::error_chain(&err).to_string();
+    assert!(shown.contains("${NOPE}"), "{shown}");
     assert!(err.pid().is_none(), "a process was started");
     assert!(!Path::new(&w.p("work/report.json")).exists());
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use super::Installed;
@@ -15,7 +15,29 @@ pub(super) struct Flight {
     /// Completed fetches so far; read before queueing to tell whether a
     /// fetch finished while we waited.
     pub(super) completed: AtomicU64,
-    pub(super) state: tokio::sync::Mutex<Option<Result<Installed, StoreError>>>,
+    /// Callers queued for `state`: a leader whose fetch failed shares its
+    /// error only when someone waits for it.
+    pub(super) waiting: AtomicUsize,
+    /// The last outcome; a failure is the one error every waiter shares.
+    pub(super) state: tokio::sync::Mutex<Option<Result<Installed, Arc<StoreError>>>>,
+}
+
+impl Flight {
+    /// Counts the caller as waiting for `state` until the guard drops (also
+    /// when its future is dropped while it queues).
+    pub(super) fn queue(&self) -> Queued<'_> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Queued(&self.waiting)
+    }
+}
+
+/// A caller queued for a flight's `state`.
+pub(super) struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 type FlightMap = Mutex<HashMap<PathBuf, Weak<Flight>>>;

@@ -391,7 +391,7 @@ impl Installer {
         {
             crate::descriptor::verify(path, agent).map_err(|e| StoreError::Untrusted {
                 path_or_artifact: path.display().to_string(),
-                reason: e.to_string(),
+                reason: agent_ref::error_chain(&e).to_string(),
                 fix: format!(
                     "install {agent} with its provider.artifact.json and provider.codefly.yaml (a Nix install copies them beside the binary), or remove {}",
                     path.display()
@@ -633,12 +633,16 @@ impl Installer {
     /// the cache once the lock is held.
     ///
     /// Concurrent callers in one process share one fetch: those that queued
-    /// while it ran get its result (or a copy of its error). Other processes
+    /// while it ran get its result. A failed fetch that nobody waited for is
+    /// returned as `fetch` made it; one that others waited for is one
+    /// [`StoreError::Shared`] every caller holds (same kind, text and
+    /// source; [`StoreError::unshared`] gives the variant). Other processes
     /// wait on the lock file `{name}__{version}.lock` and then find the
     /// artifact cached.
     ///
     /// # Errors
-    /// Whatever `fetch` returns, or [`StoreError::Io`] for lock errors.
+    /// Whatever `fetch` returns (possibly [`StoreError::Shared`]), or
+    /// [`StoreError::Io`] for lock errors.
     pub async fn ensure<F, Fut>(&self, agent: &AgentRef, fetch: F) -> Result<Installed, StoreError>
     where
         F: FnOnce() -> Fut + Send,
@@ -666,22 +670,37 @@ impl Installer {
 
         let flight = flight_for(&path);
         let seen = flight.completed.load(Ordering::Acquire);
+        let queued = flight.queue();
         let mut state = flight.state.lock().await;
+        drop(queued);
         if flight.completed.load(Ordering::Acquire) != seen
             && let Some(outcome) = state.as_ref()
         {
             tracing::debug!(path = %path.display(), "joined a concurrent fetch");
             return match outcome {
                 Ok(i) => Ok(i.clone()),
-                Err(e) => Err(e.shared_copy()),
+                Err(e) => Err(StoreError::Shared(Arc::clone(e))),
             };
         }
 
-        let outcome = self.locked_fetch(agent, &path, fetch).await;
-        *state = Some(match &outcome {
-            Ok(i) => Ok(i.clone()),
-            Err(e) => Err(e.shared_copy()),
-        });
+        let outcome = match self.locked_fetch(agent, &path, fetch).await {
+            Ok(i) => {
+                *state = Some(Ok(i.clone()));
+                Ok(i)
+            }
+            // Someone queued behind this fetch: they get this very error.
+            Err(e) if flight.waiting.load(Ordering::Acquire) > 0 => {
+                let e = Arc::new(e);
+                *state = Some(Err(Arc::clone(&e)));
+                Err(StoreError::Shared(e))
+            }
+            // Nobody to share it with: a caller that queues from now on
+            // finds no outcome and fetches again.
+            Err(e) => {
+                *state = None;
+                Err(e)
+            }
+        };
         flight.completed.fetch_add(1, Ordering::AcqRel);
         drop(state);
         outcome
@@ -870,7 +889,7 @@ impl Installer {
                 return Err(match on_read_error {
                     ReadFailure::Store => StoreError::Unavailable {
                         store: store.to_owned(),
-                        message: format!("reading {what} from {source} failed: {e}"),
+                        message: format!("reading {what} from {source} failed"),
                         retry_after: None,
                         source: Some(Box::new(e)),
                     },
@@ -1052,7 +1071,7 @@ fn adopt_locked(path: &Path, lock: Option<std::fs::File>) -> Result<Lookup, Stor
         signer: None,
     };
     if let Err(e) = write_record(path, &rec) {
-        tracing::warn!(path = %path.display(), error = %e, "could not record an unrecorded binary");
+        tracing::warn!(path = %path.display(), error = %agent_ref::error_chain(&e), "could not record an unrecorded binary");
     } else {
         tracing::info!(path = %path.display(), sha256 = %rec.sha256, "recorded a binary installed without a record");
     }

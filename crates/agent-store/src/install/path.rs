@@ -36,8 +36,11 @@ pub(crate) fn sibling(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
 
 pub(super) fn symlink_refused(path: &Path) -> StoreError {
     StoreError::io(
-        format!("refusing to use cache path {}", path.display()),
-        io::Error::other("it is a symlink (a cache path must be a real directory or file)"),
+        format!(
+            "refusing to use cache path {}: it is a symlink (a cache path must be a real directory or file)",
+            path.display()
+        ),
+        io::Error::from_raw_os_error(libc::ELOOP),
     )
 }
 

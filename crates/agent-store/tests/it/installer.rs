@@ -473,6 +473,90 @@ async fn ensure_shares_a_failure_with_waiters() {
     assert_eq!(std::fs::read(got.path).unwrap(), b"fine");
 }
 
+/// Two pulls of one artifact whose fetch fails with a kind other than `io`:
+/// the pull that waited for the other's fetch gets that very error, with
+/// its kind, text and cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiter_gets_the_fetch_error_with_its_kind_and_cause() {
+    let (_d, installer, agent) = setup();
+    let count = Arc::new(AtomicUsize::new(0));
+    let pull = |installer: Installer,
+                agent: AgentRef,
+                count: Arc<AtomicUsize>,
+                fail: StoreError| async move {
+        let mut fail = Some(fail);
+        installer
+            .ensure(&agent, || async {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Err::<Installed, _>(fail.take().unwrap())
+            })
+            .await
+    };
+    for (fail, kind) in [
+        (
+            || {
+                StoreError::Ref(agent_ref::RefError::NotConcrete(
+                    "codefly.dev/echo:latest".into(),
+                ))
+            },
+            ErrorKind::InvalidRef,
+        ),
+        (
+            || StoreError::Unavailable {
+                store: "t".into(),
+                message: "GET http://127.0.0.1:9/x".into(),
+                retry_after: None,
+                source: Some(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "connection refused",
+                ))),
+            },
+            ErrorKind::StoreUnavailable,
+        ),
+    ] as [(fn() -> StoreError, ErrorKind); 2]
+    {
+        count.store(0, Ordering::SeqCst);
+        let first = tokio::spawn(pull(
+            installer.clone(),
+            agent.clone(),
+            count.clone(),
+            fail(),
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = tokio::spawn(pull(
+            installer.clone(),
+            agent.clone(),
+            count.clone(),
+            fail(),
+        ));
+        let first = first.await.unwrap().unwrap_err();
+        let second = second.await.unwrap().unwrap_err();
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "the second pull waited for the first's fetch"
+        );
+        for e in [&first, &second] {
+            assert_eq!(e.kind(), kind, "{e}");
+            assert_eq!(
+                std::mem::discriminant(e.unshared()),
+                std::mem::discriminant(&fail()),
+                "{e:?}"
+            );
+        }
+        assert_eq!(
+            agent_ref::error_chain(&second).to_string(),
+            agent_ref::error_chain(&fail()).to_string()
+        );
+        assert_eq!(
+            agent_ref::error_chain(&first).to_string(),
+            agent_ref::error_chain(&second).to_string()
+        );
+        assert_nothing_at(&installer.home().binary_path(&agent).unwrap());
+    }
+}
+
 #[tokio::test]
 async fn ensure_returns_cached_without_fetching() {
     let (_d, installer, agent) = setup();
