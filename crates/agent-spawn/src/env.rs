@@ -3,8 +3,7 @@
 use std::ffi::{OsStr, OsString};
 
 use agent_protocol::{
-    HOST_SECRET_ENV, INSECURE_ENV, LIFELINE_ENV, TOKEN_ENV, UDS_PATH_ENV, WORKDIR_ENV,
-    env_allowed,
+    HOST_SECRET_ENV, INSECURE_ENV, LIFELINE_ENV, TOKEN_ENV, UDS_PATH_ENV, WORKDIR_ENV, env_allowed,
 };
 
 use crate::SpawnOptions;
