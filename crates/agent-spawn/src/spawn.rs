@@ -30,8 +30,9 @@ use agent_protocol::{LIFELINE_ENV, LOG_ENV, LOG_JSON, TOKEN_ENV, UDS_PATH_ENV, W
 const STDERR_SETTLE: Duration = Duration::from_secs(2);
 
 /// Receives a live copy of the agent's stderr, chunk by chunk. Called from the
-/// agent's own I/O thread (a plain OS thread), never on an async worker; keep
-/// it quick all the same (it delays the agent's next stderr read).
+/// host's one agent I/O thread (a plain OS thread that serves every agent),
+/// never on an async worker; keep it quick (it delays every agent's output,
+/// handshake lines included).
 pub type StderrSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// How to start an agent. `SpawnOptions::default()` gives the documented defaults.
@@ -322,14 +323,12 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         sink: opts.stderr_sink.clone(),
         logs: AgentLogger::new(opts.agent_logs, &log_name, pid),
         line: Some(line_tx),
-        exit: exit_rx.clone(),
         eof: eof_tx,
     };
-    std::thread::Builder::new()
-        .name(format!("agent-io-{pid}"))
-        .stack_size(256 * 1024)
-        .spawn(move || io.run())
-        .map_err(io_err("cannot start the agent's I/O thread"))?;
+    let registration =
+        crate::stdio::register(io).map_err(io_err("cannot hand the agent's output to the I/O thread"))?;
+    // After exit, its pipes are drained a little longer, then given up on.
+    process.on_exit(move |_| registration.exited());
 
     let accepted = &opts.accepted_versions;
     let transport = Transport::watching(exit_rx.clone());
