@@ -325,8 +325,8 @@ async fn spawn_inner(program: &Path, opts: SpawnOptions) -> Result<AgentConn, Sp
         line: Some(line_tx),
         eof: eof_tx,
     };
-    let registration =
-        crate::stdio::register(io).map_err(io_err("cannot hand the agent's output to the I/O thread"))?;
+    let registration = crate::stdio::register(io)
+        .map_err(io_err("cannot hand the agent's output to the I/O thread"))?;
     // After exit, its pipes are drained a little longer, then given up on.
     process.on_exit(move |_| registration.exited());
 

@@ -247,8 +247,12 @@ fn run() {
             }
         }
         if unknown || ready.contains(&WAKE) {
-            let pending =
-                std::mem::take(&mut *shared.pending.lock().unwrap_or_else(PoisonError::into_inner));
+            let pending = std::mem::take(
+                &mut *shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
             agents.extend(pending);
         }
         if ready.contains(&WAKE) {
@@ -319,4 +323,3 @@ fn read(fd: &OwnedFd, buf: &mut [u8]) -> Read {
         }
     }
 }
-
