@@ -277,10 +277,11 @@ fn run() {
                 entry.err_open = false;
                 shared.poller.remove(entry.io.stderr.as_raw_fd());
             }
-            if !entry.out_open && !entry.err_open {
-                if let Some(entry) = agents.remove(&id) {
-                    entry.finish(&shared.poller);
-                }
+            if !entry.out_open
+                && !entry.err_open
+                && let Some(entry) = agents.remove(&id)
+            {
+                entry.finish(&shared.poller);
             }
         }
         if !lingering.is_empty() {
