@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -202,6 +203,15 @@ impl Entry {
         }
     }
 
+    /// Out of the poller without another call into the sink or the logs
+    /// (after one of them panicked); EOF is still announced.
+    fn forget(self, poller: &Poller) {
+        self.open.store(false, Ordering::Release);
+        poller.remove(self.io.stdout.as_raw_fd());
+        poller.remove(self.io.stderr.as_raw_fd());
+        let _ = self.io.eof.send(true);
+    }
+
     /// Both pipes done (or given up on): the last log line, then EOF.
     fn finish(mut self, poller: &Poller) {
         self.open.store(false, Ordering::Release);
@@ -268,14 +278,27 @@ fn run() {
             let Some(entry) = agents.get_mut(&id) else {
                 continue;
             };
-            if t & 1 == STDOUT {
-                if entry.out_open && !entry.stdout(&mut buf) {
-                    entry.out_open = false;
-                    shared.poller.remove(entry.io.stdout.as_raw_fd());
+            // A panicking sink (or subscriber) loses its own agent's output,
+            // as it did with a thread per agent, not every agent's.
+            let step = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                if t & 1 == STDOUT {
+                    if entry.out_open && !entry.stdout(&mut buf) {
+                        entry.out_open = false;
+                        shared.poller.remove(entry.io.stdout.as_raw_fd());
+                    }
+                } else if entry.err_open && !entry.stderr(&mut buf) {
+                    entry.err_open = false;
+                    shared.poller.remove(entry.io.stderr.as_raw_fd());
                 }
-            } else if entry.err_open && !entry.stderr(&mut buf) {
+            }));
+            if step.is_err() {
+                tracing::error!("reading an agent's output panicked; its output is no longer read");
+                entry.out_open = false;
                 entry.err_open = false;
-                shared.poller.remove(entry.io.stderr.as_raw_fd());
+                if let Some(entry) = agents.remove(&id) {
+                    entry.forget(&shared.poller);
+                }
+                continue;
             }
             if !entry.out_open
                 && !entry.err_open
