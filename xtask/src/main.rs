@@ -14,8 +14,11 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod bench_fleet;
+mod bench_load;
 mod bench_pull;
 mod bench_sandbox;
+mod bench_store;
 mod darwin;
 mod demo;
 mod fuzz;

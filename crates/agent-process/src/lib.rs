@@ -48,7 +48,7 @@
 //! | start | `clone(CLONE_VM\|CLONE_VFORK\|CLONE_PIDFD)` from one spawner thread | `posix_spawn` (`POSIX_SPAWN_SETPGROUP`) from the same thread |
 //! | descriptors kept | 0–2 and the lifeline (`close_range(CLOEXEC)` in the child) | the same: `POSIX_SPAWN_CLOEXEC_DEFAULT` + `addinherit_np` on macOS, `addclosefrom_np` on glibc |
 //! | leader signal | `pidfd_send_signal` | `kill` while unreaped (the zombie pins the pid) |
-//! | exit detection | the reaper polls every pidfd | one small waiter thread per child blocked in `waitid(WNOWAIT)` |
+//! | exit detection | every pidfd in the one reaper thread's epoll set (added without waking it) | one small waiter thread per child blocked in `waitid(WNOWAIT)` |
 //! | host death | `PR_SET_PDEATHSIG` + lifeline + [`watchdog`] | lifeline + [`watchdog`] (no death signal exists) |
 //! | checked file executed | `execveat(fd, "", AT_EMPTY_PATH)` | a copy (or hard link) of the descriptor's file in a private 0700 directory |
 //! | [`ChildSetup`] hook | runs between fork and exec | refused with `Unsupported` (use `sandbox-exec`) |
@@ -74,6 +74,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+pub mod poller;
 pub mod spawn;
 pub mod watchdog;
 

@@ -275,8 +275,8 @@ async fn attach_inner(
         tokio::spawn(async move { exit_tx.closed().await });
     }
     // Closing an attached agent signals nothing: its transport is not kept.
-    let transport = crate::spawn::Transport::default();
-    let channel = crate::spawn::ready(
+    let transport = crate::transport::Transport::default();
+    let channel = crate::ready::ready(
         &info.endpoint,
         interceptor.clone(),
         dial_timeout,

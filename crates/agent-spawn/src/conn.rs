@@ -182,7 +182,7 @@ pub(crate) struct Parts {
     pub(crate) handshake: Handshake,
     pub(crate) channel: Channel,
     /// The channel's socket, shut down first by [`AgentConn::close`].
-    pub(crate) transport: crate::spawn::Transport,
+    pub(crate) transport: crate::transport::Transport,
     pub(crate) token: String,
     pub(crate) interceptor: TokenInterceptor,
     pub(crate) stderr: StderrRing,

@@ -73,16 +73,21 @@
 mod attach;
 mod confine;
 mod conn;
+mod env;
 mod error;
 mod exec;
+mod handshake;
 pub mod logs;
 mod options;
 mod process;
+mod ready;
 mod ring;
 mod sockdir;
 mod spawn;
+mod stdio;
 mod supervise;
 mod token;
+mod transport;
 
 /// The process backend in use: `"pidfd"` (Linux) or `"portable"` (`posix_spawn`:
 /// macOS and other Unix, or Linux built with `--cfg agent_portable`).

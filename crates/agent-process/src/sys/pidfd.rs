@@ -1,10 +1,13 @@
-//! The Linux backend: a pidfd per child, polled by the one reaper thread.
+//! The Linux backend: a pidfd per child, in the one reaper thread's epoll set.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::poller::Poller;
 use crate::{AgentProcess, Exit};
 
 pub(crate) const NAME: &str = "pidfd";
@@ -157,44 +160,55 @@ pub(crate) fn on_pid_exit(pid: libc::pid_t, callback: Box<dyn FnOnce() + Send>) 
 }
 
 // ---------------------------------------------------------------------------
-// The reaper thread.
-
-enum Cmd {
-    Watch(Arc<AgentProcess>),
-    KillAt(Arc<AgentProcess>, Instant),
-}
+// The reaper thread: one poller (epoll) holding every watched pidfd. A child
+// is added from the thread that spawned it, without waking the reaper; only a
+// new SIGKILL deadline wakes it, to shorten its timeout.
 
 pub(crate) fn watch(process: &Arc<AgentProcess>) -> io::Result<()> {
-    reaper()?.send(Cmd::Watch(Arc::clone(process)));
+    let reaper = reaper()?;
+    let key = reaper.next_key.fetch_add(1, Ordering::Relaxed);
+    // In the table before the poller can report it.
+    reaper.lock().insert(
+        key,
+        Watched {
+            process: Arc::clone(process),
+            kill_at: None,
+        },
+    );
+    if let Err(e) = reaper.poller.add(process.handle.0.as_raw_fd(), key) {
+        reaper.lock().remove(&key);
+        return Err(e);
+    }
     Ok(())
 }
 
 pub(crate) fn kill_at(process: &Arc<AgentProcess>, at: Instant) -> io::Result<()> {
-    reaper()?.send(Cmd::KillAt(Arc::clone(process), at));
+    let reaper = reaper()?;
+    if let Some(w) = reaper
+        .lock()
+        .values_mut()
+        .find(|w| Arc::ptr_eq(&w.process, process))
+    {
+        w.kill_at = Some(w.kill_at.map_or(at, |old| old.min(at)));
+    }
+    reaper.poller.wake();
     Ok(())
 }
 
+struct Watched {
+    process: Arc<AgentProcess>,
+    kill_at: Option<Instant>,
+}
+
 struct Reaper {
-    queue: Mutex<Vec<Cmd>>,
-    wake: OwnedFd,
+    poller: Poller,
+    next_key: AtomicU64,
+    watched: Mutex<HashMap<u64, Watched>>,
 }
 
 impl Reaper {
-    fn send(&self, cmd: Cmd) {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(cmd);
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
-        #[allow(unsafe_code)]
-        let _ = unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                (&raw const one).cast::<libc::c_void>(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Watched>> {
+        self.watched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -203,130 +217,77 @@ static REAPER: OnceLock<io::Result<Reaper>> = OnceLock::new();
 fn reaper() -> io::Result<&'static Reaper> {
     REAPER
         .get_or_init(|| {
-            // SAFETY: eventfd returns a new fd or -1.
-            #[allow(unsafe_code)]
-            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a fresh fd we own.
-            #[allow(unsafe_code)]
-            let wake = unsafe { OwnedFd::from_raw_fd(fd) };
-            let thread_fd = wake.try_clone()?;
+            let reaper = Reaper {
+                poller: Poller::new()?,
+                next_key: AtomicU64::new(0),
+                watched: Mutex::new(HashMap::new()),
+            };
             std::thread::Builder::new()
                 .name("agent-reaper".into())
                 .stack_size(256 * 1024)
-                .spawn(move || reaper_loop(&thread_fd))?;
-            Ok(Reaper {
-                queue: Mutex::new(Vec::new()),
-                wake,
-            })
+                .spawn(reaper_loop)?;
+            Ok(reaper)
         })
         .as_ref()
         .map_err(|e| io::Error::new(e.kind(), e.to_string()))
 }
 
-struct Watched {
-    process: Arc<AgentProcess>,
-    kill_at: Option<Instant>,
-}
-
-fn reaper_loop(wake: &OwnedFd) {
-    let mut watched: Vec<Watched> = Vec::new();
-    let mut fds: Vec<libc::pollfd> = Vec::new();
+fn reaper_loop() {
+    let reaper = loop {
+        match REAPER.get() {
+            Some(Ok(r)) => break r,
+            Some(Err(_)) => return,
+            // This thread starts inside `get_or_init`.
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    let mut ready = Vec::new();
     loop {
-        fds.clear();
-        fds.push(libc::pollfd {
-            fd: wake.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        fds.extend(watched.iter().map(|w| libc::pollfd {
-            fd: w.process.handle.0.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }));
         let now = Instant::now();
-        let timeout = watched
-            .iter()
+        let timeout = reaper
+            .lock()
+            .values()
             .filter_map(|w| w.kill_at)
             .min()
-            .map_or(-1, |at| {
-                let ms = at.saturating_duration_since(now).as_millis() + 1;
-                libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
-            });
-        let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
-        // SAFETY: fds is a valid array of nfds pollfd.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout) };
-        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            tracing::error!(error = %io::Error::last_os_error(), "reaper poll failed");
+            .map(|at| at.saturating_duration_since(now));
+        ready.clear();
+        if let Err(error) = reaper.poller.wait(timeout, &mut ready) {
+            tracing::error!(%error, "reaper wait failed");
             std::thread::sleep(Duration::from_millis(10));
         }
         // Exits first (a deadline for a process that just exited is moot).
-        let ready: Vec<bool> = fds[1..].iter().map(|p| p.revents != 0).collect();
-        let mut i = 0;
-        watched.retain(|w| {
-            let keep = if ready.get(i).copied().unwrap_or(false) {
-                match w.process.try_reap() {
-                    Ok(Some(_)) => false,
-                    Ok(None) => true,
-                    Err(error) => {
-                        tracing::error!(pid = w.process.pid, %error, "cannot reap");
-                        false
-                    }
-                }
-            } else {
-                true
+        for &key in &ready {
+            let Some(process) = reaper.lock().get(&key).map(|w| Arc::clone(&w.process)) else {
+                continue; // the wake-up
             };
-            i += 1;
-            keep
-        });
+            let done = match process.try_reap() {
+                Ok(Some(_)) => true,
+                Ok(None) => false,
+                Err(error) => {
+                    tracing::error!(pid = process.pid, %error, "cannot reap");
+                    true
+                }
+            };
+            if done {
+                // The pidfd stays open with its owner: out of the set, or it
+                // would be reported for ever.
+                reaper.poller.remove(process.handle.0.as_raw_fd());
+                reaper.lock().remove(&key);
+            }
+        }
         let now = Instant::now();
-        for w in &mut watched {
-            if w.kill_at.is_some_and(|at| at <= now) {
+        let due: Vec<Arc<AgentProcess>> = reaper
+            .lock()
+            .values_mut()
+            .filter(|w| w.kill_at.is_some_and(|at| at <= now))
+            .map(|w| {
                 w.kill_at = None;
-                tracing::debug!(pid = w.process.pid, "grace period over; killing the group");
-                w.process.kill();
-            }
-        }
-        if fds[0].revents != 0 {
-            let mut count: u64 = 0;
-            // SAFETY: reading 8 bytes into a valid u64 from our eventfd.
-            #[allow(unsafe_code)]
-            let _ = unsafe {
-                libc::read(
-                    wake.as_raw_fd(),
-                    (&raw mut count).cast::<libc::c_void>(),
-                    std::mem::size_of::<u64>(),
-                )
-            };
-        }
-        let cmds = match REAPER.get() {
-            Some(Ok(r)) => {
-                std::mem::take(&mut *r.queue.lock().unwrap_or_else(PoisonError::into_inner))
-            }
-            _ => Vec::new(),
-        };
-        for cmd in cmds {
-            match cmd {
-                Cmd::Watch(process) => {
-                    if !process.has_exited() {
-                        watched.push(Watched {
-                            process,
-                            kill_at: None,
-                        });
-                    }
-                }
-                Cmd::KillAt(process, at) => {
-                    if let Some(w) = watched
-                        .iter_mut()
-                        .find(|w| Arc::ptr_eq(&w.process, &process))
-                    {
-                        w.kill_at = Some(w.kill_at.map_or(at, |old| old.min(at)));
-                    }
-                }
-            }
+                Arc::clone(&w.process)
+            })
+            .collect();
+        for process in due {
+            tracing::debug!(pid = process.pid, "grace period over; killing the group");
+            process.kill();
         }
     }
 }

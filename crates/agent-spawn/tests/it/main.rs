@@ -14,4 +14,5 @@ mod host_death;
 mod pid_reuse;
 mod restart;
 mod sandbox;
+mod shared_io;
 mod support;
