@@ -100,7 +100,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         "-p",
         "agent-echo",
         "-p",
-        "agent-cli",
+        "agent-manager-cli",
         "-p",
         "xtask",
     ]);
@@ -108,7 +108,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     // The portable process backend's agentctl, for its load row beside the Linux one.
     let mut portable = cargo();
     portable
-        .args(["build", "--release", "-q", "-p", "agent-cli"])
+        .args(["build", "--release", "-q", "-p", "agent-manager-cli"])
         .env("RUSTFLAGS", "--cfg agent_portable")
         .env("CARGO_TARGET_DIR", root().join("target").join("portable"));
     crate::run("build the portable-backend agentctl", portable)?;

@@ -56,7 +56,7 @@ fn build_echo() -> Result<(PathBuf, PathBuf)> {
         "--bin",
         "agent-echo",
         "-p",
-        "agent-cli",
+        "agent-manager-cli",
         "--bin",
         "agentctl",
         "--message-format=json-render-diagnostics",

@@ -109,7 +109,7 @@ pub(crate) fn release(args: &[String]) -> Result<()> {
     for a in &agents {
         build.args(["-p", &a.package, "--bin", &a.bin]);
     }
-    build.args(["-p", "agent-cli", "--bin", "agentctl"]);
+    build.args(["-p", "agent-manager-cli", "--bin", "agentctl"]);
     run("build", build)?;
     let bin_dir = target_dir.join(if args.debug { "debug" } else { "release" });
 

@@ -52,7 +52,7 @@ pub const NO_BUILD_ENV: &str = "AGENT_TESTKIT_NO_BUILD";
 fn package_of(bin: &str) -> &str {
     match bin {
         "test-agent" | "probe-agent" => "agent-testkit",
-        "agentctl" => "agent-cli",
+        "agentctl" => "agent-manager-cli",
         other => other,
     }
 }

@@ -76,7 +76,7 @@ fn one_store_feature_pulls_in_that_store_only() {
         assert!(!has_crate(&none, &format!("agent-store-{other}")), "{none}");
     }
     assert!(
-        has_crate(&none, "agent-store"),
+        has_crate(&none, "agent-manager-store"),
         "the trait crate is always there"
     );
 }

@@ -462,7 +462,7 @@ async fn a_load_marks_the_record_used() {
 }
 
 /// Not a test: prints what the load-time check costs (fingerprint vs hash)
-/// on a 64 MiB binary. `cargo test --release -p agent-store --test it cache_check:: -- --ignored --nocapture`
+/// on a 64 MiB binary. `cargo test --release -p agent-manager-store --test it cache_check:: -- --ignored --nocapture`
 #[tokio::test]
 #[ignore = "a measurement, not a test"]
 async fn measure_fingerprint_vs_hash() {
