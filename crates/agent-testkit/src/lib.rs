@@ -422,6 +422,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_test_name_follows_the_module_path_without_the_crate() {
+        assert_eq!(test_name_in("it::host_death", "host"), "host_death::host");
+        assert_eq!(test_name_in("it::a::b", "t"), "a::b::t");
+        assert_eq!(test_name_in("stale_sockets", "host"), "host");
+        assert_eq!(test_name!("t"), "tests::t");
+    }
+
+    #[test]
     fn own_process_is_alive() {
         assert!(pid_alive(std::process::id()));
         let pgid = u32::try_from(unsafe_free_getpgrp()).unwrap();

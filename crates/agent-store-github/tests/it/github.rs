@@ -1,5 +1,5 @@
 //! `GithubStore` against `FakeGitHub`, the stand-in for api.github.com
-//! (tests/support/fake_github.rs): real HTTP on 127.0.0.1, real installs into
+//! (`agent_testkit::github`): real HTTP on 127.0.0.1, real installs into
 //! a temp `CODEFLY_HOME`.
 
 use crate::support;

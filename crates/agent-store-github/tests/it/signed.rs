@@ -1,5 +1,5 @@
 //! Signed agents through the GitHub store, against `FakeGitHub` (the
-//! stand-in for api.github.com, tests/support/fake_github.rs). The release
+//! stand-in for api.github.com, `agent_testkit::github`). The release
 //! asset `{asset}.minisig` signs the TARBALL; it is verified before anything
 //! is extracted. Signed with the reference `minisign` CLI (and, for "another
 //! key", with this project's own signing).
