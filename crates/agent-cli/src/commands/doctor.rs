@@ -15,7 +15,7 @@ use agent_manager::reference::AgentHome;
 use agent_manager::{EffectiveConfig, ErrorKind, Manager};
 use serde_json::json;
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::report::{Failure, ms};
 
 /// How long one store probe may take.
@@ -95,7 +95,7 @@ impl Check {
     }
 }
 
-pub(crate) async fn doctor(ctx: &Ctx) -> Result<(), Failure> {
+pub(crate) async fn exec(ctx: &Ctx) -> Result<(), Failure> {
     let mut checks = vec![
         Check::ok("process", agent_manager::spawn::process_backend()),
         sandbox_check(&agent_manager::sandbox::probe()),
