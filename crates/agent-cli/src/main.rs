@@ -11,10 +11,10 @@
 #[macro_use]
 mod stdout;
 
-mod cache;
 mod cli;
 mod commands;
 mod ctx;
+mod entry;
 mod escape;
 mod report;
 mod temp;

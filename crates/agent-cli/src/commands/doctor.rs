@@ -6,22 +6,14 @@
 //! entry is installed, stale temp files. Exit 0 only when no check failed;
 //! every problem names its fix.
 
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
-
 use agent_manager::lock::LockFile;
 use agent_manager::reference::AgentHome;
-use agent_manager::{EffectiveConfig, ErrorKind, Manager};
+use agent_manager::store::{Cache, ProbeStatus, StoreProbe};
+use agent_manager::{ErrorKind, Manager};
 use serde_json::json;
 
 use crate::ctx::Ctx;
 use crate::report::{Failure, ms};
-
-/// How long one store probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A temp file older than this is no download in progress.
-const STALE_AFTER: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -89,9 +81,23 @@ impl Check {
         }
     }
 
-    fn latency(mut self, d: Duration) -> Self {
-        self.latency_ms = Some(ms(d));
-        self
+    /// A store's account of itself, as one row.
+    fn of_probe(check: String, p: StoreProbe) -> Self {
+        let status = match p.status {
+            ProbeStatus::Ok => Status::Ok,
+            ProbeStatus::Warn => Status::Warn,
+            _ => Status::Fail,
+        };
+        Check {
+            check,
+            status,
+            detail: p.detail,
+            fix: p.fix,
+            latency_ms: p.latency.map(ms),
+            kind: p
+                .kind
+                .or((status == Status::Fail).then_some(ErrorKind::StoreUnavailable)),
+        }
     }
 }
 
@@ -133,7 +139,7 @@ pub(crate) async fn exec(ctx: &Ctx) -> Result<(), Failure> {
             Some(p) => Check::ok("config", format!("{} (valid)", p.display())),
             None => Check::ok("config", "no configuration file (environment and defaults)"),
         });
-        checks.extend(store_checks(m, &effective).await);
+        checks.extend(store_checks(m).await);
     }
     checks.extend(lock_checks(ctx, manager.as_ref(), home.as_ref().ok()));
     if let Ok(h) = &home {
@@ -196,103 +202,30 @@ fn print_table(checks: &[Check]) {
 
 // ---------------------------------------------------------------- home
 
+/// The home, as the installer's permission rule sees it.
 fn home_checks(home: &AgentHome) -> Vec<Check> {
-    let mut out = Vec::new();
-    let root = home.root().to_path_buf();
-    let mut dirs = vec![root.clone(), home.agents_dir()];
-    for kind in ["services", "applications", "modules"] {
-        dirs.push(home.agents_dir().join(kind));
+    let report = agent_manager::store::check_home(home);
+    if report.problems.is_empty() {
+        let root = report.root.display();
+        return vec![match report.root_mode {
+            Some(mode) => Check::ok("home", format!("{root} (mode {mode:04o}, owned by you)")),
+            None => Check::ok(
+                "home",
+                format!("{root} (not created yet: the first pull creates it)"),
+            ),
+        }];
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    #[allow(unsafe_code)]
-    let me = unsafe { libc::geteuid() };
-    let mut problems = Vec::new();
-    for d in &dirs {
-        let meta = match std::fs::symlink_metadata(d) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                problems.push(Check::fail(
-                    "home",
-                    ErrorKind::Io,
-                    format!("{}: {e}", d.display()),
-                    format!("check the permissions of {}", d.display()),
-                ));
-                continue;
-            }
-        };
-        if meta.file_type().is_symlink() && d != &root {
-            problems.push(Check::fail(
-                "home",
-                ErrorKind::Untrusted,
-                format!("{} is a symlink", d.display()),
-                format!(
-                    "replace it with a directory: rm {0} && mkdir -m 0755 {0}",
-                    d.display()
-                ),
-            ));
-            continue;
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o022 != 0 {
-            problems.push(Check::fail(
-                "home",
-                ErrorKind::Untrusted,
-                format!(
-                    "{} is writable by {} (mode {mode:04o}): anyone could replace an agent",
-                    d.display(),
-                    if mode & 0o002 != 0 {
-                        "everyone"
-                    } else {
-                        "its group"
-                    }
-                ),
-                format!("chmod go-w {}", d.display()),
-            ));
-        }
-        if meta.uid() != me && meta.uid() != 0 {
-            problems.push(Check::fail(
-                "home",
-                ErrorKind::Untrusted,
-                format!(
-                    "{} is owned by uid {}, not you (uid {me})",
-                    d.display(),
-                    meta.uid()
-                ),
-                format!("chown {me} {}", d.display()),
-            ));
-        }
-    }
-    if problems.is_empty() {
-        if root.exists() {
-            let mode = std::fs::metadata(&root).map_or(0, |m| m.mode() & 0o777);
-            out.push(Check::ok(
-                "home",
-                format!("{} (mode {mode:04o}, owned by you)", root.display()),
-            ));
-        } else {
-            out.push(Check::ok(
-                "home",
-                format!(
-                    "{} (not created yet: the first pull creates it)",
-                    root.display()
-                ),
-            ));
-        }
-    }
-    out.extend(problems);
-    out
+    report
+        .problems
+        .into_iter()
+        .map(|p| Check::fail("home", p.kind, p.problem, p.fix))
+        .collect()
 }
 
 // ---------------------------------------------------------------- stores
 
-fn setting<'a>(e: &'a EffectiveConfig, key: &str) -> Option<&'a str> {
-    e.get(key)
-        .map(|s| s.value.as_str())
-        .filter(|v| *v != "unset")
-}
-
-async fn store_checks(m: &Manager, effective: &EffectiveConfig) -> Vec<Check> {
+/// One row per store: what the store says about itself.
+async fn store_checks(m: &Manager) -> Vec<Check> {
     let names = m.store_names();
     if names.is_empty() {
         return vec![Check::warn(
@@ -305,257 +238,10 @@ async fn store_checks(m: &Manager, effective: &EffectiveConfig) -> Vec<Check> {
         "stores",
         format!("tried in order: {}", names.join(", ")),
     )];
-    for name in names {
-        let check = match name.as_str() {
-            "oci" => probe_oci(setting(effective, "stores.oci")).await,
-            "http" => probe_http(setting(effective, "stores.http")).await,
-            "nix" => probe_nix(setting(effective, "stores.nix")).await,
-            "github" => probe_github(setting(effective, "stores.github-api-url")).await,
-            other => Check::ok(format!("store {other}"), "configured in code; not probed"),
-        };
-        out.push(check);
+    for s in m.probe_stores().await {
+        out.push(Check::of_probe(format!("store {}", s.store), s.probe));
     }
     out
-}
-
-/// `GET url` with a timeout: (status, headers, body prefix), or the error text.
-async fn get(
-    url: &str,
-    headers: &[(&str, String)],
-) -> Result<(u16, http::HeaderMap, Vec<u8>), String> {
-    use http_body_util::BodyExt as _;
-    let client = agent_store_transport::client::<http_body_util::Empty<bytes::Bytes>>(
-        &agent_store_transport::ClientOptions {
-            connect_timeout: PROBE_TIMEOUT,
-            ..Default::default()
-        },
-    );
-    let mut req = http::Request::get(url).header(
-        "user-agent",
-        concat!("agentctl/", env!("CARGO_PKG_VERSION")),
-    );
-    for (k, v) in headers {
-        req = req.header(*k, v.as_str());
-    }
-    let req = req
-        .body(http_body_util::Empty::new())
-        .map_err(|e| format!("bad URL {url}: {e}"))?;
-    let fut = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| agent_store_transport::error_chain(&e))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map(|b| b.to_bytes().to_vec())
-            .unwrap_or_default();
-        Ok::<_, String>((status, headers, body))
-    };
-    match tokio::time::timeout(PROBE_TIMEOUT, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
-    }
-}
-
-async fn probe_oci(registry: Option<&str>) -> Check {
-    let name = "store oci";
-    let Some(value) = registry else {
-        return Check::fail(
-            name,
-            ErrorKind::Config,
-            "selected but not configured",
-            "set AGENT_REGISTRY or [stores] oci",
-        );
-    };
-    let config = match agent_manager::stores::oci::RegistryConfig::parse(value) {
-        Ok(c) => c,
-        Err(e) => {
-            return Check::fail(
-                name,
-                ErrorKind::Config,
-                e.to_string(),
-                "fix AGENT_REGISTRY / [stores] oci",
-            );
-        }
-    };
-    let url = format!("{}://{}/v2/", config.scheme().as_str(), config.host());
-    let started = Instant::now();
-    match get(&url, &[]).await {
-        Ok((status, headers, _)) => {
-            let api = headers
-                .get("docker-distribution-api-version")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("no API version header")
-                .to_owned();
-            let c = match status {
-                200 => Check::ok(name, format!("{url}: HTTP 200, {api}")),
-                401 => Check::ok(name, format!("{url}: HTTP 401 (needs credentials), {api}")),
-                s => Check::fail(
-                    name,
-                    ErrorKind::StoreUnavailable,
-                    format!("{url}: HTTP {s}, {api}: not an OCI registry answer"),
-                    "check AGENT_REGISTRY / [stores] oci names a registry (host[:port][/prefix])",
-                ),
-            };
-            c.latency(started.elapsed())
-        }
-        Err(e) => Check::fail(
-            name,
-            ErrorKind::StoreUnavailable,
-            format!("{url}: unreachable: {e}"),
-            format!(
-                "start the registry at {}, or fix AGENT_REGISTRY / [stores] oci",
-                config.host()
-            ),
-        )
-        .latency(started.elapsed()),
-    }
-}
-
-async fn probe_http(base: Option<&str>) -> Check {
-    let name = "store http";
-    let Some(base) = base else {
-        return Check::fail(
-            name,
-            ErrorKind::Config,
-            "selected but not configured",
-            "set AGENT_HTTP_STORE or [stores] http",
-        );
-    };
-    let url = format!("{}/", base.trim_end_matches('/'));
-    let started = Instant::now();
-    match get(&url, &[]).await {
-        // Any HTTP answer means the server is there (static servers 404 on the base).
-        Ok((status, _, _)) if status < 500 => {
-            Check::ok(name, format!("{url}: HTTP {status}")).latency(started.elapsed())
-        }
-        Ok((status, _, _)) => Check::fail(
-            name,
-            ErrorKind::StoreUnavailable,
-            format!("{url}: HTTP {status}"),
-            "the server answers with errors: check its logs",
-        )
-        .latency(started.elapsed()),
-        Err(e) => Check::fail(
-            name,
-            ErrorKind::StoreUnavailable,
-            format!("{url}: unreachable: {e}"),
-            "start the server, or fix AGENT_HTTP_STORE / [stores] http",
-        )
-        .latency(started.elapsed()),
-    }
-}
-
-async fn probe_nix(flake: Option<&str>) -> Check {
-    let name = "store nix";
-    let started = Instant::now();
-    let out = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        tokio::process::Command::new("nix")
-            .arg("--version")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await;
-    let version = match out {
-        Ok(Ok(o)) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-        Ok(Ok(o)) => {
-            return Check::fail(
-                name,
-                ErrorKind::StoreUnavailable,
-                format!(
-                    "nix --version failed ({}): {}",
-                    o.status,
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
-                "repair the Nix installation",
-            );
-        }
-        Ok(Err(e)) => {
-            return Check::fail(
-                name,
-                ErrorKind::StoreUnavailable,
-                format!("cannot run nix: {e}"),
-                "install Nix (Debian: apt-get install nix-bin), or drop the nix store",
-            );
-        }
-        Err(_) => {
-            return Check::fail(
-                name,
-                ErrorKind::StoreUnavailable,
-                "nix --version did not answer",
-                "repair the Nix installation",
-            );
-        }
-    };
-    let flake = flake.unwrap_or("(no flake)");
-    Check::ok(name, format!("{version}; flake {flake}")).latency(started.elapsed())
-}
-
-async fn probe_github(api: Option<&str>) -> Check {
-    let name = "store github";
-    let api = api
-        .unwrap_or("https://api.github.com")
-        .trim_end_matches('/');
-    let token = ["GITHUB_TOKEN", "GH_TOKEN"].iter().find_map(|v| {
-        std::env::var(v)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(|t| (*v, t))
-    });
-    let mut headers = vec![("accept", "application/vnd.github+json".to_owned())];
-    if let Some((_, t)) = &token {
-        headers.push(("authorization", format!("Bearer {t}")));
-    }
-    let token_note = match &token {
-        Some((var, _)) => format!("token from {var}"),
-        None => "no token (60 requests/hour)".to_owned(),
-    };
-    let url = format!("{api}/rate_limit");
-    let started = Instant::now();
-    match get(&url, &headers).await {
-        Ok((200, _, body)) => {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let remaining = v["rate"]["remaining"].as_u64();
-            let limit = v["rate"]["limit"].as_u64();
-            let detail = match (remaining, limit) {
-                (Some(r), Some(l)) => format!("{api}: rate limit {r} of {l} left; {token_note}"),
-                _ => format!("{api}: answers; {token_note}"),
-            };
-            let c = if remaining == Some(0) {
-                Check::fail(
-                    name,
-                    ErrorKind::StoreUnavailable,
-                    detail,
-                    "wait for the rate limit to reset, or set GITHUB_TOKEN",
-                )
-            } else {
-                Check::ok(name, detail)
-            };
-            c.latency(started.elapsed())
-        }
-        Ok((status, _, _)) => Check::fail(
-            name,
-            ErrorKind::StoreUnavailable,
-            format!("{url}: HTTP {status}; {token_note}"),
-            if token.is_some() {
-                "the token was refused: renew GITHUB_TOKEN"
-            } else {
-                "check GITHUB_API_URL"
-            },
-        )
-        .latency(started.elapsed()),
-        Err(e) => Check::fail(
-            name,
-            ErrorKind::StoreUnavailable,
-            format!("{url}: unreachable: {e}"),
-            "check the network, GITHUB_API_URL, or set [stores] github = false",
-        )
-        .latency(started.elapsed()),
-    }
 }
 
 // ---------------------------------------------------------------- lock file
@@ -644,23 +330,7 @@ fn lock_checks(ctx: &Ctx, m: Option<&Manager>, home: Option<&AgentHome>) -> Vec<
 // ---------------------------------------------------------------- stale files
 
 fn stale_check(home: &AgentHome) -> Check {
-    let mut stale: Vec<PathBuf> = Vec::new();
-    let now = SystemTime::now();
-    walk(
-        &home.agents_dir(),
-        0,
-        &mut |p: &Path, meta: &std::fs::Metadata| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > STALE_AFTER);
-            if old && name.starts_with('.') && name.contains(".tmp.") {
-                stale.push(p.to_owned());
-            }
-        },
-    );
+    let stale = Cache::new(home.clone()).stale_temps();
     if stale.is_empty() {
         return Check::ok("stale files", "no leftover downloads");
     }
@@ -674,26 +344,6 @@ fn stale_check(home: &AgentHome) -> Check {
         ),
         format!("rm {}", list.join(" ")),
     )
-}
-
-fn walk(dir: &Path, depth: usize, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
-    if depth > 3 {
-        return;
-    }
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.filter_map(Result::ok) {
-        let p = e.path();
-        let Ok(meta) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            walk(&p, depth + 1, f);
-        } else {
-            f(&p, &meta);
-        }
-    }
 }
 
 /// What this machine can enforce of a sandbox policy.

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use clap::Args;
 
-use crate::cache;
 use crate::ctx::Ctx;
+use crate::entry::Entry;
 use crate::report::{Failure, human_size};
 
 #[derive(Debug, Args)]
@@ -67,8 +67,13 @@ pub(crate) async fn exec(ctx: &Ctx, args: &InfoArgs) -> Result<(), Failure> {
         .cloned();
 
     // Installed versions.
-    let home = m.home().clone();
-    let installed = cache::list(&home, None, Some(&base), true)?;
+    let installed = Entry::all(
+        m.installed(
+            &agent_manager::store::CacheQuery::all()
+                .agent(&base)
+                .hash_unrecorded(true),
+        )?,
+    );
 
     // What the ref resolves to, and why.
     let resolved = m.resolve(&agent).await;

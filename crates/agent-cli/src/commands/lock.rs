@@ -63,7 +63,7 @@ pub(crate) async fn exec(ctx: &Ctx, args: &LockArgs) -> Result<(), Failure> {
     let platforms: Vec<Platform> = if platforms.is_empty() {
         vec![Platform::current()]
     } else {
-        platforms.to_vec()
+        platforms.clone()
     };
     // The work list: (ref as asked, move to newest?).
     let mut work: Vec<(AgentRef, bool)> = Vec::new();

@@ -1,10 +1,11 @@
 //! `agentctl ls [REF]`: the installed agents.
 
+use agent_manager::store::{Cache, CacheQuery};
 use clap::Args;
 use serde_json::json;
 
-use crate::cache;
 use crate::ctx::Ctx;
+use crate::entry::Entry;
 use crate::report::{Failure, human_size};
 
 #[derive(Debug, Args)]
@@ -16,12 +17,11 @@ pub(crate) struct LsArgs {
 
 pub(crate) fn exec(ctx: &Ctx, args: &LsArgs) -> Result<(), Failure> {
     let home = ctx.home()?;
-    let only = args
-        .reference
-        .as_deref()
-        .map(|r| ctx.parse_ref(r))
-        .transpose()?;
-    let entries = cache::list(&home, ctx.kind, only.as_ref(), true)?;
+    let mut query = CacheQuery::all().kind(ctx.kind).hash_unrecorded(true);
+    if let Some(r) = &args.reference {
+        query = query.agent(&ctx.parse_ref(r)?);
+    }
+    let entries = Entry::all(Cache::new(home.clone()).query(&query)?);
     if ctx.json {
         outln!("{}", json!(entries));
         return Ok(());

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use agent_manager::store::Cache;
 use clap::Args;
 
-use crate::cache;
 use crate::commands::rm::print_removed;
 use crate::ctx::Ctx;
+use crate::entry::Entry;
 use crate::report::Failure;
 use crate::values::{parse_duration, parse_size};
 
@@ -37,13 +38,20 @@ pub(crate) fn exec(ctx: &Ctx, args: &PruneArgs) -> Result<(), Failure> {
         max_size: args.max_size,
         dry_run: args.dry_run,
     };
-    let (removed, kept) = cache::prune(&home, ctx.kind, &policy)?;
+    let report = agent_manager::prune_installed(&Cache::new(home), ctx.kind, &policy)?;
+    let removed = Entry::all(report.removed);
     if args.dry_run && !ctx.json {
         for e in &removed {
             outln!("would remove {} {}", e.reference, e.path.display());
         }
         return Ok(());
     }
+    let mut kept = Entry::all(report.kept);
+    kept.sort_by(|a, b| {
+        (a.kind, &a.publisher, &a.name)
+            .cmp(&(b.kind, &b.publisher, &b.name))
+            .then_with(|| b.version.cmp(&a.version))
+    });
     print_removed(ctx, &removed, Some(&kept));
     Ok(())
 }

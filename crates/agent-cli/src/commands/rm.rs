@@ -1,11 +1,13 @@
 //! `agentctl rm REF [--all]`: remove installed versions of an agent.
 
-use agent_manager::ErrorKind;
+use agent_manager::reference::{AgentRef, VersionSpec};
+use agent_manager::store::Cache;
+use agent_manager::{ErrorKind, StoreAnswer};
 use clap::Args;
 use serde_json::json;
 
-use crate::cache;
 use crate::ctx::{Ctx, is_path};
+use crate::entry::Entry;
 use crate::report::Failure;
 
 #[derive(Debug, Args)]
@@ -30,13 +32,56 @@ pub(crate) fn exec(ctx: &Ctx, args: &RmArgs) -> Result<(), Failure> {
     }
     let home = ctx.home()?;
     let agent = ctx.parse_ref(reference)?;
-    let removed = cache::rm(&home, &agent, args.all)?;
-    print_removed(ctx, &removed, None);
+    check_selection(&agent, args.all)?;
+    let removed = agent_manager::remove_installed(&Cache::new(home.clone()), &agent)?;
+    if removed.is_empty() {
+        let answer = StoreAnswer {
+            store: "local".to_owned(),
+            answer: format!(
+                "nothing installed matching {} in {}",
+                agent.version_spec(),
+                home.publisher_dir(&agent).display()
+            ),
+        };
+        return Err(Failure::new(
+            ErrorKind::BinaryNotFound,
+            format!("agent {} is not installed ({answer})", agent.identifier()),
+        ));
+    }
+    print_removed(ctx, &Entry::all(removed), None);
+    Ok(())
+}
+
+/// An exact version, a requirement, or with `--all` every version: a bare
+/// name without `--all` is refused, so that nothing is removed by accident.
+fn check_selection(agent: &AgentRef, all: bool) -> Result<(), Failure> {
+    let latest = matches!(agent.version_spec(), VersionSpec::Latest);
+    if all && !latest {
+        return Err(Failure::new(
+            ErrorKind::InvalidRef,
+            format!(
+                "--all removes every version; give the agent without a version ({}/{}), not {}",
+                agent.publisher(),
+                agent.name(),
+                agent.identifier()
+            ),
+        ));
+    }
+    if latest && !all {
+        return Err(Failure::new(
+            ErrorKind::InvalidRef,
+            format!(
+                "say which version to remove: {p}/{n}:1.2.3, a requirement such as '{p}/{n}:^1', or --all",
+                p = agent.publisher(),
+                n = agent.name()
+            ),
+        ));
+    }
     Ok(())
 }
 
 /// What `rm` and `prune` removed (and what `prune` kept, in JSON).
-pub(crate) fn print_removed(ctx: &Ctx, removed: &[cache::Entry], kept: Option<&[cache::Entry]>) {
+pub(crate) fn print_removed(ctx: &Ctx, removed: &[Entry], kept: Option<&[Entry]>) {
     if ctx.json {
         let mut doc = json!({ "removed": removed });
         if let Some(k) = kept {
@@ -50,5 +95,22 @@ pub(crate) fn print_removed(ctx: &Ctx, removed: &[cache::Entry], kept: Option<&[
     }
     if ctx.chatty() && removed.is_empty() {
         eprintln!("nothing to remove");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_name_needs_all_and_all_needs_a_bare_name() {
+        let r = |s: &str| -> AgentRef { s.parse().unwrap() };
+        let e = check_selection(&r("acme/echo"), false).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRef);
+        let e = check_selection(&r("acme/echo:1.1.0"), true).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRef);
+        check_selection(&r("acme/echo:^1"), false).unwrap();
+        check_selection(&r("acme/echo:1.0.0"), false).unwrap();
+        check_selection(&r("acme/echo"), true).unwrap();
     }
 }
