@@ -79,7 +79,15 @@ fn parse(args: &[String]) -> Result<PullOptions> {
 pub(crate) fn bench_pull(args: &[String]) -> Result<()> {
     parse(args)?;
     let mut build = crate::cargo();
-    build.args(["build", "--release", "-q", "-p", "agent-manager-cli", "-p", "xtask"]);
+    build.args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "agent-manager-cli",
+        "-p",
+        "xtask",
+    ]);
     crate::run("build release binaries", build)?;
     let mut run = Command::new(root().join("target/release/xtask"));
     run.arg("bench-pull-run").args(args);

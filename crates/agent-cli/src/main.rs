@@ -11,16 +11,14 @@
 #[macro_use]
 mod stdout;
 
-mod cache;
 mod cli;
 mod commands;
-mod docs;
-mod doctor;
+mod ctx;
+mod entry;
 mod escape;
-mod info;
-mod lockcmd;
 mod report;
-mod sign;
+mod temp;
+mod values;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

@@ -90,6 +90,7 @@
 // The library has no unsafe code; its unit tests call libc to set up cases.
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
+mod admin;
 mod attach;
 mod builder;
 pub mod compat;
@@ -122,6 +123,7 @@ pub use agent_store::{
     AgentStore, Fallback, Installed, Installer, StoreChain, StoreError, VerifyMode,
 };
 
+pub use admin::{StoreStatus, prune_installed, remove_installed};
 pub use attach::{ATTACH_ENV, DEFAULT_ATTACH_TIMEOUT};
 pub use builder::ManagerBuilder;
 pub use config::{Config, ConfigError, EffectiveConfig, Origin, Setting};

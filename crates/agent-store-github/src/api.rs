@@ -106,6 +106,11 @@ impl Api {
         self.auth.is_some()
     }
 
+    /// The `Authorization` value sent to the API origin, if any.
+    pub(crate) fn authorization(&self) -> Option<&HeaderValue> {
+        self.auth.as_ref()
+    }
+
     /// The API host, for cache keys and messages.
     pub(crate) fn api_host(&self) -> &str {
         &self.api_host

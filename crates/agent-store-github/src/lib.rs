@@ -83,6 +83,7 @@ pub mod archive;
 mod cache;
 mod checksum;
 mod error;
+mod probe;
 mod store;
 
 pub use error::GithubError;

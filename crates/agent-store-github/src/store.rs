@@ -716,6 +716,10 @@ impl AgentStore for GithubStore {
         STORE_NAME
     }
 
+    async fn probe(&self) -> agent_store::StoreProbe {
+        crate::probe::probe(&self.inner.api).await
+    }
+
     async fn available(&self, agent: &AgentRef, platform: &Platform) -> Result<bool, StoreError> {
         let i = &self.inner;
         let version = agent

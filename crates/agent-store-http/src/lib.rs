@@ -46,6 +46,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod probe;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -483,6 +485,10 @@ fn status_err(
 impl AgentStore for HttpStore {
     fn name(&self) -> &str {
         STORE
+    }
+
+    async fn probe(&self) -> agent_store::StoreProbe {
+        probe::probe(&self.base).await
     }
 
     async fn available(&self, agent: &AgentRef, platform: &Platform) -> Result<bool, StoreError> {

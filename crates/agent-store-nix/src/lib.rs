@@ -66,6 +66,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod probe;
 mod run;
 
 use std::ffi::OsString;
@@ -313,6 +314,10 @@ struct BuildResult {
 impl AgentStore for NixStore {
     fn name(&self) -> &str {
         STORE_NAME
+    }
+
+    async fn probe(&self) -> agent_store::StoreProbe {
+        self.probe_nix().await
     }
 
     async fn available(&self, agent: &AgentRef, platform: &Platform) -> Result<bool, StoreError> {

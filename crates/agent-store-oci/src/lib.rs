@@ -52,6 +52,7 @@
 
 mod config;
 mod errors;
+mod probe;
 mod push;
 mod select;
 mod store;

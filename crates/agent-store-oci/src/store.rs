@@ -331,6 +331,10 @@ impl AgentStore for OciStore {
         STORE
     }
 
+    async fn probe(&self) -> agent_store::StoreProbe {
+        crate::probe::probe(&self.config).await
+    }
+
     async fn available(&self, agent: &AgentRef, platform: &Platform) -> Result<bool, StoreError> {
         match self.resolve(agent, platform).await {
             Ok(_) => Ok(true),

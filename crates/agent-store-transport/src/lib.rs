@@ -15,7 +15,8 @@
 //!   [`retry_after`] in both its forms (seconds and HTTP date);
 //! - [`BodyReader`]: a response body as `AsyncRead` whose stall timer counts
 //!   bytes, not frames (an empty DATA frame is no progress);
-//! - [`error_chain`]: an error and its causes on one line.
+//! - [`error_chain`]: an error and its causes on one line;
+//! - [`probe_get`]: one bounded `GET` for a store's probe.
 //!
 //! ```
 //! use agent_store_transport::{Class, RedirectPolicy, classify};
@@ -42,11 +43,13 @@
 
 mod body;
 mod client;
+mod probe;
 mod redirect;
 mod status;
 
 pub use body::{BodyReader, ReadError, read_to_end};
 pub use client::{ClientOptions, HttpsClient, client};
+pub use probe::{ProbeAnswer, probe_get};
 pub use redirect::{
     DEFAULT_MAX_REDIRECTS, RedirectError, RedirectPolicy, resolve_location, same_host, same_origin,
 };

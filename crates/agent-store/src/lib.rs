@@ -6,8 +6,11 @@
 //! only path by which bytes become a cached binary (temp file in the target
 //! directory, sha256 while writing, verify, fsync, chmod, atomic rename,
 //! per-artifact lock and in-process single-flight). [`StoreChain`] tries
-//! stores in order. [`Cache`] lists, removes and prunes what is installed,
-//! under the installer's own lock. [`trust`] holds the signature policy
+//! stores in order. [`Cache`] lists, queries ([`CacheQuery`]), removes and
+//! prunes what is installed, under the installer's own lock, and finds the
+//! temp files interrupted installs left; [`check_home`] checks the home by
+//! the installer's permission rule. Each store answers [`AgentStore::probe`]
+//! about itself ([`StoreProbe`]). [`trust`] holds the signature policy
 //! ([`TrustPolicy`]; minisign, verified while the bytes stream) and the
 //! signing helpers.
 //!
@@ -39,23 +42,29 @@
 //! ```
 
 mod cache;
+mod cache_query;
 mod chain;
 pub mod descriptor;
 mod digest;
 mod error;
+mod home_check;
 mod install;
+mod probe;
 mod store;
 pub mod trust;
 
 pub use cache::{Cache, CacheEntry, PrunePolicy, PruneReport, Removed};
+pub use cache_query::CacheQuery;
 pub use chain::{Authority, Fallback, RetryPolicy, StoreChain};
 pub use digest::Sha256Digest;
 pub use error::StoreError;
+pub use home_check::{HomeCheck, HomeProblem, check_home};
 pub use install::{
     CachedBinary, DEFAULT_DOWNLOAD_TIMEOUT, DEFAULT_MAX_SIZE, Expected, FileIdentity, Fingerprint,
     InstallRecord, Installed, Installer, LockTimeouts, Pin, Progress, ProgressFn, Signer,
     VerifyMode, check_trust_file,
 };
+pub use probe::{PROBE_TIMEOUT, ProbeStatus, StoreProbe};
 pub use store::AgentStore;
 pub use trust::{
     KeyPair, PublisherTrust, TrustError, TrustPolicy, TrustedKey, keygen, sign_file,

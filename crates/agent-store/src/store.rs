@@ -3,7 +3,7 @@ use async_trait::async_trait;
 
 use agent_ref::{AgentRef, Platform};
 
-use crate::{Installed, Installer, StoreError};
+use crate::{Installed, Installer, StoreError, StoreProbe};
 
 /// A place agent binaries can be fetched from. Object-safe: stores are held as
 /// `Arc<dyn AgentStore>`.
@@ -35,4 +35,12 @@ pub trait AgentStore: Send + Sync + std::fmt::Debug {
         platform: &Platform,
         installer: &Installer,
     ) -> Result<Installed, StoreError>;
+
+    /// What the store says about itself: reachable or not, how it answered,
+    /// whether its credentials are accepted, the configuration that matters.
+    /// Bounded by [`crate::PROBE_TIMEOUT`]; never prints a secret. The
+    /// default is [`StoreProbe::not_probed`].
+    async fn probe(&self) -> StoreProbe {
+        StoreProbe::not_probed()
+    }
 }

@@ -33,14 +33,16 @@ pub use lock::LockTimeouts;
 pub(crate) use lock::{acquire as acquire_lock, try_acquire as try_lock};
 pub use path::check_trust_file;
 pub(crate) use path::touch_now as touch_file;
+pub(crate) use path::{Exposure, exposures, hash_file_identity};
 use path::{
-    TempGuard, check_parents, check_trusted, create_temp, hash_file_identity, prepare_dir,
-    refuse_symlink_at, sibling, symlink_refused, sync_dir, touch_now,
+    TempGuard, check_parents, check_trusted, create_temp, prepare_dir, refuse_symlink_at, sibling,
+    symlink_refused, sync_dir, touch_now,
 };
 pub(crate) use record::open_record as open_install_record;
 pub use record::{FileIdentity, InstallRecord, Signer};
 use record::{commit_record_temp, open_record, read_record, write_record, write_record_temp};
 use stale::clean_stale_temps;
+pub(crate) use stale::{is_temp_name, untouched_too_long};
 use stream::{StreamError, stream_to_file};
 
 /// The default cap on the bytes of one artifact: 4 GiB.

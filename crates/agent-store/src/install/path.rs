@@ -44,39 +44,74 @@ pub(super) fn symlink_refused(path: &Path) -> StoreError {
     )
 }
 
-/// Refuses (OpenSSH StrictModes-style) a file or directory that a user other
-/// than us could change: writable by group or others, or owned by another
-/// user (root excepted). The error names the path and the command that fixes it.
+/// What lets a user other than us change a file or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exposure {
+    /// Owned by `owner`, neither us (`me`) nor root.
+    Owner {
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        me: u32,
+    },
+    /// Writable by its group or by every user (`mode`: its permission bits).
+    Writable {
+        /// Its permission bits (`& 0o7777`).
+        mode: u32,
+    },
+}
+
+impl Exposure {
+    /// `its group`, `every user`, `its group and every user` for a writable mode.
+    pub(crate) fn writers(mode: u32) -> &'static str {
+        match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "its group and every user",
+            (true, false) => "its group",
+            _ => "every user",
+        }
+    }
+}
+
+/// The one rule (OpenSSH StrictModes-style) of who may change what runs:
+/// a file or directory is exposed when a user other than us (root excepted)
+/// owns it, or when its group or every user may write it. Both findings, owner first.
 #[allow(unsafe_code)]
-pub(super) fn check_trusted(path: &Path, meta: &Metadata, what: &str) -> Result<(), StoreError> {
+pub(crate) fn exposures(meta: &Metadata) -> Vec<Exposure> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
+    let mut out = Vec::new();
     let owner = meta.uid();
     if owner != me && owner != 0 {
-        return Err(StoreError::Untrusted {
+        out.push(Exposure::Owner { owner, me });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        out.push(Exposure::Writable { mode });
+    }
+    out
+}
+
+/// Refuses (by [`exposures`]) a file or directory that a user other than us
+/// could change. The error names the path and the command that fixes it.
+pub(super) fn check_trusted(path: &Path, meta: &Metadata, what: &str) -> Result<(), StoreError> {
+    match exposures(meta).first() {
+        None => Ok(()),
+        Some(&Exposure::Owner { owner, me }) => Err(StoreError::Untrusted {
             path_or_artifact: path.display().to_string(),
             reason: format!(
                 "the {what} is owned by uid {owner}, not by you (uid {me}) or root, so that user can replace what runs"
             ),
             fix: format!("chown {me} {}", path.display()),
-        });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
-            (true, true) => "its group and every user",
-            (true, false) => "its group",
-            _ => "every user",
-        };
-        return Err(StoreError::Untrusted {
+        }),
+        Some(&Exposure::Writable { mode }) => Err(StoreError::Untrusted {
             path_or_artifact: path.display().to_string(),
             reason: format!(
-                "the {what} is writable by {who} (mode {mode:04o}), so they can replace what runs"
+                "the {what} is writable by {} (mode {mode:04o}), so they can replace what runs",
+                Exposure::writers(mode)
             ),
             fix: format!("chmod go-w {}", path.display()),
-        });
+        }),
     }
-    Ok(())
 }
 
 /// Refuses a file that defines what runs (a configuration file, a lock
@@ -248,7 +283,7 @@ pub(super) fn sync_dir(path: &Path) -> Result<(), StoreError> {
 /// Hashes the file at `path` (not following a symlink) and returns the
 /// identity of the file that was hashed, taken from the open descriptor
 /// after reading.
-pub(super) fn hash_file_identity(
+pub(crate) fn hash_file_identity(
     path: &Path,
 ) -> Result<(Sha256Digest, u64, super::record::FileIdentity), StoreError> {
     let mut file = OpenOptions::new()

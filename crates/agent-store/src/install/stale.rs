@@ -3,10 +3,23 @@
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Temp files untouched for this long are removed whoever owns them.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
+
+/// Whether `name` is an installer's temp file: `.{name}__{version}[.json].tmp.{pid}.{unique}`.
+pub(crate) fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp.")
+}
+
+/// Whether a file was last modified longer than [`STALE_AFTER`] before `now`.
+pub(crate) fn untouched_too_long(meta: &fs::Metadata, now: SystemTime) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|t| now.duration_since(t).ok())
+        .is_some_and(|age| age > STALE_AFTER)
+}
 
 /// Removes temp files of this artifact left by dead processes, or untouched
 /// for an hour. Best effort: failures are logged, never fatal.
@@ -31,10 +44,7 @@ pub(super) fn clean_stale_temps(path: &Path) {
         let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
         let old = entry
             .metadata()
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_AFTER);
+            .is_ok_and(|m| untouched_too_long(&m, SystemTime::now()));
         let dead = pid.is_some_and(|p| p != me && !process_alive(p));
         if dead || old {
             let p = entry.path();

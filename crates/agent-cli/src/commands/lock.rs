@@ -1,14 +1,30 @@
 //! `agentctl lock`: resolve refs and pin them in `agents.lock`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use agent_manager::lockfile::{self, LockEntry, LockFile, LockedArtifact};
 use agent_manager::reference::{AgentRef, Platform, VersionSpec};
 use agent_manager::{ErrorKind, Installed, Manager};
 use serde_json::json;
 
-use crate::commands::Ctx;
+use clap::Args;
+
+use crate::ctx::Ctx;
 use crate::report::Failure;
+use crate::values::parse_platform;
+
+#[derive(Debug, Args)]
+pub(crate) struct LockArgs {
+    /// The agents to lock (`publisher/name[:requirement]`).
+    #[arg(value_name = "REF")]
+    pub(crate) references: Vec<String>,
+    /// The platforms to lock (os/arch, repeatable; default: this one).
+    #[arg(long, value_name = "OS/ARCH", value_parser = parse_platform)]
+    pub(crate) platform: Vec<Platform>,
+    /// Move this ref to its newest match (repeatable).
+    #[arg(long, value_name = "REF")]
+    pub(crate) update: Vec<String>,
+}
 
 /// The lock file `lock` writes: `--lockfile`, `$CODEFLY_AGENT_LOCKFILE`, else `./agents.lock`.
 fn lock_path(ctx: &Ctx) -> Result<PathBuf, Failure> {
@@ -38,12 +54,8 @@ impl Change {
     }
 }
 
-pub(crate) async fn lock(
-    ctx: &Ctx,
-    references: &[String],
-    platforms: &[Platform],
-    update: &[String],
-) -> Result<(), Failure> {
+pub(crate) async fn exec(ctx: &Ctx, args: &LockArgs) -> Result<(), Failure> {
+    let (references, platforms, update) = (&args.references, &args.platform, &args.update);
     let path = lock_path(ctx)?;
     let mut file = LockFile::read_if_exists(&path)
         .map_err(|e| Failure::from_error(e.kind(), &e))?
@@ -51,7 +63,7 @@ pub(crate) async fn lock(
     let platforms: Vec<Platform> = if platforms.is_empty() {
         vec![Platform::current()]
     } else {
-        platforms.to_vec()
+        platforms.clone()
     };
     // The work list: (ref as asked, move to newest?).
     let mut work: Vec<(AgentRef, bool)> = Vec::new();
@@ -213,7 +225,7 @@ async fn fetch(
         let installed = m.pull(agent).await?;
         return Ok(artifact(m, agent, &installed));
     }
-    let tmp = private_temp_dir("agentctl-lock")?;
+    let tmp = crate::temp::private_temp_dir("agentctl-lock")?;
     let other = ctx.manager_for_platform(platform, tmp.path())?;
     let result = other.pull(agent).await;
     let out = result.map(|installed| artifact(&other, agent, &installed));
@@ -238,39 +250,6 @@ fn artifact(m: &Manager, agent: &AgentRef, installed: &Installed) -> LockedArtif
 /// `oci:registry/…` → `oci`; `local` → `local`.
 fn store_of(source: &str) -> String {
     source.split_once(':').map_or(source, |(s, _)| s).to_owned()
-}
-
-/// A private temp directory removed on drop.
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A fresh 0700 directory `{tmp}/{prefix}-{pid}-{n}`.
-pub(crate) fn private_temp_dir(prefix: &str) -> Result<TempDir, Failure> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    let base = std::env::temp_dir();
-    for n in 0..100u32 {
-        let p = base.join(format!("{prefix}-{}-{n}", std::process::id()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-            Ok(()) => return Ok(TempDir(p)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Failure::io(format!("creating {}", p.display()), &e)),
-        }
-    }
-    Err(Failure::new(
-        ErrorKind::Io,
-        format!("cannot create a temp directory in {}", base.display()),
-    ))
 }
 
 #[cfg(test)]

@@ -6,9 +6,18 @@ use agent_manager::reference::{AgentRef, VersionSpec, error_chain};
 use agent_manager::semver::Version;
 use serde_json::json;
 
-use crate::cache;
-use crate::commands::Ctx;
+use clap::Args;
+
+use crate::ctx::Ctx;
+use crate::entry::Entry;
 use crate::report::{Failure, human_size};
+
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    /// The agent.
+    #[arg(value_name = "REF")]
+    pub(crate) reference: String,
+}
 
 fn versions_text(v: &[Version]) -> String {
     if v.is_empty() {
@@ -21,8 +30,8 @@ fn versions_text(v: &[Version]) -> String {
     }
 }
 
-pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
-    let agent = ctx.parse_ref(reference)?;
+pub(crate) async fn exec(ctx: &Ctx, args: &InfoArgs) -> Result<(), Failure> {
+    let agent = ctx.parse_ref(&args.reference)?;
     let m = ctx.manager(false)?;
     let platform = m.platform().clone();
     let stores = m.chain_for(&agent).stores().to_vec();
@@ -58,8 +67,13 @@ pub(crate) async fn info(ctx: &Ctx, reference: &str) -> Result<(), Failure> {
         .cloned();
 
     // Installed versions.
-    let home = m.home().clone();
-    let installed = cache::list(&home, None, Some(&base), true)?;
+    let installed = Entry::all(
+        m.installed(
+            &agent_manager::store::CacheQuery::all()
+                .agent(&base)
+                .hash_unrecorded(true),
+        )?,
+    );
 
     // What the ref resolves to, and why.
     let resolved = m.resolve(&agent).await;

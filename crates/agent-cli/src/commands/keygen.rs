@@ -1,26 +1,28 @@
-//! `agentctl keygen` and the signing half of `agentctl push --sign`:
-//! minisign (Ed25519) keys and signatures through `agent_store::trust`, so
-//! what this makes the reference `minisign` tool verifies, and keys made by
-//! `minisign -G` sign here too.
+//! `agentctl keygen`: a minisign (Ed25519) key pair through
+//! `agent_store::trust`, so what this makes the reference `minisign` tool
+//! verifies, and keys made by `minisign -G` sign here too.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use agent_manager::ErrorKind;
-use agent_manager::reference::{AgentRef, Platform};
 use agent_manager::store::trust::{self, TrustedKey};
+use clap::Args;
 use serde_json::json;
 
-use crate::commands::Ctx;
+use crate::commands::push::trust_failure;
+use crate::ctx::Ctx;
 use crate::report::Failure;
 
-/// The variable holding the password of an encrypted secret key (one made by
-/// `minisign -G` without `-W`).
-pub(crate) const PASSWORD_ENV: &str = "CODEFLY_SIGN_PASSWORD";
-
-fn trust_failure(e: &trust::TrustError) -> Failure {
-    Failure::from_error(e.kind(), e)
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// The secret key file to write (the public key goes to FILE.pub).
+    #[arg(long, value_name = "FILE", default_value = "agent.key")]
+    pub(crate) out: PathBuf,
+    /// Replace existing files.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// The public key file beside a secret key: `agent.key` → `agent.pub`.
@@ -52,7 +54,8 @@ fn write_new(path: &Path, text: &str, mode: u32, force: bool) -> Result<(), Fail
 }
 
 /// `agentctl keygen --out FILE`: FILE (secret, 0600) and FILE.pub.
-pub(crate) fn keygen(ctx: &Ctx, out: &Path, force: bool) -> Result<(), Failure> {
+pub(crate) fn exec(ctx: &Ctx, args: &KeygenArgs) -> Result<(), Failure> {
+    let (out, force) = (args.out.as_path(), args.force);
     let public_file = public_path(out);
     if !force {
         for p in [out, public_file.as_path()] {
@@ -94,47 +97,4 @@ pub(crate) fn keygen(ctx: &Ctx, out: &Path, force: bool) -> Result<(), Failure> 
         }
     }
     Ok(())
-}
-
-/// A secret key read from a file, with its password when one is needed.
-pub(crate) struct SigningKey {
-    text: String,
-    password: Option<String>,
-    path: PathBuf,
-}
-
-impl SigningKey {
-    /// Reads `path` (a key made by `agentctl keygen`, `minisign -G -W`, or
-    /// `minisign -G` with the password in `$CODEFLY_SIGN_PASSWORD`).
-    pub(crate) fn read(path: &Path) -> Result<Self, Failure> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::io(format!("reading the secret key {}", path.display()), &e))?;
-        let password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
-        Ok(SigningKey {
-            text,
-            password,
-            path: path.to_owned(),
-        })
-    }
-
-    /// The `.minisig` text for `file` as `agent` (concrete) on `platform`,
-    /// with the contract's trusted comment.
-    pub(crate) fn sign(
-        &self,
-        file: &Path,
-        agent: &AgentRef,
-        platform: &Platform,
-    ) -> Result<String, Failure> {
-        let comment = trust::trusted_comment(agent, platform);
-        trust::sign_file(&self.text, self.password.clone(), file, &comment).map_err(|e| {
-            let mut f = trust_failure(&e);
-            f.message = format!("signing with {}: {}", self.path.display(), f.message);
-            if self.password.is_none() {
-                f.causes.push(format!(
-                    "an encrypted key (minisign -G without -W) needs its password in {PASSWORD_ENV}"
-                ));
-            }
-            f
-        })
-    }
 }
