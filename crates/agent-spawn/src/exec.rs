@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
