@@ -431,7 +431,7 @@ pub struct ConfigError {
     /// What is accepted instead.
     pub accepted: Option<String>,
     /// Why, when another error is the cause (the file could not be read).
-    pub(crate) source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+    pub(crate) source: Option<std::sync::Arc<std::io::Error>>,
 }
 
 impl ConfigError {

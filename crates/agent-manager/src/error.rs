@@ -185,9 +185,10 @@ impl ManagerError {
         match self {
             ManagerError::Ref(e) => e.kind(),
             ManagerError::Config(_) => ErrorKind::Config,
-            ManagerError::NotFound { .. } => ErrorKind::BinaryNotFound,
+            ManagerError::NotFound { .. } | ManagerError::NoSuchPath { .. } => {
+                ErrorKind::BinaryNotFound
+            }
             ManagerError::StoresUnavailable { .. } => ErrorKind::StoreUnavailable,
-            ManagerError::NoSuchPath { .. } => ErrorKind::BinaryNotFound,
             ManagerError::Store(e) => e.kind(),
             ManagerError::Spawn(e) => e.kind(),
             ManagerError::Io { .. } => ErrorKind::Io,
