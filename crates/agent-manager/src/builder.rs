@@ -85,8 +85,9 @@ impl ManagerBuilder {
     /// `CODEFLY_AGENT_SOURCE`, `CODEFLY_AGENT_STORES`, `CODEFLY_CONFIG`,
     /// `CODEFLY_AGENT_LOCKFILE`, `CODEFLY_AGENT_ATTACH` and the store
     /// variables, each winning over the configuration file, which is found
-    /// from them. Without it the manager reads no variable but `CODEFLY_HOME`
-    /// (for the default home), no configuration file, and attaches to nothing.
+    /// from them. Without it the manager reads no variable but
+    /// `CODEFLY_HOME`/`HOME` (for the default home) and the credentials of the
+    /// stores it builds, no configuration file, and attaches to nothing.
     pub fn env_config(mut self, config: EnvConfig) -> Self {
         self.env = Some(config);
         self

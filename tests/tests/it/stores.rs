@@ -407,6 +407,71 @@ async fn a_locked_ref_resolves_without_any_store_and_loads_when_the_digest_match
     assert_eq!(e.kind(), ErrorKind::StoreUnavailable, "{e}");
 }
 
+/// A restart of a locked agent runs only the bytes the lock pins: a binary
+/// installed over it while it ran (with an install record of its own, so the
+/// cache alone would vouch for it) is refused (`integrity`) and never runs.
+#[tokio::test]
+async fn a_locked_agents_restart_runs_only_the_locked_bytes() {
+    let echo = std::fs::read(common::echo()).unwrap();
+    let home = Home::new();
+    let lockfile = home.path().join("agents.lock");
+    write_lock(
+        &lockfile,
+        "0.3.0",
+        &hex::encode(sha2::Sha256::digest(&echo)),
+    );
+    let m = Manager::builder()
+        .home(AgentHome::new(home.path()))
+        .stores(Vec::new())
+        .lockfile(&lockfile)
+        .build()
+        .unwrap();
+    let agent: AgentRef = "codefly.dev/echo:0.3.0".parse().unwrap();
+    m.installer()
+        .install_file(&agent, "test", &Default::default(), &common::echo())
+        .await
+        .unwrap();
+    let conn = m
+        .load_with(
+            &agent,
+            agent_manager::LoadOptions::new()
+                .restart(agent_manager::spawn::RestartPolicy::on_failure()),
+        )
+        .await
+        .unwrap();
+    let marker = home.path().join("replacement-ran");
+    let fake = home.path().join("fake");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\ntouch '{}'\nexec sleep 30\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    m.installer()
+        .install_file(&agent, "test", &Default::default(), &fake)
+        .await
+        .unwrap();
+    let pid = i32::try_from(conn.pid()).unwrap();
+    // SAFETY: kill(2) on the test's own agent.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let gave_up = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if let Some(failure) = conn.failure() {
+                return failure;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("supervision went on");
+    assert_eq!(gave_up.kind(), ErrorKind::Integrity, "{gave_up:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!marker.exists(), "the replacement ran");
+}
+
 /// Issue 15: a binary whose sha256 is not the lock's is `integrity`: it is
 /// not run, and it never reaches the cache path, not even for a moment
 /// (watched with inotify: a binary renamed into place and removed after the
