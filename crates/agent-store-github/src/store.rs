@@ -55,8 +55,9 @@ struct Inner {
     limits: Limits,
 }
 
-/// Builds a [`GithubStore`]; every setting has a default.
-#[derive(Debug, Clone)]
+/// Builds a [`GithubStore`]; every setting has a default. `Debug` says
+/// whether a token is set, never what it is.
+#[derive(Clone)]
 pub struct GithubStoreBuilder {
     api_url: String,
     token: Option<String>,
@@ -68,6 +69,23 @@ pub struct GithubStoreBuilder {
     max_extracted: u64,
     max_entries: u64,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for GithubStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubStoreBuilder")
+            .field("api_url", &self.api_url)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("cache_dir", &self.cache_dir)
+            .field("ttl", &self.ttl)
+            .field("refresh", &self.refresh)
+            .field("require_checksum", &self.require_checksum)
+            .field("max_download", &self.max_download)
+            .field("max_extracted", &self.max_extracted)
+            .field("max_entries", &self.max_entries)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Default for GithubStoreBuilder {
@@ -796,5 +814,20 @@ impl AgentStore for GithubStore {
             .pull(agent, platform, installer)
             .instrument(span)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GithubStore;
+
+    #[test]
+    fn the_builders_debug_never_shows_the_token() {
+        let b = GithubStore::builder().token(Some("ghp_do_not_print_me".into()));
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("ghp_do_not_print_me"), "{shown}");
+        assert!(shown.contains("token: Some(\"<set>\")"), "{shown}");
+        let none = format!("{:?}", GithubStore::builder());
+        assert!(none.contains("token: None"), "{none}");
     }
 }
