@@ -43,16 +43,19 @@ pub(crate) async fn probe(api: &Api) -> StoreProbe {
             };
             p.with_latency(started.elapsed())
         }
-        Ok(answer) => StoreProbe::fail(
-            ErrorKind::StoreUnavailable,
-            format!("{url}: HTTP {}; {token_note}", answer.status),
-            if api.has_token() {
-                "the token was refused: renew GITHUB_TOKEN"
-            } else {
-                "check GITHUB_API_URL"
-            },
-        )
-        .with_latency(started.elapsed()),
+        Ok(answer) => {
+            let fix = match answer.status {
+                401 if api.has_token() => "the token was refused: renew GITHUB_TOKEN",
+                403 | 429 => "wait for the rate limit to reset, or set GITHUB_TOKEN",
+                _ => "check GITHUB_API_URL",
+            };
+            StoreProbe::fail(
+                ErrorKind::StoreUnavailable,
+                format!("{url}: HTTP {}; {token_note}", answer.status),
+                fix,
+            )
+            .with_latency(started.elapsed())
+        }
         Err(e) => StoreProbe::fail(
             ErrorKind::StoreUnavailable,
             format!("{url}: unreachable: {e}"),

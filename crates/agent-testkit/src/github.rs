@@ -12,9 +12,14 @@
 //!   server, as GitHub's is on objects.githubusercontent.com), or wherever
 //!   `redirect_assets_to` says
 //! - `GET /download/{id}/{name}`: the bytes
+//! - `GET /rate_limit`: the `resources` and `rate` objects; it answers `200`
+//!   even when the limit is exhausted, as GitHub's does (it does not count
+//!   against the limit)
 //!
 //! plus `ETag`/`If-None-Match` (304), the `x-ratelimit-*` headers on every API
-//! answer, and an exhausted rate limit on demand (403 + remaining 0 + reset).
+//! answer, an exhausted rate limit on demand (403 + remaining 0 + reset), and
+//! a token it refuses on demand (`401 Bad credentials` on every API call that
+//! carries it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -94,6 +99,7 @@ struct State {
     no_latest: bool,
     rate_limit_reset: Option<u64>,
     secondary_limit: Option<String>,
+    refused_token: Option<String>,
     redirect_assets_to: Option<String>,
     seen: Vec<Seen>,
 }
@@ -196,6 +202,11 @@ impl FakeGitHub {
         lock(&self.state).no_latest = true;
     }
 
+    /// Every API request carrying `token` (as `Bearer`) answers `401 Bad credentials`.
+    pub fn refuse_token(&self, token: &str) {
+        lock(&self.state).refused_token = Some(token.to_owned());
+    }
+
     /// Every API request answers 403 with an exhausted limit resetting at `reset` (unix seconds).
     pub fn exhaust_rate_limit(&self, reset: u64) {
         lock(&self.state).rate_limit_reset = Some(reset);
@@ -267,6 +278,43 @@ fn route(s: &State, addr: SocketAddr, req: &Request<Incoming>, pq: &str) -> Resp
             }
         }
         return plain(404, "Not Found");
+    }
+
+    if let Some(refused) = &s.refused_token {
+        let sent = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if sent == Some(format!("Bearer {refused}").as_str()) {
+            return json_response(
+                401,
+                &json!({
+                    "message": "Bad credentials",
+                    "documentation_url": "https://docs.github.com/rest",
+                    "status": "401"
+                }),
+            );
+        }
+    }
+
+    if path == "/rate_limit" {
+        let (remaining, reset) = match s.rate_limit_reset {
+            Some(reset) => (0, reset),
+            None => (59, 4_102_444_800),
+        };
+        let used = 60 - remaining;
+        let core = json!({ "limit": 60, "remaining": remaining, "reset": reset, "used": used, "resource": "core" });
+        return json_response(
+            200,
+            &json!({
+                "resources": {
+                    "core": core,
+                    "search": { "limit": 10, "remaining": 10, "reset": reset, "used": 0, "resource": "search" },
+                    "graphql": { "limit": 0, "remaining": 0, "reset": reset, "used": 0, "resource": "graphql" }
+                },
+                "rate": core
+            }),
+        );
     }
 
     if let Some(reset) = s.rate_limit_reset {

@@ -6,5 +6,6 @@
 
 mod github;
 mod kinds;
+mod probe;
 mod signed;
 mod support;

@@ -6,7 +6,9 @@
 
 mod cache;
 mod cache_check;
+mod cache_query;
 mod chain;
 mod descriptor;
+mod home_check;
 mod installer;
 mod trust;

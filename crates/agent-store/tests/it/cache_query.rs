@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Queries over the cache: by kind and by agent (its version spec), the
 //! sha256 of binaries without a record, removal of every version a ref
 //! matches, pruning one kind directory.

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! The home checked by the installer's permission rule, and the temp files
 //! interrupted installs left.
 
