@@ -10,7 +10,8 @@ use agent_manager::store::CacheEntry;
 /// One installed binary, as `ls`, `rm` and `prune` print it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Entry {
-    /// `service`, `application` or `module` (the cache directory it is in).
+    /// The kind's canonical name (`service`, `application`, `module`,
+    /// `toolbox`, …): the cache directory it is in.
     pub(crate) kind: &'static str,
     /// `publisher/name:version`.
     #[serde(rename = "ref")]
@@ -69,7 +70,7 @@ impl From<CacheEntry> for Entry {
             .cloned()
             .unwrap_or_else(|| Version::new(0, 0, 0));
         Entry {
-            kind: kind_name(e.agent.kind().cache_dir()),
+            kind: e.agent.kind().canonical().as_str(),
             reference: e.agent.identifier(),
             publisher: e.agent.publisher().to_owned(),
             name: e.agent.name().to_owned(),
@@ -88,14 +89,6 @@ impl From<CacheEntry> for Entry {
 
 fn as_string<S: serde::Serializer>(v: &Version, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
-}
-
-fn kind_name(dir: &str) -> &'static str {
-    match dir {
-        "applications" => "application",
-        "modules" => "module",
-        _ => "service",
-    }
 }
 
 fn secs(t: SystemTime) -> u64 {

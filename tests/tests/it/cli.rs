@@ -507,6 +507,33 @@ fn prepared() -> Home {
 }
 
 #[test]
+fn ls_names_each_kind_by_its_cache_directory() {
+    let home = Home::new();
+    for (dir, kind) in [
+        ("services", "service"),
+        ("applications", "application"),
+        ("modules", "module"),
+        ("toolboxes", "toolbox"),
+        ("runnables", "runnable"),
+    ] {
+        let bin = home.binary(dir, "acme", &format!("in-{dir}"), "1.0.0");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::copy(common::echo(), &bin).unwrap();
+        let j = ctl(&home, &["ls", "--json"]).json();
+        let listed: Vec<(&str, &str)> = j
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["kind"].as_str().unwrap()))
+            .collect();
+        assert!(
+            listed.contains(&(format!("in-{dir}").as_str(), kind)),
+            "{dir}: {listed:?}"
+        );
+    }
+}
+
+#[test]
 fn ls_lists_installed_agents() {
     let home = prepared();
     let j = ctl(&home, &["ls", "--json"]).json();
