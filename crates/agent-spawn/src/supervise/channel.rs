@@ -16,10 +16,10 @@ use crate::AgentChannel;
 
 type InnerResponse = <AgentChannel as Service<http::Request<Body>>>::Response;
 
-/// A channel to whichever agent of a [`SupervisedConn`] is current.
+/// A channel to whichever agent of a [`SupervisedConn`](crate::SupervisedConn) is current.
 ///
 /// A tower service like tonic's `Channel`: build generated clients on it.
-/// Transport failures are `UNAVAILABLE`; see [`supervise`].
+/// Transport failures are `UNAVAILABLE`; see [`supervise`](crate::supervise()).
 #[derive(Clone)]
 pub struct SupervisedChannel {
     pub(super) state: watch::Receiver<Snapshot>,

@@ -6,7 +6,7 @@ use agent_ref::ErrorKind;
 
 use crate::{Endpoint, ExitInfo};
 
-/// What happened to a supervised agent, as [`SupervisedConn::events`] reports it.
+/// What happened to a supervised agent, as [`SupervisedConn::events`](crate::SupervisedConn::events) reports it.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum AgentEvent {
