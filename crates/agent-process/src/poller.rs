@@ -13,7 +13,7 @@
 //! ```
 //! use std::io::Write as _;
 //! use std::os::fd::AsRawFd as _;
-//! use agent_process::poller::Poller;
+//! use agent_process::poller::{Poller, WAKE};
 //!
 //! let poller = Poller::new()?;
 //! let (r, w) = agent_process::spawn::pipe_cloexec()?;
@@ -21,6 +21,8 @@
 //! std::fs::File::from(w).write_all(b"x")?;
 //! let mut ready = Vec::new();
 //! poller.wait(None, &mut ready)?;
+//! // On the `poll` backend, `add` also woke the waiting thread.
+//! ready.retain(|&token| token != WAKE);
 //! assert_eq!(ready, [7]);
 //! poller.remove(r.as_raw_fd());
 //! # Ok::<(), std::io::Error>(())
