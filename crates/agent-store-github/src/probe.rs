@@ -13,9 +13,12 @@ use crate::api::Api;
 pub(crate) async fn probe(api: &Api) -> StoreProbe {
     let base = api.url("");
     let url = api.url("/rate_limit");
-    let mut headers = vec![("accept", "application/vnd.github+json".to_owned())];
-    if let Some(auth) = api.authorization().and_then(|v| v.to_str().ok()) {
-        headers.push(("authorization", auth.to_owned()));
+    let mut headers = vec![(
+        "accept",
+        http::HeaderValue::from_static("application/vnd.github+json"),
+    )];
+    if let Some(auth) = api.authorization() {
+        headers.push(("authorization", auth.clone()));
     }
     let token_note = if api.has_token() {
         "token set"
@@ -23,7 +26,8 @@ pub(crate) async fn probe(api: &Api) -> StoreProbe {
         "no token (60 requests/hour)"
     };
     let started = Instant::now();
-    match agent_store_transport::probe_get(&url, &headers, PROBE_TIMEOUT).await {
+    let client = agent_store_transport::probe_client(PROBE_TIMEOUT);
+    match agent_store_transport::probe_get(&client, &url, &headers, PROBE_TIMEOUT).await {
         Ok(answer) if answer.status == 200 => {
             let v: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
             let remaining = v["rate"]["remaining"].as_u64();

@@ -488,7 +488,7 @@ impl AgentStore for HttpStore {
     }
 
     async fn probe(&self) -> agent_store::StoreProbe {
-        probe::probe(&self.base).await
+        probe::probe(self).await
     }
 
     async fn available(&self, agent: &AgentRef, platform: &Platform) -> Result<bool, StoreError> {

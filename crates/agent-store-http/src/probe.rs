@@ -5,12 +5,20 @@ use std::time::Instant;
 use agent_ref::ErrorKind;
 use agent_store::{PROBE_TIMEOUT, StoreProbe};
 
-/// `GET {base}/`: any answer below 500 means the server is there (static
+use crate::HttpStore;
+
+/// `GET {base}/` through the store's own client (its roots) with its
+/// authorization: any answer below 500 means the server is there (static
 /// servers answer 404 for the base itself).
-pub(crate) async fn probe(base: &str) -> StoreProbe {
-    let url = format!("{}/", base.trim_end_matches('/'));
+pub(crate) async fn probe(store: &HttpStore) -> StoreProbe {
+    let url = format!("{}/", store.base.trim_end_matches('/'));
+    let headers: Vec<_> = store
+        .authorization
+        .iter()
+        .map(|v| ("authorization", v.clone()))
+        .collect();
     let started = Instant::now();
-    match agent_store_transport::probe_get(&url, &[], PROBE_TIMEOUT).await {
+    match agent_store_transport::probe_get(&store.client, &url, &headers, PROBE_TIMEOUT).await {
         Ok(answer) if answer.status < 500 => {
             StoreProbe::ok(format!("{url}: HTTP {}", answer.status)).with_latency(started.elapsed())
         }

@@ -13,7 +13,8 @@ use crate::RegistryConfig;
 pub(crate) async fn probe(config: &RegistryConfig) -> StoreProbe {
     let url = format!("{}://{}/v2/", config.scheme().as_str(), config.host());
     let started = Instant::now();
-    match agent_store_transport::probe_get(&url, &[], PROBE_TIMEOUT).await {
+    let client = agent_store_transport::probe_client(PROBE_TIMEOUT);
+    match agent_store_transport::probe_get(&client, &url, &[], PROBE_TIMEOUT).await {
         Ok(answer) => {
             let api = answer
                 .headers

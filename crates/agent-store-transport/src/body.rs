@@ -11,7 +11,7 @@ use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::error_chain;
+use agent_ref::error_chain;
 
 /// A response body as an [`AsyncRead`], failing with
 /// [`io::ErrorKind::TimedOut`] when no **bytes** arrive for the stall

@@ -15,7 +15,6 @@
 //!   [`retry_after`] in both its forms (seconds and HTTP date);
 //! - [`BodyReader`]: a response body as `AsyncRead` whose stall timer counts
 //!   bytes, not frames (an empty DATA frame is no progress);
-//! - [`error_chain`]: an error and its causes on one line;
 //! - [`probe_get`]: one bounded `GET` for a store's probe.
 //!
 //! ```
@@ -49,16 +48,8 @@ mod status;
 
 pub use body::{BodyReader, ReadError, read_to_end};
 pub use client::{ClientOptions, HttpsClient, client};
-pub use probe::{ProbeAnswer, probe_get};
+pub use probe::{ProbeAnswer, probe_client, probe_get};
 pub use redirect::{
     DEFAULT_MAX_REDIRECTS, RedirectError, RedirectPolicy, resolve_location, same_host, same_origin,
 };
 pub use status::{Class, classify, retry_after, retry_after_at, status_error};
-
-/// An error and its causes on one line, `a: b: c`, as a `String`: the text
-/// of [`agent_ref::error_chain`], for a cause that must outlive the error
-/// (a message built from an error that is not kept as a source).
-#[must_use]
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    agent_ref::error_chain(e).to_string()
-}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Limited};
 
-use crate::{ClientOptions, client, error_chain};
+use crate::{ClientOptions, HttpsClient, client};
 
 /// How much of a probe answer's body is kept.
 const BODY_CAP: usize = 64 * 1024;
@@ -24,32 +24,43 @@ pub struct ProbeAnswer {
     pub body: Vec<u8>,
 }
 
-/// `GET url` with `headers`, connection and answer within `timeout`.
+/// A client for a store that keeps none of this crate's own (its requests
+/// go through another library): native roots, connecting within `timeout`.
+#[must_use]
+pub fn probe_client(timeout: Duration) -> HttpsClient<Empty<Bytes>> {
+    client(&ClientOptions {
+        connect_timeout: timeout,
+        ..ClientOptions::default()
+    })
+}
+
+/// `GET url` with `headers` through `client` (the store's own, so its roots
+/// and timeouts apply), connection and answer within `timeout`.
 ///
 /// # Errors
 /// Why no answer came, on one line: a bad URL, the connection's error
 /// chain, or `no answer within Ns`.
 pub async fn probe_get(
+    client: &HttpsClient<Empty<Bytes>>,
     url: &str,
-    headers: &[(&str, String)],
+    headers: &[(&str, http::HeaderValue)],
     timeout: Duration,
 ) -> Result<ProbeAnswer, String> {
-    let client = client::<Empty<Bytes>>(&ClientOptions {
-        connect_timeout: timeout,
-        ..ClientOptions::default()
-    });
     let mut req = http::Request::get(url).header(
         http::header::USER_AGENT,
         concat!("agent-manager/", env!("CARGO_PKG_VERSION")),
     );
     for (k, v) in headers {
-        req = req.header(*k, v.as_str());
+        req = req.header(*k, v.clone());
     }
     let req = req
         .body(Empty::new())
         .map_err(|e| format!("bad URL {url}: {e}"))?;
     let answer = async {
-        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| agent_ref::error_chain(&e).to_string())?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = Limited::new(resp.into_body(), BODY_CAP)

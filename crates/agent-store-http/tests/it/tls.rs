@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_store::{AgentHome, ErrorKind, Installer, Platform, RetryPolicy, StoreChain};
+use agent_store::{
+    AgentHome, AgentStore as _, ErrorKind, Installer, Platform, ProbeStatus, RetryPolicy,
+    StoreChain,
+};
 use agent_store_http::HttpStore;
 use common::{TestServer, artifact_path, publish};
 
@@ -170,4 +173,23 @@ async fn https_to_http_redirect_is_refused() {
         "the http URL is never requested, even though its host is allowed"
     );
     assert!(!installer.home().binary_path(&agent).unwrap().exists());
+}
+
+#[tokio::test]
+async fn the_probe_trusts_the_roots_the_store_was_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca(dir.path());
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let (_server, port) = s_server(dir.path());
+    let base = format!("https://127.0.0.1:{port}/store");
+    let trusting = HttpStore::builder(&base)
+        .root_certificates(vec![ca])
+        .build()
+        .unwrap();
+    let p = trusting.probe().await;
+    assert_eq!(p.status, ProbeStatus::Ok, "{p:?}");
+    // Without the private CA the same server is not trusted.
+    let p = HttpStore::new(&base).unwrap().probe().await;
+    assert_eq!(p.status, ProbeStatus::Fail, "{p:?}");
+    assert!(p.detail.contains("unreachable"), "{p:?}");
 }
