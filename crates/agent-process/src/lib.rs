@@ -164,8 +164,9 @@ impl AgentProcess {
     /// `group` says the child leads its own process group (it was spawned with
     /// `process_group(0)`), so group signals are allowed. Take the child's stdio
     /// handles before calling this; the [`std::process::Child`] is consumed so
-    /// that nothing else can reap it. The process must not call `waitpid(-1)`
-    /// elsewhere either.
+    /// that nothing else can reap it. A `waitpid(-1)` elsewhere in the process,
+    /// or SIGCHLD set to `SIG_IGN`, still can: the child is then seen to exit
+    /// with an unknown status.
     ///
     /// # Errors
     /// The child could not be watched (`pidfd_open` failed: kernel older than
@@ -308,18 +309,34 @@ impl AgentProcess {
         if let Some(exit) = state.exit {
             return Ok(Some(exit));
         }
-        if sys::wait(self, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)?.is_none() {
-            return Ok(None);
-        }
-        if self.group {
-            // SAFETY: as in signal_group: the zombie leader pins the id.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::killpg(self.pid, libc::SIGKILL);
+        let exit = match sys::wait(self, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) {
+            Ok(None) => return Ok(None),
+            Ok(Some(_)) => {
+                if self.group {
+                    // SAFETY: as in signal_group: the zombie leader pins the id.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        libc::killpg(self.pid, libc::SIGKILL);
+                    }
+                    sys::signal_descendants(self, libc::SIGKILL);
+                }
+                sys::wait(self, libc::WEXITED)?.unwrap_or_default()
             }
-            sys::signal_descendants(self, libc::SIGKILL);
-        }
-        let exit = sys::wait(self, libc::WEXITED)?.unwrap_or_default();
+            // Not our child any more: something else in the host reaped it
+            // (SIGCHLD set to SIG_IGN makes the kernel do so at exit). It is
+            // gone, its status with it; its group id may already be reused,
+            // so only the pinned descendants are signalled.
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                tracing::warn!(
+                    pid = self.pid,
+                    "the agent was reaped by something else in this process \
+                     (is SIGCHLD ignored?): its exit status is unknown"
+                );
+                sys::signal_descendants(self, libc::SIGKILL);
+                Exit::default()
+            }
+            Err(e) => return Err(e),
+        };
         state.exit = Some(exit);
         let callbacks = std::mem::take(&mut state.callbacks);
         drop(state);

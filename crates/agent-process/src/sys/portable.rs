@@ -75,8 +75,11 @@ pub(crate) fn watch(process: &Arc<AgentProcess>) -> io::Result<()> {
                 if process.has_exited() {
                     return; // reaped by its owner meanwhile
                 }
-                tracing::error!(pid = process.pid, %error, "cannot wait for the child");
-                return;
+                if error.raw_os_error() != Some(libc::ECHILD) {
+                    tracing::error!(pid = process.pid, %error, "cannot wait for the child");
+                    return;
+                }
+                // Reaped by something else: try_reap records it as gone.
             }
             if let Err(error) = process.try_reap() {
                 tracing::error!(pid = process.pid, %error, "cannot reap");
