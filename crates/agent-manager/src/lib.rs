@@ -108,6 +108,7 @@ mod resolve;
 mod sandbox_policy;
 mod settings;
 pub mod stores;
+mod worker;
 
 pub use agent_protocol as protocol;
 pub use agent_ref as reference;

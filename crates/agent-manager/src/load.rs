@@ -26,6 +26,13 @@ impl Manager {
     /// `CODEFLY_AGENT_ATTACH`, the load attaches to it instead of spawning
     /// ([`Manager::attach`]).
     ///
+    /// On a multi-thread runtime the load runs as a task of that runtime (in
+    /// the caller's span and subscriber), so that the wake-ups it waits on stay
+    /// on one worker even when it is awaited from `block_on`'s thread, as in a
+    /// `#[tokio::main]` function; dropping the future cancels the task, and
+    /// with it the start (the child is killed and reaped). Task-local values
+    /// of the caller are not visible to it.
+    ///
     /// # Errors
     /// Those of [`Manager::pull`], then the spawn kinds (`spawn`,
     /// `agent-exited`, `handshake-timeout`, `handshake-malformed`,
@@ -42,6 +49,15 @@ impl Manager {
     /// # Errors
     /// As [`Manager::load`].
     pub async fn load_with(
+        &self,
+        agent: &AgentRef,
+        opts: LoadOptions,
+    ) -> Result<AgentConn, ManagerError> {
+        let (this, agent) = (self.clone(), agent.clone());
+        crate::worker::on_worker(async move { this.load_ref(&agent, opts).await }).await
+    }
+
+    async fn load_ref(
         &self,
         agent: &AgentRef,
         opts: LoadOptions,
@@ -150,6 +166,11 @@ impl Manager {
         path: &Path,
         opts: LoadOptions,
     ) -> Result<AgentConn, ManagerError> {
+        let (this, path) = (self.clone(), path.to_path_buf());
+        crate::worker::on_worker(async move { this.load_file(&path, opts).await }).await
+    }
+
+    async fn load_file(&self, path: &Path, opts: LoadOptions) -> Result<AgentConn, ManagerError> {
         let span = info_span!("load", path = %path.display());
         async {
             if tokio::fs::metadata(path).await.is_err() {

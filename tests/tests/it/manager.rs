@@ -480,3 +480,67 @@ async fn a_restart_never_runs_a_cached_binary_that_changed() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!marker.exists(), "the replaced binary ran");
 }
+
+/// On a multi-thread runtime a load runs as a task of the runtime. Awaited
+/// from the thread that runs `block_on` (as a `#[tokio::main]` function
+/// does), its events still reach that thread's own subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_awaited_off_the_workers_logs_to_the_callers_subscriber() {
+    let home = Home::new();
+    home.install_echo("0.1.0");
+    let logs = agent_testkit::logs::LogCapture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let m = manager(&home);
+    let conn = m.load(&r("echo")).await.unwrap();
+    let text = logs.text();
+    assert!(
+        text.contains("agent ready") && text.contains("load{agent=codefly.dev/echo:latest}"),
+        "the load's events, in its span, on the caller's subscriber:\n{text}"
+    );
+    conn.close().await;
+}
+
+/// A load dropped before the agent is ready (a timeout around it) on a
+/// multi-thread runtime kills and reaps the agent it started, long before the
+/// load's own startup timeout, and lists nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_dropped_mid_start_on_a_multi_thread_runtime_leaves_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pids");
+    let home = Home::new();
+    let m = manager(&home);
+    let opts = LoadOptions::new()
+        .arg("pid-then-hang")
+        .arg(pid_file.as_os_str())
+        .startup_timeout(Duration::from_secs(600));
+    let agent = common::test_agent();
+    let load = m.load_path_with(&agent, opts);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), load)
+            .await
+            .is_err(),
+        "the agent never says its handshake: the load must still be waiting"
+    );
+    let mut pid = None;
+    assert!(
+        wait_for(|| {
+            pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            pid.is_some()
+        })
+        .await,
+        "the agent wrote no pid"
+    );
+    let pid = pid.unwrap();
+    assert!(
+        agent_testkit::agent::wait_gone(pid).await,
+        "agent {pid} still runs after its load was dropped"
+    );
+    assert!(m.active().is_empty(), "{:?}", m.active());
+}

@@ -4,6 +4,7 @@
 //! test-agent serve               healthy: health SERVING + Echo (honours CODEFLY_AGENT_UDS_PATH)
 //! test-agent exit-early          message on stderr, exit 3, no handshake
 //! test-agent hang                never prints anything
+//! test-agent pid-then-hang FILE  writes its pid to FILE, then never prints anything
 //! test-agent garbage             prints "hello world"
 //! test-agent wrong-version       prints 9|dns:///127.0.0.1:1
 //! test-agent non-loopback        prints 2|dns:///10.1.2.3:80
@@ -49,6 +50,11 @@ fn main() -> ExitCode {
             ExitCode::from(3)
         }
         "hang" => sleep_forever(),
+        "pid-then-hang" => {
+            let file = args.get(1).expect("pid-then-hang FILE");
+            append_pid(file, std::process::id());
+            sleep_forever()
+        }
         "garbage" => print_then_sleep("hello world\n"),
         "wrong-version" => print_then_sleep("9|dns:///127.0.0.1:1\n"),
         "non-loopback" => print_then_sleep("2|dns:///10.1.2.3:80\n"),
