@@ -14,7 +14,7 @@ use agent_manager::store::Expected;
 use agent_manager::{AgentRef, AgentSource, Manager};
 
 use crate::bench::{Args, Rows, cpu_ms, local_manager, ms, temp_home};
-use crate::measure::{Summary, round3};
+use crate::measure::{Summary, round3, thread_cpu_ns};
 use crate::root;
 
 /// The load rows of every agent: by ref through the cache (the headline, as
@@ -37,8 +37,8 @@ pub(crate) async fn load_section(
             "bench: floor (spawn + handshake + TCP connect) {label} × {}",
             args.n
         );
-        let os_floor = floor(path, args.n, false).await?;
-        let floor = floor(path, args.n, true).await?;
+        let (os_floor, os_floor_cpu) = floor(path, args.n, false).await?;
+        let (floor, _) = floor(path, args.n, true).await?;
         let is_echo = label == "agent-echo";
         let over = f.by_ref.p50 - os_floor.p50;
         rows.push((
@@ -78,10 +78,31 @@ pub(crate) async fn load_section(
                 "getrusage of the host around each load by ref".into()
             },
         ));
+        rows.push((
+            format!("  host CPU per os floor start {label}"),
+            format!("{os_floor_cpu:.3} ms"),
+            "the same getrusage around posix_spawn + handshake + TCP connect".into(),
+        ));
+        let threads: Vec<String> = f
+            .by_thread
+            .iter()
+            .map(|(name, ms)| format!("{name} {ms:.3}"))
+            .collect();
+        rows.push((
+            format!("  host CPU per load by thread {label}"),
+            threads.join(", "),
+            "ms per load by ref, from each thread's scheduler account".into(),
+        ));
         rows.push((format!("close {label}"), ms(&f.close), String::new()));
         // The same loads from a current-thread runtime (as agentctl runs):
         // no second worker to wake on the way.
         let ct = load_by_ref_current_thread(path, args.n)?;
+        let (worker, worker_cpu) = load_by_ref_on_worker(path, args.n).await?;
+        rows.push((
+            format!("load by ref {label}, from a runtime worker"),
+            ms(&worker),
+            format!("host CPU {worker_cpu:.3} ms per load; the caller is a spawned task"),
+        ));
         rows.push((
             format!("load by ref {label}, current-thread host"),
             ms(&ct),
@@ -92,6 +113,8 @@ pub(crate) async fn load_section(
             "floor_ms": floor.json(), "os_floor_ms": os_floor.json(), "close_ms": f.close.json(),
             "overhead_above_os_floor_p50_ms": round3(over),
             "host_cpu_ms_per_load": round3(f.host_cpu_ms),
+            "host_cpu_ms_per_os_floor_start": round3(os_floor_cpu),
+            "host_cpu_ms_per_load_by_thread": f.by_thread.iter().map(|(name, ms)| (name.clone(), json!(round3(*ms)))).collect::<serde_json::Map<_, _>>(),
             "load_by_ref_current_thread_ms": ct.json(),
         }));
         if label == "grpc-go agent" {
@@ -187,6 +210,8 @@ struct LoadFigures {
     close: Summary,
     /// Host CPU (user + system, every thread) per load by ref, in ms.
     host_cpu_ms: f64,
+    /// The same per thread name (a second, shorter pass), in ms per load.
+    by_thread: Vec<(String, f64)>,
 }
 
 /// The ref `path` is installed under in a bench home.
@@ -237,12 +262,64 @@ async fn load_figures(path: &Path, n: usize) -> Result<LoadFigures> {
     }
     #[allow(clippy::cast_precision_loss)]
     let host_cpu_ms = cpu.iter().sum::<f64>() / n.max(1) as f64;
+    // Where that CPU goes, by thread: a pass of its own, so that reading
+    // `/proc` stays out of the figure above.
+    let passes = (n / 4).max(10);
+    let mut spent: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for _ in 0..passes {
+        let before = thread_cpu_ns();
+        let conn = manager
+            .load(&r)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading {r}: {e}"))?;
+        let after = thread_cpu_ns();
+        for (name, ns) in after {
+            let d = ns.saturating_sub(before.get(&name).copied().unwrap_or(0));
+            *spent.entry(name).or_insert(0) += d;
+        }
+        conn.close().await;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let mut by_thread: Vec<(String, f64)> = spent
+        .into_iter()
+        .map(|(name, ns)| (name, ns as f64 / 1e6 / passes as f64))
+        .filter(|(_, ms)| *ms >= 0.005)
+        .collect();
+    by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(LoadFigures {
         by_ref: Summary::of(&by_ref),
         by_path: Summary::of(&by_path),
         close: Summary::of(&close),
         host_cpu_ms,
+        by_thread,
     })
+}
+
+/// Loads by ref (then close), `n` times, from a task spawned on the
+/// multi-thread runtime (the headline rows load from `block_on`'s thread, as
+/// a `#[tokio::main]` function does): latency, and host CPU per load.
+async fn load_by_ref_on_worker(path: &Path, n: usize) -> Result<(Summary, f64)> {
+    let (home, manager, r) = home_with(path, "load-worker").await?;
+    let (samples, cpu) = tokio::spawn(async move {
+        let mut samples = Vec::with_capacity(n);
+        let mut cpu = 0.0;
+        for _ in 0..n {
+            let c0 = cpu_ms(libc::RUSAGE_SELF);
+            let t = Instant::now();
+            let conn = manager
+                .load(&r)
+                .await
+                .map_err(|e| anyhow::anyhow!("loading {r}: {e}"))?;
+            samples.push(t.elapsed());
+            cpu += cpu_ms(libc::RUSAGE_SELF) - c0;
+            conn.close().await;
+        }
+        anyhow::Ok((samples, cpu))
+    })
+    .await??;
+    drop(home);
+    #[allow(clippy::cast_precision_loss)]
+    Ok((Summary::of(&samples), cpu / n.max(1) as f64))
 }
 
 /// Loads by ref (then close), `n` times, on a current-thread runtime of its own thread.
@@ -399,9 +476,12 @@ fn portable_agentctl() -> PathBuf {
 /// gRPC, no health check. With `pdeathsig`, the child is forked with
 /// `PR_SET_PDEATHSIG` as agent-spawn does (std then forks instead of using
 /// posix_spawn); without, it is the OS's cheapest spawn.
-async fn floor(path: &Path, n: usize, pdeathsig: bool) -> Result<Summary> {
+/// The floor's latency, and its host CPU per start (spawn to connected), in ms.
+async fn floor(path: &Path, n: usize, pdeathsig: bool) -> Result<(Summary, f64)> {
     let mut samples = Vec::with_capacity(n);
+    let mut cpu = 0.0;
     for _ in 0..n {
+        let c0 = cpu_ms(libc::RUSAGE_SELF);
         let t = Instant::now();
         let mut cmd = tokio::process::Command::new(path);
         cmd.stdin(Stdio::null())
@@ -441,11 +521,13 @@ async fn floor(path: &Path, n: usize, pdeathsig: bool) -> Result<Summary> {
             agent_manager::Endpoint::Tcp(addr) => {
                 let s = tokio::net::TcpStream::connect(addr).await?;
                 samples.push(t.elapsed());
+                cpu += cpu_ms(libc::RUSAGE_SELF) - c0;
                 drop(s);
             }
             agent_manager::Endpoint::Unix(p) => {
                 let s = tokio::net::UnixStream::connect(p).await?;
                 samples.push(t.elapsed());
+                cpu += cpu_ms(libc::RUSAGE_SELF) - c0;
                 drop(s);
             }
         }
@@ -458,5 +540,6 @@ async fn floor(path: &Path, n: usize, pdeathsig: bool) -> Result<Summary> {
         }
         child.wait().await?;
     }
-    Ok(Summary::of(&samples))
+    #[allow(clippy::cast_precision_loss)]
+    Ok((Summary::of(&samples), cpu / n.max(1) as f64))
 }

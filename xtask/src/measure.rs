@@ -168,6 +168,32 @@ pub(crate) fn write_noise(path: &Path, mib: u64) -> Result<()> {
     Ok(())
 }
 
+/// CPU time of each of this process's threads, summed by thread name, in
+/// nanoseconds (the first field of `/proc/self/task/*/schedstat`, the
+/// scheduler's own runtime account; empty where there is no `/proc`).
+pub(crate) fn thread_cpu_ns() -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(0);
+        *out.entry(comm.trim().to_owned()).or_insert(0) += ns;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
