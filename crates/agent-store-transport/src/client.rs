@@ -1,8 +1,10 @@
 //! The one hyper client builder: rustls with the ring provider, native roots.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::Uri;
 use hyper::body::Body;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -10,7 +12,43 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// The client type every hyper-based store uses, over body type `B`.
-pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+pub type HttpsClient<B> = Client<LazyHttpsConnector, B>;
+
+/// The client's connector (http and https). Its TLS configuration, with the
+/// system's root certificates read and parsed, is built on the first
+/// connection, not with the client: a program that builds a store and never
+/// reaches it (a load served from the cache) never reads a certificate.
+/// Clones share the one configuration.
+#[derive(Clone)]
+pub struct LazyHttpsConnector {
+    options: Arc<ClientOptions>,
+    built: Arc<OnceLock<HttpsConnector<HttpConnector>>>,
+}
+
+impl std::fmt::Debug for LazyHttpsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyHttpsConnector")
+            .field("built", &self.built.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl tower_service::Service<Uri> for LazyHttpsConnector {
+    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Response;
+    type Error = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Every call connects with a clone of the built connector, whose own
+        // readiness (the plain HTTP connector's) is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let mut connector = self.built.get_or_init(|| connector(&self.options)).clone();
+        tower_service::Service::call(&mut connector, dst)
+    }
+}
 
 /// How the client connects.
 #[derive(Debug, Clone)]
@@ -70,14 +108,25 @@ fn tls_config(
 }
 
 /// A hyper client (http and https) with `options`. Needs no runtime; makes
-/// no connection. Without native roots it still builds (and https fails to
-/// verify, with a warning now and a TLS error later).
+/// no connection and reads no certificate until its first request. Without
+/// native roots it still works (and https fails to verify, with a warning at
+/// the first connection and a TLS error).
 #[must_use]
 pub fn client<B>(options: &ClientOptions) -> HttpsClient<B>
 where
     B: Body + Send + 'static,
     B::Data: Send,
 {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(options.pool_idle_timeout)
+        .build(LazyHttpsConnector {
+            options: Arc::new(options.clone()),
+            built: Arc::new(OnceLock::new()),
+        })
+}
+
+/// The connector `options` describe, its TLS configuration built now.
+fn connector(options: &ClientOptions) -> HttpsConnector<HttpConnector> {
     // One TLS stack for the workspace: rustls with ring. Installing the
     // process default is harmless when another crate already did.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -101,12 +150,9 @@ where
             .with_tls_config(tls_config(&provider, &options.roots))
     };
     let tls = tls.https_or_http().enable_http1();
-    let connector = if options.http2 {
+    if options.http2 {
         tls.enable_http2().wrap_connector(http)
     } else {
         tls.wrap_connector(http)
-    };
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(options.pool_idle_timeout)
-        .build(connector)
+    }
 }
