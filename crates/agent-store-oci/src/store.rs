@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use agent_ref::semver::Version;
@@ -38,7 +39,8 @@ const TAG_PAGE: usize = 1000;
 #[derive(Clone)]
 pub struct OciStore {
     config: RegistryConfig,
-    client: oci_client::Client,
+    /// Built at the first request (see [`OciStore::new`]); clones share it.
+    client: Arc<OnceLock<oci_client::Client>>,
 }
 
 impl fmt::Debug for OciStore {
@@ -64,13 +66,29 @@ struct Resolved {
 const MAX_SIGNATURE: u64 = 64 * 1024;
 
 impl OciStore {
-    /// A store on `config`'s registry.
+    /// A store on `config`'s registry. Its HTTP client (and with it the TLS
+    /// configuration, the system's root certificates read) is built at its
+    /// first request, so that a program that never reaches the registry (a
+    /// load served from the cache) does not pay for it; a client that cannot
+    /// be built is that request's `unavailable`.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] if the HTTP client cannot be built.
+    /// None today: the `Result` leaves room for checks made when the store
+    /// is built.
     pub fn new(config: RegistryConfig) -> Result<OciStore, StoreError> {
-        let client = config.client()?;
-        Ok(OciStore { config, client })
+        Ok(OciStore {
+            config,
+            client: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// The HTTP client, built on first use.
+    fn client(&self) -> Result<&oci_client::Client, StoreError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let built = self.config.client()?;
+        Ok(self.client.get_or_init(|| built))
     }
 
     /// The store configured by `AGENT_REGISTRY` (and `AGENT_REGISTRY_SCHEME`,
@@ -123,7 +141,7 @@ impl OciStore {
         let mut last: Option<String> = None;
         loop {
             let page = match self
-                .client
+                .client()?
                 .list_tags(&reference, &auth, Some(TAG_PAGE), last.as_deref())
                 .await
             {
@@ -164,7 +182,7 @@ impl OciStore {
         let what = format!("tags of {}/{repository}", self.config.host());
         let auth = self.config.credentials().to_oci();
         match self
-            .client
+            .client()?
             .list_tags(&reference, &auth, Some(1), None)
             .await
         {
@@ -199,7 +217,7 @@ impl OciStore {
     ) -> Result<(Bytes, String), StoreError> {
         // oci-client checks the body against Docker-Content-Digest when the
         // registry sends one, and against the reference's digest when it has one.
-        self.client
+        self.client()?
             .pull_manifest_raw(
                 reference,
                 &self.config.credentials().to_oci(),
@@ -307,7 +325,7 @@ impl OciStore {
             ..Default::default()
         };
         let mut out: Vec<u8> = Vec::new();
-        self.client
+        self.client()?
             .pull_blob(reference, &desc, &mut out)
             .await
             .map_err(|e| self.map(e, &what))?;
@@ -407,13 +425,13 @@ impl OciStore {
         // a partial response, which it leaves to us. A registry that ignores
         // ranges answers 200 and we get its verifying stream: correct, slower.
         let sized = if resolved.layer.size == 0 {
-            self.client
+            self.client()?
                 .pull_blob_stream(&resolved.reference, &desc)
                 .await
                 .map_err(|e| self.map(e, &what))?
         } else {
             match self
-                .client
+                .client()?
                 .pull_blob_stream_partial(&resolved.reference, &desc, 0, None)
                 .await
                 .map_err(|e| self.map(e, &what))?
