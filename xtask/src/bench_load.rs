@@ -230,6 +230,20 @@ async fn home_with(path: &Path, tag: &str) -> Result<(tempfile::TempDir, Manager
     Ok((home, manager, r))
 }
 
+/// One load by ref: the connection, its latency and the host's CPU (ms) it took.
+async fn timed_load(
+    manager: &Manager,
+    r: &AgentRef,
+) -> Result<(agent_manager::AgentConn, std::time::Duration, f64)> {
+    let c0 = cpu_ms(libc::RUSAGE_SELF);
+    let t = Instant::now();
+    let conn = manager
+        .load(r)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading {r}: {e}"))?;
+    Ok((conn, t.elapsed(), cpu_ms(libc::RUSAGE_SELF) - c0))
+}
+
 /// `n` rounds of: load by ref (through the cache and its checks, timed and
 /// its host CPU taken), close, load by path, close.
 async fn load_figures(path: &Path, n: usize) -> Result<LoadFigures> {
@@ -241,14 +255,9 @@ async fn load_figures(path: &Path, n: usize) -> Result<LoadFigures> {
         Vec::with_capacity(n),
     );
     for _ in 0..n {
-        let c0 = cpu_ms(libc::RUSAGE_SELF);
-        let t = Instant::now();
-        let conn = manager
-            .load(&r)
-            .await
-            .map_err(|e| anyhow::anyhow!("loading {r}: {e}"))?;
-        by_ref.push(t.elapsed());
-        cpu.push(cpu_ms(libc::RUSAGE_SELF) - c0);
+        let (conn, took, spent) = timed_load(&manager, &r).await?;
+        by_ref.push(took);
+        cpu.push(spent);
         let t = Instant::now();
         conn.close().await;
         close.push(t.elapsed());
@@ -304,14 +313,9 @@ async fn load_by_ref_on_worker(path: &Path, n: usize) -> Result<(Summary, f64)> 
         let mut samples = Vec::with_capacity(n);
         let mut cpu = 0.0;
         for _ in 0..n {
-            let c0 = cpu_ms(libc::RUSAGE_SELF);
-            let t = Instant::now();
-            let conn = manager
-                .load(&r)
-                .await
-                .map_err(|e| anyhow::anyhow!("loading {r}: {e}"))?;
-            samples.push(t.elapsed());
-            cpu += cpu_ms(libc::RUSAGE_SELF) - c0;
+            let (conn, took, spent) = timed_load(&manager, &r).await?;
+            samples.push(took);
+            cpu += spent;
             conn.close().await;
         }
         anyhow::Ok((samples, cpu))

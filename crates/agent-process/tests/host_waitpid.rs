@@ -6,12 +6,13 @@
 
 #![allow(clippy::unwrap_used, unsafe_code)]
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_process::{Exec, spawn_in_group_blocking};
+use agent_process::spawn_in_group_blocking;
 
 #[test]
 fn an_agent_reaped_by_a_waitpid_elsewhere_in_the_host_is_still_seen_to_exit() {
@@ -35,16 +36,7 @@ fn an_agent_reaped_by_a_waitpid_elsewhere_in_the_host_is_still_seen_to_exit() {
             }
         });
     }
-    let s = spawn_in_group_blocking(Exec {
-        program: Path::new("/bin/sh").to_path_buf(),
-        args: vec!["-c".into(), "sleep 0.3; exit 5".into()],
-        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-        cwd: None,
-        keep_fd: None,
-        program_fd: None,
-        child_setup: None,
-    })
-    .unwrap();
+    let s = spawn_in_group_blocking(common::sh("sleep 0.3; exit 5")).unwrap();
     let pid = i32::try_from(s.process.pid()).unwrap();
     let exit = s.process.wait_timeout(Duration::from_secs(60));
     stop.store(true, Ordering::Relaxed);

@@ -6,10 +6,11 @@
 
 #![allow(clippy::unwrap_used, unsafe_code)]
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use agent_process::{Exec, spawn_in_group_blocking};
+use agent_process::spawn_in_group_blocking;
 
 #[test]
 fn waiting_for_an_agent_ends_when_it_exits_though_the_host_ignores_sigchld() {
@@ -17,16 +18,7 @@ fn waiting_for_an_agent_ends_when_it_exits_though_the_host_ignores_sigchld() {
     unsafe {
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
     }
-    let s = spawn_in_group_blocking(Exec {
-        program: Path::new("/bin/sh").to_path_buf(),
-        args: vec!["-c".into(), "sleep 0.2; exit 7".into()],
-        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-        cwd: None,
-        keep_fd: None,
-        program_fd: None,
-        child_setup: None,
-    })
-    .unwrap();
+    let s = spawn_in_group_blocking(common::sh("sleep 0.2; exit 7")).unwrap();
     let t = Instant::now();
     let exit = s.process.wait_timeout(Duration::from_secs(60));
     assert!(

@@ -191,7 +191,7 @@ unsafe fn close_descriptors(
     keep: RawFd,
     program: Option<(RawFd, bool)>,
 ) -> io::Result<libc::c_int> {
-    // SAFETY (whole function): file actions on an initialised object.
+    // SAFETY: file actions on an initialised object (the whole function).
     unsafe {
         #[cfg(target_vendor = "apple")]
         {
