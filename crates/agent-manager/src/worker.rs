@@ -5,8 +5,8 @@
 //! own task reads, the health answer). Awaited from a thread that is not one
 //! of the runtime's workers (`block_on`'s, which is where a `#[tokio::main]`
 //! function runs), each of those is a hand-off between threads. Run as a task,
-//! the load and the connection's tasks share a worker, and only the end of the
-//! load crosses back to the caller.
+//! the load is woken on the runtime's workers, where the connection's tasks
+//! run, and only its end crosses back to the caller.
 
 use std::future::Future;
 
