@@ -27,9 +27,9 @@ impl Manager {
     /// ([`Manager::attach`]).
     ///
     /// On a multi-thread runtime the load runs as a task of that runtime (in
-    /// the caller's span and subscriber), so that the wake-ups it waits on stay
-    /// on one worker even when it is awaited from `block_on`'s thread, as in a
-    /// `#[tokio::main]` function; dropping the future cancels the task, and
+    /// the caller's span and subscriber), so that the wake-ups it waits on land
+    /// on the runtime's workers even when it is awaited from `block_on`'s
+    /// thread, as in a `#[tokio::main]` function; dropping the future cancels the task, and
     /// with it the start (the child is killed and reaped). Task-local values
     /// of the caller are not visible to it.
     ///
