@@ -309,6 +309,9 @@ impl AgentProcess {
         if let Some(exit) = state.exit {
             return Ok(Some(exit));
         }
+        // Either wait may find the child gone: something else in the host
+        // reaped it (a `waitpid(-1)`, or SIGCHLD set to SIG_IGN, which makes
+        // the kernel reap at exit), before the first or between the two.
         let exit = match sys::wait(self, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) {
             Ok(None) => return Ok(None),
             Ok(Some(_)) => {
@@ -320,21 +323,13 @@ impl AgentProcess {
                     }
                     sys::signal_descendants(self, libc::SIGKILL);
                 }
-                sys::wait(self, libc::WEXITED)?.unwrap_or_default()
+                match sys::wait(self, libc::WEXITED) {
+                    Ok(exit) => exit.unwrap_or_default(),
+                    Err(e) if e.raw_os_error() == Some(libc::ECHILD) => self.reaped_elsewhere(),
+                    Err(e) => return Err(e),
+                }
             }
-            // Not our child any more: something else in the host reaped it
-            // (SIGCHLD set to SIG_IGN makes the kernel do so at exit). It is
-            // gone, its status with it; its group id may already be reused,
-            // so only the pinned descendants are signalled.
-            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
-                tracing::warn!(
-                    pid = self.pid,
-                    "the agent was reaped by something else in this process \
-                     (is SIGCHLD ignored?): its exit status is unknown"
-                );
-                sys::signal_descendants(self, libc::SIGKILL);
-                Exit::default()
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => self.reaped_elsewhere(),
             Err(e) => return Err(e),
         };
         state.exit = Some(exit);
@@ -349,6 +344,20 @@ impl AgentProcess {
             callback(exit);
         }
         Ok(Some(exit))
+    }
+
+    /// The exit of a child that is no longer ours to wait for: gone, its
+    /// status with it. Its group id may already be reused, so only the pinned
+    /// descendants are signalled.
+    fn reaped_elsewhere(&self) -> Exit {
+        tracing::warn!(
+            pid = self.pid,
+            "the agent was reaped by something else in this process \
+             (is SIGCHLD ignored, or does a library call waitpid(-1)?): \
+             its exit status is unknown"
+        );
+        sys::signal_descendants(self, libc::SIGKILL);
+        Exit::default()
     }
 
     /// Calls `callback` once with the exit (right away if already reaped). It
