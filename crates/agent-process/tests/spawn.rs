@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, unsafe_code)]
 
+mod common;
+
 use std::io::Read as _;
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::fs::PermissionsExt as _;
@@ -10,19 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_process::{ChildSetup, Exec, Spawned, spawn_in_group_blocking};
-
-fn exec(program: &Path, args: &[&str]) -> Exec {
-    Exec {
-        program: program.to_path_buf(),
-        args: args.iter().map(Into::into).collect(),
-        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-        cwd: None,
-        keep_fd: None,
-        program_fd: None,
-        child_setup: None,
-    }
-}
+use agent_process::{ChildSetup, Spawned, spawn_in_group_blocking};
+use common::exec;
 
 /// Waits for the process and returns (exit code, stdout).
 fn finish(s: Spawned) -> (Option<i32>, String) {
