@@ -544,3 +544,60 @@ async fn a_load_dropped_mid_start_on_a_multi_thread_runtime_leaves_no_process() 
     );
     assert!(m.active().is_empty(), "{:?}", m.active());
 }
+
+/// A load whose runtime shuts down under it (awaited through `Handle::block_on`
+/// from a thread of the caller's own) ends with an `io` error that says so,
+/// instead of waiting for ever, and the agent it started is killed.
+#[test]
+fn a_load_whose_runtime_shuts_down_ends_with_an_error_and_leaves_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pids");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let home = Home::new();
+    let m = manager(&home);
+    let opts = LoadOptions::new()
+        .arg("pid-then-hang")
+        .arg(pid_file.as_os_str())
+        .startup_timeout(Duration::from_secs(600));
+    let handle = rt.handle().clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let agent = common::test_agent();
+        let _ = tx.send(
+            handle
+                .block_on(m.load_path_with(&agent, opts))
+                .map(|c| c.pid()),
+        );
+    });
+    let deadline = Instant::now() + GONE;
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the agent wrote no pid");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    rt.shutdown_background();
+    let result = rx
+        .recv_timeout(GONE)
+        .expect("the load still waits after its runtime shut down");
+    let err = result.expect_err("the agent never says its handshake");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    let chain = agent_manager::reference::error_chain(&err).to_string();
+    assert!(chain.contains("shutting down"), "{chain}");
+    let deadline = Instant::now() + GONE;
+    while !agent_testkit::agent::exited(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        agent_testkit::agent::exited(pid),
+        "agent {pid} outlived its load's runtime"
+    );
+}
