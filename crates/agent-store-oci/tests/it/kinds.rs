@@ -35,16 +35,9 @@ fn installer(dir: &Path) -> Installer {
     Installer::new(AgentHome::new(dir.join("home")))
 }
 
-fn client() -> oci_client::Client {
-    oci_client::Client::new(oci_client::client::ClientConfig {
-        protocol: oci_client::client::ClientProtocol::Http,
-        ..Default::default()
-    })
-}
-
 /// `oras push {repo}:{tag} README.md {title}` as oras 1.0 writes it.
 async fn oras_push(reg: &LocalRegistry, repo: &str, tag: &str, title: &str, data: &[u8]) {
-    let client = client();
+    let client = crate::oras_client();
     let r = Reference::with_tag(reg.addr().to_string(), repo.into(), tag.into());
     client
         .store_auth_if_needed(r.resolve_registry(), &RegistryAuth::Anonymous)
@@ -78,7 +71,7 @@ async fn oras_push(reg: &LocalRegistry, repo: &str, tag: &str, title: &str, data
 /// The title of the single binary layer at `repo:tag`.
 async fn layer_title_at(reg: &LocalRegistry, repo: &str, tag: &str) -> String {
     let r = Reference::with_tag(reg.addr().to_string(), repo.into(), tag.into());
-    let (raw, _) = client()
+    let (raw, _) = crate::oras_client()
         .pull_manifest_raw(
             &r,
             &RegistryAuth::Anonymous,
@@ -142,7 +135,7 @@ async fn each_kind_is_pushed_and_pulled_at_its_prefixed_repository() {
         "1.0.0".into(),
     );
     assert!(
-        client()
+        crate::oras_client()
             .pull_manifest_raw(
                 &legacy,
                 &RegistryAuth::Anonymous,

@@ -6,3 +6,15 @@
 mod kinds;
 mod registry;
 mod signed;
+
+/// A plain-HTTP `oci_client::Client` for driving the local registry the way
+/// oras does. It installs the workspace's TLS provider first: the store
+/// builds its own client only at its first request, so nothing else in the
+/// process may have installed one when a test starts.
+fn oras_client() -> oci_client::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    })
+}

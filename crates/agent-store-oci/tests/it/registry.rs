@@ -57,13 +57,6 @@ fn assert_installed(installed: &agent_store::Installed, want: &[u8]) {
     assert_eq!(installed.size, want.len() as u64);
 }
 
-fn oci() -> oci_client::Client {
-    oci_client::Client::new(oci_client::client::ClientConfig {
-        protocol: oci_client::client::ClientProtocol::Http,
-        ..Default::default()
-    })
-}
-
 #[tokio::test]
 async fn push_then_pull_is_byte_exact_and_oras_shaped() {
     let reg = registry();
@@ -75,7 +68,7 @@ async fn push_then_pull_is_byte_exact_and_oras_shaped() {
     assert_eq!(pushed.layers.len(), 1);
 
     // The manifest is what `oras` would read: one titled layer, empty config, artifactType.
-    let client = oci();
+    let client = crate::oras_client();
     let r = Reference::with_tag(
         reg.addr().to_string(),
         "agents/codefly.dev/service-echo".into(),
@@ -128,7 +121,7 @@ async fn pulls_a_hand_built_oras_manifest() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, data) = binary(tmp.path(), "service-echo", 7, 200_000);
     let readme = b"# echo\n".to_vec();
-    let client = oci();
+    let client = crate::oras_client();
     let r = Reference::with_tag(
         reg.addr().to_string(),
         "agents/codefly.dev/echo".into(),
@@ -181,7 +174,7 @@ async fn latest_is_the_highest_semver_tag() {
             .unwrap();
     }
     // A tag that is not a version is left out.
-    let client = oci();
+    let client = crate::oras_client();
     let base = Reference::with_tag(
         reg.addr().to_string(),
         "agents/codefly.dev/service-echo".into(),
