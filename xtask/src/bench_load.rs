@@ -14,7 +14,7 @@ use agent_manager::store::Expected;
 use agent_manager::{AgentRef, AgentSource, Manager};
 
 use crate::bench::{Args, Rows, cpu_ms, local_manager, ms, temp_home};
-use crate::measure::{Summary, round3, thread_cpu_ns};
+use crate::measure::{Summary, ThreadCpu, round3};
 use crate::root;
 
 /// The load rows of every agent: by ref through the cache (the headline, as
@@ -96,7 +96,7 @@ pub(crate) async fn load_section(
         rows.push((format!("close {label}"), ms(&f.close), String::new()));
         // The same loads from a current-thread runtime (as agentctl runs):
         // no second worker to wake on the way.
-        let ct = load_by_ref_current_thread(path, args.n)?;
+        let (ct, ct_cpu) = load_by_ref_current_thread(path, args.n)?;
         let (worker, worker_cpu) = load_by_ref_on_worker(path, args.n).await?;
         rows.push((
             format!("load by ref {label}, from a runtime worker"),
@@ -106,7 +106,10 @@ pub(crate) async fn load_section(
         rows.push((
             format!("load by ref {label}, current-thread host"),
             ms(&ct),
-            format!("{:.2}× os floor", ct.p50 / os_floor.p50),
+            format!(
+                "{:.2}× os floor; host CPU {ct_cpu:.3} ms per load",
+                ct.p50 / os_floor.p50
+            ),
         ));
         loads.push(json!({
             "agent": label, "load_by_ref_ms": f.by_ref.json(), "load_by_path_ms": f.by_path.json(),
@@ -116,6 +119,7 @@ pub(crate) async fn load_section(
             "host_cpu_ms_per_os_floor_start": round3(os_floor_cpu),
             "host_cpu_ms_per_load_by_thread": f.by_thread.iter().map(|(name, ms)| (name.clone(), json!(round3(*ms)))).collect::<serde_json::Map<_, _>>(),
             "load_by_ref_current_thread_ms": ct.json(),
+            "host_cpu_ms_per_load_current_thread": round3(ct_cpu),
         }));
         if label == "grpc-go agent" {
             rust_on_go = Some((f, os_floor));
@@ -138,6 +142,16 @@ pub(crate) async fn load_section(
         ms(&gl),
         "seed's Load (anchor)".into(),
     ));
+    if let Some(cpu) = g.host_cpu_ms {
+        rows.push((
+            "  host CPU per load, Go loader".into(),
+            format!("{cpu:.3} ms"),
+            format!(
+                "getrusage of the Go loader around each load (anchor; Rust by ref {:.3} ms)",
+                rust.host_cpu_ms
+            ),
+        ));
+    }
     rows.push((
         "load Rust by ref/Go loader".into(),
         format!(
@@ -194,6 +208,7 @@ pub(crate) async fn load_section(
         json!({
             "load_ms": gl.json(), "close_ms": gc.json(), "phases_p50_ms": g.phases,
             "overhead_above_os_floor_p50_ms": round3(go_over),
+            "host_cpu_ms_per_load": g.host_cpu_ms.map(round3),
             "rust_by_ref_over_go_load_p50": round3(rust.by_ref.p50 / gl.p50),
             "rust_by_path_over_go_load_p50": round3(rust.by_path.p50 / gl.p50),
             "rust_over_go_overhead_p50": round3(ours_over / go_over),
@@ -276,15 +291,14 @@ async fn load_figures(path: &Path, n: usize) -> Result<LoadFigures> {
     let passes = (n / 4).max(10);
     let mut spent: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for _ in 0..passes {
-        let before = thread_cpu_ns();
+        let before = ThreadCpu::before();
         let conn = manager
             .load(&r)
             .await
             .map_err(|e| anyhow::anyhow!("loading {r}: {e}"))?;
-        let after = thread_cpu_ns();
-        for (name, ns) in after {
-            let d = ns.saturating_sub(before.get(&name).copied().unwrap_or(0));
-            *spent.entry(name).or_insert(0) += d;
+        let after = ThreadCpu::after();
+        for (name, ns) in after.since(&before) {
+            *spent.entry(name.to_owned()).or_insert(0) += ns;
         }
         conn.close().await;
     }
@@ -326,8 +340,9 @@ async fn load_by_ref_on_worker(path: &Path, n: usize) -> Result<(Summary, f64)> 
     Ok((Summary::of(&samples), cpu / n.max(1) as f64))
 }
 
-/// Loads by ref (then close), `n` times, on a current-thread runtime of its own thread.
-fn load_by_ref_current_thread(path: &Path, n: usize) -> Result<Summary> {
+/// Loads by ref (then close), `n` times, on a current-thread runtime of its
+/// own thread: latency, and host CPU per load.
+fn load_by_ref_current_thread(path: &Path, n: usize) -> Result<(Summary, f64)> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -338,16 +353,15 @@ fn load_by_ref_current_thread(path: &Path, n: usize) -> Result<Summary> {
                     .block_on(async {
                         let (_home, manager, r) = home_with(path, "load-ct").await?;
                         let mut samples = Vec::with_capacity(n);
+                        let mut cpu = 0.0;
                         for _ in 0..n {
-                            let t = Instant::now();
-                            let conn = manager
-                                .load(&r)
-                                .await
-                                .map_err(|e| anyhow::anyhow!("loading {r}: {e}"))?;
-                            samples.push(t.elapsed());
+                            let (conn, took, spent) = timed_load(&manager, &r).await?;
+                            samples.push(took);
+                            cpu += spent;
                             conn.close().await;
                         }
-                        Ok(Summary::of(&samples))
+                        #[allow(clippy::cast_precision_loss)]
+                        Ok((Summary::of(&samples), cpu / n.max(1) as f64))
                     })
             })
             .join()

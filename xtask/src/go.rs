@@ -152,6 +152,8 @@ pub(crate) struct GoLoads {
     pub(crate) load_ms: Vec<f64>,
     pub(crate) close_ms: Vec<f64>,
     pub(crate) phases: Value,
+    /// Host CPU per load (the loader's getrusage), in ms, when it reports one.
+    pub(crate) host_cpu_ms: Option<f64>,
 }
 
 /// Runs the Go loader `n` times on the grpc-go agent.
@@ -193,5 +195,6 @@ fn run_json(program: &Path, flag: &str, target: &Path, n: usize) -> Result<GoLoa
         load_ms: nums("load_ms")?,
         close_ms: nums("close_ms")?,
         phases: v["phases_p50_ms"].clone(),
+        host_cpu_ms: v["host_cpu_ms_per_load"].as_f64(),
     })
 }

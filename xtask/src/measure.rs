@@ -169,14 +169,75 @@ pub(crate) fn write_noise(path: &Path, mib: u64) -> Result<()> {
 }
 
 /// CPU time of each of this process's threads, summed by thread name, in
-/// nanoseconds (the first field of `/proc/self/task/*/schedstat`, the
-/// scheduler's own runtime account; empty where there is no `/proc`).
-pub(crate) fn thread_cpu_ns() -> std::collections::BTreeMap<String, u64> {
+/// nanoseconds: [`ThreadCpu::after`] minus [`ThreadCpu::before`] is what each
+/// thread spent between the two.
+///
+/// Other threads are read from `/proc/self/task/*/schedstat` (the
+/// scheduler's own runtime account; empty where there is no `/proc`). The
+/// calling thread is read from its own CPU clock instead, taken after the
+/// `/proc` pass in `before` and ahead of it in `after`: its `schedstat` lags
+/// until its next scheduler event, which would charge the window with the
+/// reading itself.
+pub(crate) struct ThreadCpu(std::collections::BTreeMap<String, u64>);
+
+impl ThreadCpu {
+    pub(crate) fn before() -> ThreadCpu {
+        let mut by_name = others_cpu_ns();
+        let (name, ns) = own_cpu_ns();
+        *by_name.entry(name).or_insert(0) += ns;
+        ThreadCpu(by_name)
+    }
+
+    pub(crate) fn after() -> ThreadCpu {
+        let (name, ns) = own_cpu_ns();
+        let mut by_name = others_cpu_ns();
+        *by_name.entry(name).or_insert(0) += ns;
+        ThreadCpu(by_name)
+    }
+
+    /// Nanoseconds spent since `before`, by thread name.
+    pub(crate) fn since(&self, before: &ThreadCpu) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(name, ns)| {
+            let was = before.0.get(name).copied().unwrap_or(0);
+            (name.as_str(), ns.saturating_sub(was))
+        })
+    }
+}
+
+#[allow(unsafe_code)]
+fn gettid() -> i64 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+/// The calling thread's name and CPU time (its own clock, read last), in nanoseconds.
+#[allow(unsafe_code)]
+fn own_cpu_ns() -> (String, u64) {
+    let name = std::fs::read_to_string("/proc/thread-self/comm")
+        .map(|n| n.trim().to_owned())
+        .unwrap_or_default();
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    let ns = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0);
+    (name, ns)
+}
+
+/// Every other thread's `schedstat` runtime, summed by name.
+fn others_cpu_ns() -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
     };
+    let own = gettid().to_string();
     for task in tasks.flatten() {
+        if task.file_name().to_str() == Some(own.as_str()) {
+            continue;
+        }
         let dir = task.path();
         let (Ok(comm), Ok(stat)) = (
             std::fs::read_to_string(dir.join("comm")),

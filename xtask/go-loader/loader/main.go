@@ -40,6 +40,17 @@ type report struct {
 	Load   []float64 `json:"load_ms"`
 	Close  []float64 `json:"close_ms"`
 	Phases phases    `json:"phases_p50_ms"`
+	// Host CPU (user + system, every thread of this process) per load.
+	HostCPU float64 `json:"host_cpu_ms_per_load"`
+}
+
+// cpuMs is this process's CPU so far (user + system, all threads), in ms.
+func cpuMs() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e6
 }
 
 func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
@@ -152,8 +163,10 @@ func main() {
 	}
 	var r report
 	var ex, hs, di, re, he []float64
+	cpu := 0.0
 	for i := 0; i < *n; i++ {
 		var p phases
+		c0 := cpuMs()
 		t := time.Now()
 		c, err := load(*path, &p)
 		if err != nil {
@@ -161,12 +174,16 @@ func main() {
 			os.Exit(1)
 		}
 		r.Load = append(r.Load, ms(time.Since(t)))
+		cpu += cpuMs() - c0
 		t = time.Now()
 		c.close(5 * time.Second)
 		r.Close = append(r.Close, ms(time.Since(t)))
 		ex, hs, di, re, he = append(ex, p.Exec), append(hs, p.Handshake), append(di, p.Dial), append(re, p.Ready), append(he, p.Health)
 	}
 	r.Phases = phases{median(ex), median(hs), median(di), median(re), median(he)}
+	if *n > 0 {
+		r.HostCPU = cpu / float64(*n)
+	}
 	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
 		os.Exit(1)
 	}
