@@ -44,8 +44,8 @@ impl Args {
 
 /// The sections `--only` accepts.
 const SECTIONS: &[&str] = &[
-    "load", "portable", "sandbox", "phases", "fanout", "restart", "scale", "resolve", "dedup",
-    "pull",
+    "load", "start", "portable", "sandbox", "phases", "fanout", "restart", "scale", "resolve",
+    "dedup", "pull",
 ];
 
 fn parse_args(args: &[String]) -> Result<Args> {
@@ -113,6 +113,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         .env("CARGO_TARGET_DIR", root().join("target").join("portable"));
     crate::run("build the portable-backend agentctl", portable)?;
     crate::go::build_all();
+    crate::bench_start::build_relr_agent();
     let mut run = Command::new(root().join("target/release/xtask"));
     run.arg("bench-run").args(args);
     crate::run("bench", run)
@@ -164,6 +165,9 @@ async fn run_all(args: &Args) -> Result<()> {
     }
     if args.wants("load") {
         load_section(args, &agents, &go, &mut rows, &mut report).await?;
+    }
+    if args.wants("start") {
+        crate::bench_start::start_section(args, &echo, &mut rows, &mut report).await?;
     }
     if args.wants("portable") {
         portable_section(args, &agentctl, &echo, &mut rows, &mut report).await?;

@@ -233,7 +233,10 @@ struct LoadFigures {
 const BENCH_REF: &str = "codefly.dev/bench-agent:1.0.0";
 
 /// A fresh home with `path` installed (and recorded) as [`BENCH_REF`].
-async fn home_with(path: &Path, tag: &str) -> Result<(tempfile::TempDir, Manager, AgentRef)> {
+pub(crate) async fn home_with(
+    path: &Path,
+    tag: &str,
+) -> Result<(tempfile::TempDir, Manager, AgentRef)> {
     let home = temp_home(tag)?;
     let manager = local_manager(home.path(), Vec::new(), AgentSource::Local)?;
     let r: AgentRef = BENCH_REF.parse()?;
@@ -246,7 +249,7 @@ async fn home_with(path: &Path, tag: &str) -> Result<(tempfile::TempDir, Manager
 }
 
 /// One load by ref: the connection, its latency and the host's CPU (ms) it took.
-async fn timed_load(
+pub(crate) async fn timed_load(
     manager: &Manager,
     r: &AgentRef,
 ) -> Result<(agent_manager::AgentConn, std::time::Duration, f64)> {

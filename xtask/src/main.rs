@@ -18,6 +18,7 @@ mod bench_fleet;
 mod bench_load;
 mod bench_pull;
 mod bench_sandbox;
+mod bench_start;
 mod bench_store;
 mod darwin;
 mod demo;
