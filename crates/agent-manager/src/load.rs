@@ -173,7 +173,9 @@ impl Manager {
     async fn load_file(&self, path: &Path, opts: LoadOptions) -> Result<AgentConn, ManagerError> {
         let span = info_span!("load", path = %path.display());
         async {
-            if tokio::fs::metadata(path).await.is_err() {
+            // One stat, on this thread: a hand-off to the blocking pool and
+            // back would cost more than the call.
+            if std::fs::metadata(path).is_err() {
                 return Err(ManagerError::NoSuchPath {
                     path: path.to_path_buf(),
                 });
