@@ -34,7 +34,9 @@ pub struct CacheEntry {
     pub signer: Option<Signer>,
     /// When it was installed (from the record; else the binary's mtime).
     pub installed_at: SystemTime,
-    /// When it was last loaded (the record's mtime; else the binary's mtime).
+    /// When it was last loaded, to the minute (the record's mtime, which a
+    /// load leaves as it is when it is under a minute old; else the
+    /// binary's mtime).
     pub last_used: SystemTime,
 }
 
@@ -276,7 +278,8 @@ impl Cache {
 
     /// Marks `agent` (concrete version) as used now: one `futimens` of its
     /// install record, never a rewrite of the binary.
-    /// [`Installer::cached_path`] does this on every load.
+    /// [`Installer::cached_path`] does this on every load whose mark is a
+    /// minute old or more.
     ///
     /// # Errors
     /// [`StoreError::Ref`] for a non-concrete ref, [`StoreError::Untrusted`]

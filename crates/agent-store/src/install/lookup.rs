@@ -18,6 +18,8 @@ enum Probe {
         identity: FileIdentity,
         rec: InstallRecord,
         rec_file: fs::File,
+        /// When the record was last marked used.
+        rec_marked: std::time::SystemTime,
     },
 }
 
@@ -79,8 +81,8 @@ impl Installer {
     /// The cached binary's path, checked as [`Installer::cached`] checks it:
     /// the hot path of every load (a `stat` of each directory, of the binary
     /// and of its record, no hashing unless the identity changed). Marks the
-    /// artifact as used (one `futimens` of its record) for
-    /// `Cache::prune`.
+    /// artifact as used (one `futimens` of its record, unless its mark is
+    /// under a minute old) for `Cache::prune`.
     ///
     /// # Errors
     /// As [`Installer::cached`].
@@ -117,8 +119,9 @@ impl Installer {
     /// ctime; one `fstat` of the opened descriptor) compared with its
     /// record's (one small read). On [`Fingerprint::Match`] the descriptor
     /// returned is the file whose identity matched: execute it, not the
-    /// path. Marks the artifact as used (one `futimens` of its record), as
-    /// [`Installer::cached_path`] does.
+    /// path. Marks the artifact as used (one `futimens` of its record, left
+    /// out when the mark is under a minute old), as [`Installer::cached_path`]
+    /// does.
     ///
     /// Nothing is hashed here: a binary whose identity differs from its
     /// record, a binary without a record, an installer that verifies always
@@ -141,7 +144,7 @@ impl Installer {
             self.home.binary_path(agent)?;
             return Ok(Fingerprint::NeedsHash);
         }
-        let (path, file, identity, rec, rec_file) = match self.probe(agent)? {
+        let (path, file, identity, rec, rec_file, rec_marked) = match self.probe(agent)? {
             Probe::Missing => return Ok(Fingerprint::Missing),
             Probe::Unrecorded { .. } => return Ok(Fingerprint::NeedsHash),
             Probe::Recorded {
@@ -150,7 +153,8 @@ impl Installer {
                 identity,
                 rec,
                 rec_file,
-            } => (path, file, identity, rec, rec_file),
+                rec_marked,
+            } => (path, file, identity, rec, rec_file, rec_marked),
         };
         if rec.identity != Some(identity) {
             return Ok(Fingerprint::NeedsHash);
@@ -158,7 +162,7 @@ impl Installer {
         if !self.admitted(agent, &path, &rec) {
             return Ok(Fingerprint::Missing);
         }
-        if touch && let Err(e) = touch_now(&rec_file) {
+        if touch && let Err(e) = mark_used(&rec_file, rec_marked) {
             tracing::debug!(path = %path.display(), error = %e, "could not mark the install record used");
         }
         Ok(Fingerprint::Match(CachedBinary {
@@ -197,14 +201,15 @@ impl Installer {
             ));
         }
         check_trusted(&path, &meta, "cached binary")?;
-        Ok(match open_record(&sibling(&path, "", ".json"))? {
+        Ok(match open_record_marked(&sibling(&path, "", ".json"))? {
             None => Probe::Unrecorded { path },
-            Some((rec, rec_file)) => Probe::Recorded {
+            Some((rec, rec_file, rec_marked)) => Probe::Recorded {
                 path,
                 file,
                 identity: FileIdentity::of(&meta),
                 rec,
                 rec_file,
+                rec_marked,
             },
         })
     }
@@ -215,7 +220,7 @@ impl Installer {
         touch: bool,
         lock_held: bool,
     ) -> Result<Lookup, StoreError> {
-        let (path, seen, mut rec, file) = match self.probe(agent)? {
+        let (path, seen, mut rec, file, marked) = match self.probe(agent)? {
             Probe::Missing => return Ok(None),
             Probe::Unrecorded { path } => {
                 return Ok(self
@@ -227,8 +232,9 @@ impl Installer {
                 identity,
                 rec,
                 rec_file,
+                rec_marked,
                 ..
-            } => (path, identity, rec, rec_file),
+            } => (path, identity, rec, rec_file, rec_marked),
         };
         if self.verify == VerifyMode::Always || rec.identity != Some(seen) {
             let (digest, size, hashed) = hash_file_identity(&path)?;
@@ -262,7 +268,7 @@ impl Installer {
         if !self.admitted(agent, &path, &rec) {
             return Ok(None);
         }
-        if touch && let Err(e) = touch_now(&file) {
+        if touch && let Err(e) = mark_used(&file, marked) {
             tracing::debug!(path = %path.display(), error = %e, "could not mark the install record used");
         }
         Ok(Some((path, rec)))

@@ -39,12 +39,15 @@ pub use path::check_trust_file;
 pub(crate) use path::touch_now as touch_file;
 pub(crate) use path::{Exposure, exposures, hash_file_identity};
 use path::{
-    TempGuard, check_parents, check_trusted, create_temp, prepare_dir, refuse_symlink_at, sibling,
-    symlink_refused, sync_dir, touch_now,
+    TempGuard, check_parents, check_trusted, create_temp, mark_used, prepare_dir,
+    refuse_symlink_at, sibling, symlink_refused, sync_dir,
 };
 pub(crate) use record::open_record as open_install_record;
 pub use record::{FileIdentity, InstallRecord, Signer};
-use record::{commit_record_temp, open_record, read_record, write_record, write_record_temp};
+use record::{
+    commit_record_temp, open_record, open_record_marked, read_record, write_record,
+    write_record_temp,
+};
 use stale::clean_stale_temps;
 pub(crate) use stale::{is_temp_name, untouched_too_long};
 use stream::{StreamError, stream_to_file};

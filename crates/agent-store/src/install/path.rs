@@ -304,6 +304,21 @@ pub(crate) fn hash_file_identity(
     ))
 }
 
+/// How recent an install record's last-used mark may be for a load to leave
+/// it as it is: the resolution of "last used".
+pub(crate) const USED_RESOLUTION: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Marks an install record used by a load: [`touch_now`], unless its mark
+/// (`marked`, its modification time) is under [`USED_RESOLUTION`] old. A
+/// host that loads one agent over and over then writes no inode each time;
+/// a mark in the future (a clock set back) is always replaced.
+pub(crate) fn mark_used(file: &File, marked: std::time::SystemTime) -> io::Result<()> {
+    match std::time::SystemTime::now().duration_since(marked) {
+        Ok(age) if age < USED_RESOLUTION => Ok(()),
+        _ => touch_now(file),
+    }
+}
+
 /// Sets the modification time of `file` to now (one `futimens`): the
 /// last-used mark of an install record.
 #[allow(unsafe_code)]

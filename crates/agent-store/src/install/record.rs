@@ -6,6 +6,7 @@ use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::time::SystemTime;
 
 use super::path::{TempGuard, create_temp, sibling};
 use crate::StoreError;
@@ -96,6 +97,14 @@ pub struct InstallRecord {
 /// re-recorded); a symlink, FIFO, device or oversized file in its place is
 /// [`StoreError::Untrusted`].
 pub(crate) fn open_record(path: &Path) -> Result<Option<(InstallRecord, File)>, StoreError> {
+    Ok(open_record_marked(path)?.map(|(rec, file, _)| (rec, file)))
+}
+
+/// [`open_record`], with the record's modification time from the same
+/// `fstat`: when the agent was last marked used.
+pub(crate) fn open_record_marked(
+    path: &Path,
+) -> Result<Option<(InstallRecord, File, SystemTime)>, StoreError> {
     let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -131,8 +140,9 @@ pub(crate) fn open_record(path: &Path) -> Result<Option<(InstallRecord, File)>, 
             &format!("it grew past {MAX_RECORD_SIZE} bytes while it was read"),
         ));
     }
+    let marked = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     match serde_json::from_slice::<InstallRecord>(&bytes) {
-        Ok(r) => Ok(Some((r, file))),
+        Ok(r) => Ok(Some((r, file, marked))),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable install record");
             Ok(None)

@@ -254,3 +254,64 @@ async fn a_lock_wait_says_once_whom_it_waits_for() {
         "{text}"
     );
 }
+
+/// The record's modification time, exactly as on disk.
+fn record_mtime(installer: &Installer, agent: &AgentRef) -> SystemTime {
+    std::fs::metadata(installer.record_path(agent).unwrap())
+        .unwrap()
+        .modified()
+        .unwrap()
+}
+
+/// A load marks the record used only when its mark is a minute old or more
+/// (or in the future): a host loading one agent over and over writes no
+/// inode each time. Both load paths: the fingerprint check and the full lookup.
+#[tokio::test]
+async fn a_load_moves_a_stale_last_used_mark_and_leaves_a_fresh_one() {
+    let (_d, installer) = setup();
+    let agent = r("acme/echo:1.0.0");
+    install(&installer, &agent, 10).await;
+    let loads: [(&str, &dyn Fn()); 2] = [
+        ("fingerprint", &|| {
+            assert!(matches!(
+                installer.cached_path_fingerprint(&agent).unwrap(),
+                agent_store::Fingerprint::Match(_)
+            ));
+        }),
+        ("cached_path", &|| {
+            assert!(installer.cached_path(&agent).unwrap().is_some());
+        }),
+    ];
+    for (how, load) in loads {
+        set_last_used(&installer, &agent, Duration::from_secs(20));
+        let fresh = record_mtime(&installer, &agent);
+        load();
+        assert_eq!(
+            record_mtime(&installer, &agent),
+            fresh,
+            "{how}: a mark 20 s old stays"
+        );
+
+        set_last_used(&installer, &agent, Duration::from_secs(120));
+        load();
+        let moved = record_mtime(&installer, &agent);
+        let age = SystemTime::now().duration_since(moved).unwrap();
+        assert!(
+            age < Duration::from_secs(30),
+            "{how}: a mark 2 min old moves to now, {age:?} ago"
+        );
+
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(installer.record_path(&agent).unwrap())
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_modified(future))
+            .unwrap();
+        load();
+        assert!(
+            record_mtime(&installer, &agent) < future - Duration::from_secs(1800),
+            "{how}: a mark in the future is replaced"
+        );
+    }
+}
