@@ -204,10 +204,18 @@ impl ThreadCpu {
     }
 }
 
+/// The calling thread's id, as `/proc/self/task` names it (Linux only;
+/// elsewhere there is no `/proc` to read, and `-1`).
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn gettid() -> i64 {
     // SAFETY: gettid takes no arguments and cannot fail.
     unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn gettid() -> i64 {
+    -1
 }
 
 /// The calling thread's name and CPU time (its own clock, read last), in nanoseconds.
