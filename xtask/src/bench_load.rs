@@ -329,19 +329,21 @@ async fn load_figures(path: &Path, n: usize) -> Result<LoadFigures> {
 /// a `#[tokio::main]` function does): latency, and host CPU per load.
 async fn load_by_ref_on_worker(path: &Path, n: usize) -> Result<(Summary, f64)> {
     let (home, manager, r) = home_with(path, "load-worker").await?;
-    let (samples, cpu) = tokio::spawn(async move {
-        let mut samples = Vec::with_capacity(n);
-        let mut cpu = 0.0;
-        for _ in 0..n {
-            let (conn, took, spent) = timed_load(&manager, &r).await?;
-            samples.push(took);
-            cpu += spent;
-            conn.close().await;
-        }
-        anyhow::Ok((samples, cpu))
-    })
-    .await??;
+    let figures = tokio::spawn(async move { load_close_loop(&manager, &r, n).await }).await??;
     drop(home);
+    Ok(figures)
+}
+
+/// `n` rounds of load by ref then close: latency, and host CPU per load.
+async fn load_close_loop(manager: &Manager, r: &AgentRef, n: usize) -> Result<(Summary, f64)> {
+    let mut samples = Vec::with_capacity(n);
+    let mut cpu = 0.0;
+    for _ in 0..n {
+        let (conn, took, spent) = timed_load(manager, r).await?;
+        samples.push(took);
+        cpu += spent;
+        conn.close().await;
+    }
     #[allow(clippy::cast_precision_loss)]
     Ok((Summary::of(&samples), cpu / n.max(1) as f64))
 }
@@ -358,16 +360,7 @@ fn load_by_ref_current_thread(path: &Path, n: usize) -> Result<(Summary, f64)> {
                     .context("tokio runtime")?
                     .block_on(async {
                         let (_home, manager, r) = home_with(path, "load-ct").await?;
-                        let mut samples = Vec::with_capacity(n);
-                        let mut cpu = 0.0;
-                        for _ in 0..n {
-                            let (conn, took, spent) = timed_load(&manager, &r).await?;
-                            samples.push(took);
-                            cpu += spent;
-                            conn.close().await;
-                        }
-                        #[allow(clippy::cast_precision_loss)]
-                        Ok((Summary::of(&samples), cpu / n.max(1) as f64))
+                        load_close_loop(&manager, &r, n).await
                     })
             })
             .join()

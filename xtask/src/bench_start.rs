@@ -109,29 +109,47 @@ pub(crate) async fn start_section(
         "bench: agent start, default vs packed relative relocations × {}",
         args.n
     );
-    let variants = [
+    /// One build of the agent, installed in a home of its own, and what its loads measured.
+    struct Variant {
+        label: &'static str,
+        path: PathBuf,
+        _home: tempfile::TempDir,
+        manager: agent_manager::Manager,
+        r: agent_manager::AgentRef,
+        samples: Vec<std::time::Duration>,
+        agent_cpu_ms: f64,
+    }
+    let mut variants = Vec::new();
+    for (label, path) in [
         ("default (PIE)", echo.to_owned()),
         ("packed relocations", relr),
-    ];
-    let mut loaded = Vec::new();
-    for (label, path) in &variants {
-        let (home, manager, r) = home_with(path, "start").await?;
-        loaded.push((*label, path, home, manager, r, Vec::new(), 0.0_f64));
+    ] {
+        let (home, manager, r) = home_with(&path, "start").await?;
+        variants.push(Variant {
+            label,
+            path,
+            _home: home,
+            manager,
+            r,
+            samples: Vec::with_capacity(args.n),
+            agent_cpu_ms: 0.0,
+        });
     }
     for _ in 0..args.n {
-        for (_, _, _, manager, r, samples, cpu) in &mut loaded {
+        for v in &mut variants {
             let c0 = cpu_ms(libc::RUSAGE_CHILDREN);
-            let (conn, took, _) = timed_load(manager, r).await?;
+            let (conn, took, _) = timed_load(&v.manager, &v.r).await?;
             conn.close().await;
-            *cpu += cpu_ms(libc::RUSAGE_CHILDREN) - c0;
-            samples.push(took);
+            v.agent_cpu_ms += cpu_ms(libc::RUSAGE_CHILDREN) - c0;
+            v.samples.push(took);
         }
     }
     let mut json_rows = Vec::new();
-    for (label, path, _home, _manager, _r, samples, cpu) in &loaded {
+    for v in &variants {
+        let (label, samples) = (v.label, &v.samples);
         #[allow(clippy::cast_precision_loss)]
-        let cpu = *cpu / args.n.max(1) as f64;
-        let relocs = relocation_bytes(path).unwrap_or(0);
+        let cpu = v.agent_cpu_ms / args.n.max(1) as f64;
+        let relocs = relocation_bytes(&v.path).unwrap_or(0);
         let s = Summary::of(samples);
         rows.push((
             format!("load by ref agent-echo, {label}"),
