@@ -505,6 +505,16 @@ async fn a_load_awaited_off_the_workers_logs_to_the_callers_subscriber() {
     conn.close().await;
 }
 
+/// Options that start the test agent in `pid-then-hang` mode (it writes its
+/// pid to `pid_file` and never says its handshake) with a startup timeout
+/// no test waits for: only the load's own end can stop it.
+fn pid_then_hang(pid_file: &std::path::Path) -> LoadOptions {
+    LoadOptions::new()
+        .arg("pid-then-hang")
+        .arg(pid_file.as_os_str())
+        .startup_timeout(Duration::from_secs(600))
+}
+
 /// A load dropped before the agent is ready (a timeout around it) on a
 /// multi-thread runtime kills and reaps the agent it started, long before the
 /// load's own startup timeout, and lists nothing.
@@ -514,10 +524,7 @@ async fn a_load_dropped_mid_start_on_a_multi_thread_runtime_leaves_no_process() 
     let pid_file = dir.path().join("pids");
     let home = Home::new();
     let m = manager(&home);
-    let opts = LoadOptions::new()
-        .arg("pid-then-hang")
-        .arg(pid_file.as_os_str())
-        .startup_timeout(Duration::from_secs(600));
+    let opts = pid_then_hang(&pid_file);
     let agent = common::test_agent();
     let load = m.load_path_with(&agent, opts);
     assert!(
@@ -559,10 +566,7 @@ fn a_load_whose_runtime_shuts_down_ends_with_an_error_and_leaves_no_process() {
         .unwrap();
     let home = Home::new();
     let m = manager(&home);
-    let opts = LoadOptions::new()
-        .arg("pid-then-hang")
-        .arg(pid_file.as_os_str())
-        .startup_timeout(Duration::from_secs(600));
+    let opts = pid_then_hang(&pid_file);
     let handle = rt.handle().clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
